@@ -1,0 +1,47 @@
+# Two commands for a newcomer: `make run` and `make test`. Both set up what they need.
+SHELL := /bin/bash
+PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test test-fast test-faults lint bench deploy-check clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $(STAMP)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch node_modules/.installed
+
+setup: $(STAMP) node_modules/.installed
+
+## Start the whole local stack with demo data (Ctrl-C stops everything it started).
+run: setup
+	$(PY) -m local.stack run --demo-data
+
+lint: setup
+	$(PY) -m ruff check .
+
+## Every test: lint, unit, integration on the local stack, contract smoke, fault matrix.
+test: setup lint
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+test-faults: setup
+	$(PY) -m pytest -q -m slow
+
+bench: setup
+	$(PY) -m bench
+
+deploy-check: setup
+	$(PY) -m pytest -q tests/infra
+	bash infra/checks/run-checkov.sh
+
+clean:
+	rm -rf $(VENV) node_modules .local .pytest_cache .ruff_cache

@@ -1,0 +1,114 @@
+"""Settings of the service, read from the environment (app settings in Azure, `.local/` env locally).
+
+Read lazily through `get_settings()` (cached); nothing here runs at import time. Every setting has the
+local stack's value as its default so `make run` and the tests need no extra configuration; in Azure the
+app settings in `infra/bicep` override them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_DIR = PROJECT_ROOT / ".local"
+
+LOCAL_TENANT_ID = "00000000-0000-0000-0000-0000000000aa"
+LOCAL_CLIENT_ID = "local-sync-app"
+LOCAL_CLIENT_SECRET = "local-dev-secret"  # noqa: S105 -- the local token authority's demo client; not a real secret
+
+# Token audiences (scope = audience + "/.default").
+STORAGE_AUDIENCE = "https://storage.azure.com"
+SERVICEBUS_AUDIENCE = "https://servicebus.azure.net"
+BC_AUDIENCE = "https://api.businesscentral.dynamics.com"
+
+
+class AuthMode(StrEnum):
+    SECRET = "secret"  # noqa: S105 -- a mode name, not a secret
+    CERTIFICATE = "certificate"
+    MANAGED_IDENTITY = "managed_identity"
+
+
+class Settings(BaseModel):
+    """All run-time settings. Field names are snake_case; env names are the SCREAMING_SNAKE aliases."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    # HTTP API
+    function_key: str = Field("local-dev-key", alias="SYNC_FUNCTION_KEY")
+    public_base_url: str = Field("http://127.0.0.1:7071", alias="SYNC_PUBLIC_BASE_URL")
+
+    # Identity (MSAL)
+    tenant_id: str = Field(LOCAL_TENANT_ID, alias="SYNC_TENANT_ID")
+    client_id: str = Field(LOCAL_CLIENT_ID, alias="SYNC_CLIENT_ID")
+    client_secret: str | None = Field(LOCAL_CLIENT_SECRET, alias="SYNC_CLIENT_SECRET", repr=False)
+    client_certificate_path: str | None = Field(None, alias="SYNC_CLIENT_CERTIFICATE_PATH")
+    auth_mode: AuthMode = Field(AuthMode.SECRET, alias="SYNC_AUTH_MODE")
+    managed_identity_client_id: str | None = Field(None, alias="SYNC_MANAGED_IDENTITY_CLIENT_ID")
+    # Azure: https://login.microsoftonline.com ; local: the HTTPS token authority.
+    authority_host: str = Field("https://127.0.0.1:7443", alias="SYNC_AUTHORITY_HOST")
+    # PEM bundle to trust for the authority (and Azurite over HTTPS) locally; unset in Azure.
+    authority_ca: str | None = Field(None, alias="SYNC_AUTHORITY_CA")
+
+    # Business Central API v2.0
+    bc_base_url: str = Field("http://127.0.0.1:7081", alias="BC_BASE_URL")
+    bc_environment: str = Field("Production", alias="BC_ENVIRONMENT")
+    bc_company_id: str | None = Field(None, alias="BC_COMPANY_ID")
+    bc_audience: str = Field(BC_AUDIENCE, alias="BC_AUDIENCE")
+
+    # Dataverse Web API (the org URL is also the token audience)
+    dataverse_url: str = Field("http://127.0.0.1:7082", alias="DATAVERSE_URL")
+
+    # Table Storage: endpoint + MSAL credential (preferred), or a connection string (quick unit tests).
+    tables_endpoint: str = Field("https://127.0.0.1:10002/devstoreaccount1", alias="TABLES_ENDPOINT")
+    tables_connection_string: str | None = Field(None, alias="TABLES_CONNECTION_STRING", repr=False)
+    table_prefix: str = Field("sync", alias="SYNC_TABLE_PREFIX")
+
+    # Service Bus: emulator connection string locally, namespace + MSAL credential in Azure.
+    servicebus_connection_string: str | None = Field(
+        "Endpoint=sb://127.0.0.1:5672;SharedAccessKeyName=RootManageSharedAccessKey;"
+        "SharedAccessKey=local;UseDevelopmentEmulator=true",
+        alias="SERVICEBUS_CONNECTION_STRING",
+        repr=False,
+    )
+    servicebus_namespace: str | None = Field(None, alias="ServiceBusConnection__fullyQualifiedNamespace")
+    servicebus_queue: str = Field("sync-work", alias="SERVICEBUS_QUEUE")
+
+    # Scheduling and webhooks
+    scheduled_sync: bool = Field(True, alias="SYNC_SCHEDULED_SYNC")
+    timer_schedule: str = Field("0 * * * * *", alias="SYNC_TIMER_SCHEDULE")
+    bc_webhook_client_state: str = Field("local-bc-client-state", alias="BC_WEBHOOK_CLIENT_STATE", repr=False)
+    dataverse_webhook_key: str = Field("local-dv-webhook-key", alias="DATAVERSE_WEBHOOK_KEY", repr=False)
+
+    # Engine
+    mappings_file: str = Field(str(PROJECT_ROOT / "shared" / "mappings" / "mappings.yaml"), alias="SYNC_MAPPINGS_FILE")
+    skip_after_failures: int = Field(2, alias="SYNC_SKIP_AFTER_FAILURES", ge=1)
+    sync_inline_limit: int = Field(100, alias="SYNC_INLINE_LIMIT", ge=1)
+
+    @property
+    def dataverse_audience(self) -> str:
+        return self.dataverse_url.rstrip("/")
+
+    @property
+    def bc_api_root(self) -> str:
+        """`.../v2.0/{tenant}/{environment}/api/v2.0` (companies live below it)."""
+        return f"{self.bc_base_url.rstrip('/')}/v2.0/{self.tenant_id}/{self.bc_environment}/api/v2.0"
+
+    @property
+    def dataverse_api_root(self) -> str:
+        return f"{self.dataverse_url.rstrip('/')}/api/data/v9.2"
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> Settings:
+    source = os.environ if env is None else env
+    known = {f.alias for f in Settings.model_fields.values() if f.alias}
+    return Settings.model_validate({k: v for k, v in source.items() if k in known})
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return settings_from_env()
