@@ -1,0 +1,204 @@
+"""Table mappings as versioned configuration: the YAML file, its pydantic models and validation.
+
+A bad file fails at start-up with the file, the path inside it and the reason (``MappingConfigError``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.domain.model import Direction
+
+ConflictPolicy = Literal["none", "bcWins", "dataverseWins"]
+DeletionPolicy = Literal["none", "removeCoupling", "restore", "delete"]
+
+
+class MappingConfigError(ValueError):
+    """The mapping file is invalid; the message names the file, the path and the reason."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Transform(_Model):
+    """Applied to a value on its way to the other side, in this order: trim, case, cut to maxLength."""
+
+    trim: bool = False
+    case: Literal["upper", "lower"] | None = None
+    max_length: int | None = Field(None, alias="maxLength", ge=1)
+
+
+class Lookup(_Model):
+    """A reference resolved through another mapping's couplings (contact company <-> parent account).
+
+    BC stores the parent's ``bcKey`` (e.g. the customer number); Dataverse stores a lookup to the parent
+    row, read as ``_<field>_value`` and written as ``<field>_<table>@odata.bind``."""
+
+    mapping: str
+    bc_key: str = Field("number", alias="bcKey")
+    dataverse_entity_set: str = Field(alias="dataverseEntitySet")
+
+
+class FieldMap(_Model):
+    bc: str | None
+    dataverse: str | None
+    direction: Direction = Direction.BIDIRECTIONAL
+    transform: Transform | None = None
+    constant: Any = None
+    option_map: dict[str, Any] | None = Field(None, alias="optionMap")
+    lookup: Lookup | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FieldMap:
+        if self.bc is None and self.dataverse is None:
+            raise ValueError("a field needs a bc or a dataverse name")
+        if (self.bc is None or self.dataverse is None) and self.constant is None:
+            raise ValueError("a field with only one side must be a constant")
+        if self.constant is not None and self.direction == Direction.BIDIRECTIONAL:
+            raise ValueError("a constant is written one way: set direction toDataverse or fromDataverse")
+        if self.lookup is not None and (self.transform or self.option_map):
+            raise ValueError("a lookup field takes no transform or optionMap")
+        return self
+
+    @property
+    def key(self) -> str:
+        """Stable name of the field pair (used in conflicts and snapshots)."""
+        return f"{self.bc or '-'}|{self.dataverse or '-'}"
+
+    def allows(self, direction: Direction) -> bool:
+        return self.direction in (Direction.BIDIRECTIONAL, direction)
+
+
+class MatchField(_Model):
+    bc: str
+    dataverse: str
+    priority: int = 1
+
+
+class TableMapping(_Model):
+    name: str = Field(pattern=r"^[A-Z0-9][A-Z0-9_-]{0,49}$")
+    bc_entity: str = Field(alias="bcEntity")
+    dataverse_table: str = Field(alias="dataverseTable")
+    dataverse_entity_set: str = Field(alias="dataverseEntitySet")
+    dataverse_primary_key: str = Field(alias="dataversePrimaryKey")
+    direction: Direction
+    sync_only_coupled: bool = Field(True, alias="syncOnlyCoupled")
+    create_new: bool = Field(True, alias="createNew")
+    table_filter: str | None = Field(None, alias="tableFilter")
+    integration_table_filter: str | None = Field(None, alias="integrationTableFilter")
+    conflict_policy: ConflictPolicy = Field("none", alias="conflictPolicy")
+    deletion_policy: DeletionPolicy = Field("removeCoupling", alias="deletionPolicy")
+    depends_on: tuple[str, ...] = Field((), alias="dependsOn")
+    schedule_minutes: int = Field(5, alias="scheduleMinutes", ge=1)
+    match_fields: tuple[MatchField, ...] = Field((), alias="matchFields")
+    fields: tuple[FieldMap, ...]
+    state: Literal["running", "paused"] = "running"
+
+    @model_validator(mode="after")
+    def _check(self) -> TableMapping:
+        for f in self.fields:
+            if self.direction != Direction.BIDIRECTIONAL and f.direction not in (self.direction,):
+                if f.direction == Direction.BIDIRECTIONAL:
+                    continue  # narrowed by the mapping's direction at run time
+                raise ValueError(f"field {f.key}: direction {f.direction} contradicts the mapping's {self.direction}")
+        return self
+
+    def allows(self, direction: Direction) -> bool:
+        """Whether a sync in ``direction`` is allowed (bidirectional allows every direction)."""
+        return self.direction == Direction.BIDIRECTIONAL or self.direction == direction
+
+    @property
+    def bc_select(self) -> list[str]:
+        names = {"id", "lastModifiedDateTime"} | {f.bc for f in self.fields if f.bc and f.constant is None}
+        names |= {m.bc for m in self.match_fields}
+        return sorted(names)
+
+    @property
+    def dataverse_select(self) -> list[str]:
+        names = {self.dataverse_primary_key, "modifiedon"}
+        for f in self.fields:
+            if f.dataverse and f.constant is None:
+                names.add(f"_{f.dataverse}_value" if f.lookup else f.dataverse)
+        names |= {m.dataverse for m in self.match_fields}
+        return sorted(names)
+
+
+class MappingFile(_Model):
+    version: Literal[1]
+    mappings: tuple[TableMapping, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> MappingFile:
+        names = [m.name for m in self.mappings]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate mapping names: {sorted(dupes)}")
+        for m in self.mappings:
+            for dep in m.depends_on:
+                if dep not in names:
+                    raise ValueError(f"mapping {m.name} depends on unknown mapping {dep}")
+            for f in m.fields:
+                if f.lookup and f.lookup.mapping not in names:
+                    raise ValueError(f"mapping {m.name} field {f.key} looks up unknown mapping {f.lookup.mapping}")
+        dependency_order(self.mappings)  # raises on cycles
+        return self
+
+
+def dependency_order(mappings: tuple[TableMapping, ...] | list[TableMapping]) -> list[TableMapping]:
+    """Parents first (a child's lookups need the parent's couplings); raises ValueError on a cycle."""
+    by_name = {m.name: m for m in mappings}
+    done: dict[str, TableMapping] = {}
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        if name in visiting:
+            raise ValueError(f"dependency cycle through mapping {name}")
+        visiting.add(name)
+        for dep in by_name[name].depends_on:
+            visit(dep)
+        visiting.discard(name)
+        done[name] = by_name[name]
+
+    for m in mappings:
+        visit(m.name)
+    return list(done.values())
+
+
+def load_mapping_file(path: str | Path) -> MappingFile:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise MappingConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise MappingConfigError(f"{path}: not valid YAML: {e}") from e
+    try:
+        return MappingFile.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = _describe_path(raw, first["loc"])
+        raise MappingConfigError(f"{path}: {where}: {first['msg']}") from e
+
+
+def _describe_path(raw: Any, loc: tuple[Any, ...]) -> str:
+    """``mappings[1] (CONTACT).fields[2].direction`` from a pydantic error location."""
+    parts: list[str] = []
+    node = raw
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+            if isinstance(node, dict) and node.get("name"):
+                label += f" ({node['name']})"
+            parts.append(label)
+        else:
+            parts.append(("." if parts else "") + str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts) or "(root)"

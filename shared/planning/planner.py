@@ -1,0 +1,343 @@
+"""PURE sync planning: what to write where for a set of coupled pairs, and why.
+
+Functional core, imperative shell: the services gather both sides and the couplings, call these
+functions with plain values, then apply the returned plans in batches. Nothing here does I/O.
+
+Values are dicts keyed by ``FieldMap.key``; a side's *snapshot* is what that side held after the last
+successful sync (``{}`` = never synced). A field *changed* on a side when its value differs from the
+snapshot; it is *in sync* when the source value converted to the other side equals the other side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from shared.domain.model import Direction
+from shared.mappings.config import FieldMap
+from shared.planning.transform import convert, same
+
+ConflictPolicy = Literal["none", "bcWins", "dataverseWins"]
+RecordStatus = Literal["updated", "unchanged", "conflict", "skipped", "not_found"]
+
+
+@dataclass(frozen=True, slots=True)
+class PairState:
+    """One coupled pair as the planner sees it. ``bc``/``dv`` None = that record no longer exists."""
+
+    bc_id: str
+    dv_id: str
+    bc: dict[str, Any] | None
+    dv: dict[str, Any] | None
+    bc_snapshot: dict[str, Any] = field(default_factory=dict)
+    dv_snapshot: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+    bc_modified_on: datetime | None = None
+    dv_modified_on: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed on each side since the last sync (the direction prompt's ``changes``)."""
+
+    bc_fields: tuple[str, ...]
+    dv_fields: tuple[str, ...]
+    conflicting_fields: tuple[str, ...]
+
+    @property
+    def business_central(self) -> bool:
+        return bool(self.bc_fields)
+
+    @property
+    def dataverse(self) -> bool:
+        return bool(self.dv_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPlan:
+    bc_id: str
+    dv_id: str
+    status: RecordStatus
+    direction: Direction
+    bc_update: dict[str, Any] = field(default_factory=dict)  # field key -> value to write to BC
+    dv_update: dict[str, Any] = field(default_factory=dict)  # field key -> value to write to Dataverse
+    error_code: str | None = None
+    error_message: str | None = None
+    conflicting_fields: tuple[str, ...] = ()
+    # The snapshot to store after the writes succeed (None: keep the stored one).
+    bc_snapshot: dict[str, Any] | None = None
+    dv_snapshot: dict[str, Any] | None = None
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.bc_update or self.dv_update)
+
+
+def _paired(fields: tuple[FieldMap, ...]) -> list[FieldMap]:
+    """Fields present on both sides (constants are only written on create)."""
+    return [f for f in fields if f.bc is not None and f.dataverse is not None and f.constant is None]
+
+
+def _label(f: FieldMap) -> str:
+    return f.bc or f.dataverse or f.key
+
+
+def detect_changes(fields: tuple[FieldMap, ...], pair: PairState) -> Changes:
+    bc_changed: list[str] = []
+    dv_changed: list[str] = []
+    conflicting: list[str] = []
+    if pair.bc is None or pair.dv is None:
+        return Changes((), (), ())
+    for f in _paired(fields):
+        b = _changed(pair.bc, pair.bc_snapshot, f.key)
+        d = _changed(pair.dv, pair.dv_snapshot, f.key)
+        if b:
+            bc_changed.append(_label(f))
+        if d:
+            dv_changed.append(_label(f))
+        if b and d and f.direction == Direction.BIDIRECTIONAL and not _in_sync(f, pair):
+            conflicting.append(_label(f))
+    return Changes(tuple(bc_changed), tuple(dv_changed), tuple(conflicting))
+
+
+def suggest_direction(changes: Changes) -> Direction:
+    """The direction prompt's default: the side that changed alone wins; otherwise merge."""
+    if changes.business_central and not changes.dataverse:
+        return Direction.TO_DATAVERSE
+    if changes.dataverse and not changes.business_central:
+        return Direction.FROM_DATAVERSE
+    return Direction.BIDIRECTIONAL
+
+
+def _changed(values: dict[str, Any], snapshot: dict[str, Any], key: str) -> bool:
+    # Never synced (no snapshot for this field): nothing is known to have changed.
+    return key in snapshot and not same(values.get(key), snapshot.get(key))
+
+
+def _agree(f: FieldMap, bc_value: Any, dv_value: Any, direction: Direction) -> bool:
+    """Whether the two values are equivalent as seen from ``direction`` (transforms may be lossy, so a
+    value that flows one way is compared in that way; a merge accepts either)."""
+    to_dv = same(convert(f, bc_value, Direction.TO_DATAVERSE), dv_value)
+    if direction == Direction.TO_DATAVERSE:
+        return to_dv
+    from_dv = same(convert(f, dv_value, Direction.FROM_DATAVERSE), bc_value)
+    return from_dv if direction == Direction.FROM_DATAVERSE else (to_dv or from_dv)
+
+
+def _in_sync(f: FieldMap, pair: PairState, direction: Direction = Direction.BIDIRECTIONAL) -> bool:
+    assert pair.bc is not None and pair.dv is not None
+    return _agree(f, pair.bc.get(f.key), pair.dv.get(f.key), direction)
+
+
+def plan_record(
+    fields: tuple[FieldMap, ...],
+    direction: Direction,
+    pair: PairState,
+    *,
+    force: bool = False,
+    conflict_policy: ConflictPolicy = "none",
+    honour_skipped: bool = True,
+) -> RecordPlan:
+    """Plans one coupled pair in ``direction`` (``bidirectional`` = per-field merge)."""
+    if honour_skipped and pair.skipped:
+        return RecordPlan(
+            pair.bc_id,
+            pair.dv_id,
+            "skipped",
+            direction,
+            error_code="record_skipped",
+            error_message="The record is marked as skipped after repeated failures; retry it to restore it.",
+        )
+    if pair.bc is None or pair.dv is None:
+        side = "Business Central record" if pair.bc is None else "Dataverse row"
+        return RecordPlan(
+            pair.bc_id,
+            pair.dv_id,
+            "not_found",
+            direction,
+            error_code="record_not_found",
+            error_message=f"The coupled {side} no longer exists.",
+        )
+
+    bc_update: dict[str, Any] = {}
+    dv_update: dict[str, Any] = {}
+    overwritten_newer: list[str] = []
+    conflicts: list[str] = []
+
+    for f in _paired(fields):
+        flow = direction if direction != Direction.BIDIRECTIONAL else f.direction
+        if _in_sync(f, pair, flow):
+            continue
+        bc_val, dv_val = pair.bc.get(f.key), pair.dv.get(f.key)
+        bc_changed = _changed(pair.bc, pair.bc_snapshot, f.key)
+        dv_changed = _changed(pair.dv, pair.dv_snapshot, f.key)
+        winner = _winner(f, direction, bc_changed, dv_changed, pair, conflict_policy)
+        if winner == "conflict":
+            conflicts.append(_label(f))
+        elif winner == Direction.TO_DATAVERSE:
+            dv_update[f.key] = convert(f, bc_val, Direction.TO_DATAVERSE)
+            if dv_changed and direction != Direction.BIDIRECTIONAL:
+                overwritten_newer.append(_label(f))
+        elif winner == Direction.FROM_DATAVERSE:
+            bc_update[f.key] = convert(f, dv_val, Direction.FROM_DATAVERSE)
+            if bc_changed and direction != Direction.BIDIRECTIONAL:
+                overwritten_newer.append(_label(f))
+
+    if conflicts:
+        return RecordPlan(
+            pair.bc_id,
+            pair.dv_id,
+            "conflict",
+            direction,
+            error_code="update_conflict",
+            error_message=("Both sides changed since the last synchronization: " + ", ".join(conflicts) + "."),
+            conflicting_fields=tuple(conflicts),
+        )
+    if overwritten_newer and not force:
+        return RecordPlan(
+            pair.bc_id,
+            pair.dv_id,
+            "skipped",
+            direction,
+            error_code="target_changed",
+            error_message=(
+                "The target contains newer data in "
+                + ", ".join(overwritten_newer)
+                + "; synchronize with force to overwrite it."
+            ),
+        )
+
+    bc_after = {**pair.bc, **bc_update}
+    dv_after = {**pair.dv, **dv_update}
+    bc_snap, dv_snap = dict(pair.bc_snapshot), dict(pair.dv_snapshot)
+    for f in _paired(fields):
+        # The snapshot records the last state both sides agreed on, field by field.
+        if _agree(f, bc_after.get(f.key), dv_after.get(f.key), direction):
+            bc_snap[f.key] = bc_after.get(f.key)
+            dv_snap[f.key] = dv_after.get(f.key)
+    return RecordPlan(
+        pair.bc_id,
+        pair.dv_id,
+        "updated" if (bc_update or dv_update) else "unchanged",
+        direction,
+        bc_update=bc_update,
+        dv_update=dv_update,
+        bc_snapshot=bc_snap,
+        dv_snapshot=dv_snap,
+    )
+
+
+def _winner(
+    f: FieldMap,
+    direction: Direction,
+    bc_changed: bool,
+    dv_changed: bool,
+    pair: PairState,
+    conflict_policy: ConflictPolicy,
+) -> Direction | Literal["conflict"] | None:
+    """Which way a field that is out of sync flows (None: it does not flow in this sync)."""
+    if direction != Direction.BIDIRECTIONAL:
+        return direction if f.allows(direction) else None
+    if f.direction != Direction.BIDIRECTIONAL:
+        return f.direction  # one-way field inside a merge
+    if bc_changed and not dv_changed:
+        return Direction.TO_DATAVERSE
+    if dv_changed and not bc_changed:
+        return Direction.FROM_DATAVERSE
+    if bc_changed and dv_changed:
+        if conflict_policy == "bcWins":
+            return Direction.TO_DATAVERSE
+        if conflict_policy == "dataverseWins":
+            return Direction.FROM_DATAVERSE
+        return "conflict"
+    # Out of sync but neither side known to have changed (never synced): the newer record wins,
+    # Business Central when unknown (BC runs its To pass first).
+    if pair.dv_modified_on and pair.bc_modified_on and pair.dv_modified_on > pair.bc_modified_on:
+        return Direction.FROM_DATAVERSE
+    return Direction.TO_DATAVERSE
+
+
+def plan_sync(
+    fields: tuple[FieldMap, ...],
+    direction: Direction,
+    pairs: list[PairState],
+    *,
+    force: bool = False,
+    conflict_policy: ConflictPolicy = "none",
+    honour_skipped: bool = True,
+) -> list[RecordPlan]:
+    return [
+        plan_record(fields, direction, p, force=force, conflict_policy=conflict_policy, honour_skipped=honour_skipped)
+        for p in pairs
+    ]
+
+
+def plan_create(fields: tuple[FieldMap, ...], direction: Direction, source: dict[str, Any]) -> dict[str, Any]:
+    """Field key -> value for a new record on the target side of ``direction``, from the source's values.
+    Includes the constants written that way."""
+    out: dict[str, Any] = {}
+    for f in fields:
+        target_name = f.dataverse if direction == Direction.TO_DATAVERSE else f.bc
+        if target_name is None or not f.allows(direction):
+            continue
+        if f.constant is not None:
+            out[f.key] = f.constant
+            continue
+        source_name = f.bc if direction == Direction.TO_DATAVERSE else f.dataverse
+        if source_name is None:
+            continue
+        value = convert(f, source.get(f.key), direction)
+        if value is not None and value != "":
+            out[f.key] = value
+    return out
+
+
+def snapshot_after_create(
+    fields: tuple[FieldMap, ...], bc_values: dict[str, Any], dv_values: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Snapshots of a freshly created pair: the fields both sides agree on."""
+    bc_snap: dict[str, Any] = {}
+    dv_snap: dict[str, Any] = {}
+    for f in _paired(fields):
+        if _agree(f, bc_values.get(f.key), dv_values.get(f.key), Direction.BIDIRECTIONAL):
+            bc_snap[f.key] = bc_values.get(f.key)
+            dv_snap[f.key] = dv_values.get(f.key)
+    return bc_snap, dv_snap
+
+
+def best_match(
+    candidates_by_priority: list[list[str]],
+) -> tuple[str | None, list[str]]:
+    """Match coupling: the first priority level with exactly one candidate wins; several candidates at
+    the first level that has any -> ambiguous (returns None and the candidates)."""
+    for candidates in candidates_by_priority:
+        unique = sorted(set(candidates))
+        if len(unique) == 1:
+            return unique[0], unique
+        if len(unique) > 1:
+            return None, unique
+    return None, []
+
+
+DeletionAction = Literal["fail", "remove_coupling", "restore", "delete_survivor"]
+
+
+def plan_deletion(policy: Literal["none", "removeCoupling", "restore", "delete"]) -> DeletionAction:
+    """A coupled record was deleted on one side (scheduled syncs; BC's 'Resolve Deletion Conflicts'):
+    none -> the coupling fails ('coupled to a deleted record'); removeCoupling -> uncouple only;
+    restore -> uncouple, then recreate the deleted record from the survivor and couple it;
+    delete -> delete the survivor too, and uncouple."""
+    return {
+        "none": "fail",
+        "removeCoupling": "remove_coupling",
+        "restore": "restore",
+        "delete": "delete_survivor",
+    }[policy]  # type: ignore[return-value]
+
+
+def may_create(direction: Direction, mapping_direction: Direction, sync_only_coupled: bool, create_new: bool) -> bool:
+    """Whether an uncoupled record may be created on the other side of ``direction`` and coupled."""
+    if sync_only_coupled or not create_new:
+        return False
+    return mapping_direction in (Direction.BIDIRECTIONAL, direction)

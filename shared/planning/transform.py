@@ -1,0 +1,68 @@
+"""PURE: field values on their way from one side to the other (transforms, option sets, comparison).
+
+Lookup fields are compared as the parent's Dataverse id on both sides; the executor resolves them
+before planning and turns them back into payloads after planning.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from shared.domain.model import Direction
+from shared.mappings.config import FieldMap, Transform
+
+
+def apply_transform(value: Any, transform: Transform | None) -> Any:
+    """trim, then case, then cut to maxLength (cut after trimming so no trailing blank survives the cut)."""
+    if transform is None or not isinstance(value, str):
+        return value
+    if transform.trim:
+        value = value.strip()
+    if transform.case == "upper":
+        value = value.upper()
+    elif transform.case == "lower":
+        value = value.lower()
+    if transform.max_length is not None and len(value) > transform.max_length:
+        value = value[: transform.max_length].rstrip() if transform.trim else value[: transform.max_length]
+    return value
+
+
+def _option_key(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def convert(field: FieldMap, value: Any, direction: Direction) -> Any:
+    """The value ``field`` gets on the target side of ``direction`` for a source ``value``."""
+    if field.constant is not None:
+        return field.constant
+    if field.option_map is not None:
+        if direction == Direction.TO_DATAVERSE:
+            value = field.option_map.get(_option_key(value), value)
+        else:
+            reverse = {_option_key(v): k for k, v in field.option_map.items()}
+            mapped = reverse.get(_option_key(value), value)
+            value = {"true": True, "false": False}.get(mapped, mapped) if isinstance(mapped, str) else mapped
+    return apply_transform(value, field.transform)
+
+
+def normalize(value: Any) -> Any:
+    """Comparison form: empty string equals null (BC returns "", Dataverse null); GUIDs case-insensitive;
+    numbers compared by value (12.5 == Decimal('12.50'))."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float | Decimal):
+        return Decimal(str(value)).normalize()
+    if isinstance(value, str):
+        if len(value) == 36 and value.count("-") == 4:
+            return value.lower()
+        return value
+    return value
+
+
+def same(a: Any, b: Any) -> bool:
+    return normalize(a) == normalize(b)
