@@ -324,10 +324,11 @@ def _check_assertion(
 def _thumbprint_matches(header: Mapping[str, Any], cert: x509.Certificate) -> bool:
     from cryptography.hazmat.primitives import hashes
 
+    # Compared without base64 padding: MSAL sends it padded, RFC 7515 says unpadded.
     if "x5t#S256" in header:
-        return bool(header["x5t#S256"] == _b64url(cert.fingerprint(hashes.SHA256())))
+        return str(header["x5t#S256"]).rstrip("=") == _b64url(cert.fingerprint(hashes.SHA256()))
     if "x5t" in header:
-        return bool(header["x5t"] == _b64url(cert.fingerprint(hashes.SHA1())))  # noqa: S303 -- a thumbprint
+        return str(header["x5t"]).rstrip("=") == _b64url(cert.fingerprint(hashes.SHA1()))  # noqa: S303 -- a thumbprint
     return True  # no thumbprint: try the signature against every registered certificate
 
 
