@@ -1,0 +1,114 @@
+"""HTTP helpers every blueprint uses: JSON and RFC 9457 problem responses, body parsing, error mapping."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import azure.functions as func
+import pydantic
+
+from shared.domain.errors import ServiceError, ValidationFailedError
+
+log = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+_MAX_REPORTED_ERRORS = 10
+_MAX_MESSAGE_CHARS = 200
+
+
+class InvalidJsonError(ServiceError):
+    code, status, title = "invalid_json", 400, "The body is not valid JSON"
+
+
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> func.HttpResponse:
+    """An RFC 9457 problem response carrying the contract's stable `code`."""
+    body: dict[str, Any] = {
+        "type": f"urn:bc-dataverse-sync:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    body.update(extra)
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/problem+json")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, default=str), status_code=status, headers=headers, mimetype="application/json"
+    )
+
+
+def error_response(error: ServiceError) -> func.HttpResponse:
+    return problem(error.status, error.code, error.title, error.detail, **error.extra)
+
+
+def _summarise(errors: list[Any]) -> list[dict[str, str]]:
+    """Pydantic errors without the offending input (which may be huge or sensitive)."""
+    out = []
+    for err in errors[:_MAX_REPORTED_ERRORS]:
+        location = ".".join(str(part) for part in err.get("loc", ())) or "(body)"
+        out.append({"field": location, "message": str(err.get("msg", "invalid"))[:_MAX_MESSAGE_CHARS]})
+    return out
+
+
+def parse_json_body(req: func.HttpRequest, model: type[ModelT]) -> ModelT:
+    """The body validated as `model`; raises `InvalidJsonError` / `ValidationFailedError` (both 400)."""
+    raw = req.get_body()
+    try:
+        data = json.loads(raw) if raw.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidJsonError("The request body is not valid JSON.") from None
+    if data is None:
+        raise InvalidJsonError("A JSON request body is required.")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        errors = _summarise(exc.errors(include_input=False, include_url=False))
+        first = errors[0] if errors else {"field": "(body)", "message": "invalid"}
+        raise ValidationFailedError(f"{first['field']}: {first['message']}", errors=errors) from None
+
+
+def _internal_error() -> func.HttpResponse:
+    trace_id = uuid.uuid4().hex
+    log.exception("Unhandled error (traceId=%s)", trace_id)
+    return problem(500, "internal_error", "Internal server error", "An internal error occurred.", traceId=trace_id)
+
+
+Handler = Callable[..., Any]
+
+
+def handle_errors(handler: Handler) -> Handler:
+    """Map `ServiceError` to its problem response and anything else to a 500 problem (logged, no trace).
+
+    Put it below the trigger decorator: `@bp.route(...)` then `@handle_errors`. Works for sync and async.
+    """
+    if inspect.iscoroutinefunction(handler):
+
+        @functools.wraps(handler)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
+            try:
+                return await handler(*args, **kwargs)
+            except ServiceError as exc:
+                return error_response(exc)
+            except Exception:
+                return _internal_error()
+
+        return async_wrapper
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
+        try:
+            return handler(*args, **kwargs)
+        except ServiceError as exc:
+            return error_response(exc)
+        except Exception:
+            return _internal_error()
+
+    return wrapper
