@@ -46,3 +46,9 @@ class DirectionRequiredError(ServiceError):
 
 class JobNotFoundError(ServiceError):
     code, status, title = "job_not_found", 404, "Job not found"
+
+
+class CannotAutoCoupleError(NotCoupledError):
+    """Sync from Dataverse of an uncoupled row whose mapping forbids coupling it automatically."""
+
+    status = 409

@@ -1,0 +1,299 @@
+"""Set up coupling (existing pair, create the other side, match), read couplings, delete couplings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from shared.domain.errors import (
+    AlreadyCoupledError,
+    DirectionNotAllowedError,
+    NotCoupledError,
+    RecordNotFoundError,
+)
+from shared.domain.model import Coupling, Direction, RemoteRecord, WriteOp
+from shared.mappings.config import TableMapping
+from shared.planning.planner import best_match, plan_create, snapshot_after_create
+from shared.services.codec import dataverse_id_for, odata_string
+from shared.services.engine import Engine, utcnow
+from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
+
+
+def default_sync_after(mapping: TableMapping) -> Direction:
+    """BC's coupling dialog: 'Use the Dataverse data' when the mapping is fromDataverse, else BC's data."""
+    return Direction.FROM_DATAVERSE if mapping.direction == Direction.FROM_DATAVERSE else Direction.TO_DATAVERSE
+
+
+class CouplingService:
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+        self.sync = SyncService(engine)
+
+    # ------------------------------------------------------------------ read
+    async def get_by_bc_id(self, mapping_name: str, bc_id: str) -> Coupling:
+        mapping = await self.e.registry.get(mapping_name)
+        c = await self.e.couplings.get_by_bc_id(mapping.name, bc_id)
+        if c is None:
+            raise NotCoupledError(f"The Business Central record {bc_id} is not coupled in mapping {mapping.name}.")
+        return c
+
+    async def find_by_dataverse_id(self, mapping_name: str, dv_id: str) -> list[Coupling]:
+        mapping = await self.e.registry.get(mapping_name)
+        c = await self.e.couplings.get_by_dataverse_id(mapping.name, dv_id)
+        return [c] if c else []
+
+    async def list_page(
+        self, mapping_name: str, top: int, continuation: str | None
+    ) -> tuple[list[Coupling], str | None]:
+        mapping = await self.e.registry.get(mapping_name)
+        return await self.e.couplings.list_page(mapping.name, top=top, continuation=continuation)
+
+    # ------------------------------------------------------------------ couple an existing pair
+    async def couple_existing(
+        self,
+        mapping_name: str,
+        bc_id: str,
+        dv_id: str,
+        *,
+        replace: bool = False,
+        sync_after: Direction | str | None = "default",
+    ) -> Coupling:
+        mapping = await self.e.registry.get(mapping_name)
+        direction = default_sync_after(mapping) if sync_after == "default" else sync_after
+        if isinstance(direction, Direction) and not mapping.allows(direction):
+            raise DirectionNotAllowedError(
+                f"Mapping {mapping.name} synchronizes {mapping.direction.value} only; cannot sync {direction.value}."
+            )
+        bc_rec = (await self.e.bc.get_many(mapping.bc_entity, [bc_id], select=mapping.bc_select)).get(bc_id)
+        dv_rec = (await self.e.dv.get_many(mapping.dataverse_entity_set, [dv_id], select=mapping.dataverse_select)).get(
+            dv_id
+        )
+        if bc_rec is None:
+            raise RecordNotFoundError(f"Business Central {mapping.bc_entity} {bc_id} does not exist.")
+        if dv_rec is None:
+            raise RecordNotFoundError(f"Dataverse {mapping.dataverse_entity_set} {dv_id} does not exist.")
+
+        by_bc = await self.e.couplings.get_by_bc_id(mapping.name, bc_id)
+        by_dv = await self.e.couplings.get_by_dataverse_id(mapping.name, dv_id)
+        if by_bc and by_bc.dataverse_id == dv_id:
+            coupling = by_bc  # already exactly this pair: idempotent
+        else:
+            stale = await self._only_stale(mapping, by_bc, by_dv)
+            if (by_bc or by_dv) and not (replace or stale):
+                other = by_bc.dataverse_id if by_bc else (by_dv.bc_id if by_dv else "")
+                raise AlreadyCoupledError(
+                    f"Cannot couple: the record is already coupled to {other}. Use replace to couple anyway.",
+                )
+            coupling = Coupling(mapping=mapping.name, bc_id=bc_id, dataverse_id=dv_id, coupled_at=utcnow())
+            removed = await self.e.couplings.couple(coupling, replace=True if (by_bc or by_dv) else False)
+            if removed:
+                await self.e.errors.close_for_records(mapping.name, [c.bc_id for c in removed])
+        if isinstance(direction, Direction):
+            await self.sync.sync_couplings(mapping, [coupling], direction, force=True, honour_skipped=False)
+            coupling = await self.e.couplings.get_by_bc_id(mapping.name, bc_id) or coupling
+        return coupling
+
+    async def _only_stale(self, mapping: TableMapping, by_bc: Coupling | None, by_dv: Coupling | None) -> bool:
+        """True when every coupling in the way points at a record that no longer exists."""
+        if by_bc is None and by_dv is None:
+            return False
+        if by_bc is not None:
+            found = await self.e.dv.get_many(mapping.dataverse_entity_set, [by_bc.dataverse_id], select=["modifiedon"])
+            if by_bc.dataverse_id in found:
+                return False
+        if by_dv is not None:
+            found = await self.e.bc.get_many(mapping.bc_entity, [by_dv.bc_id], select=["id"])
+            if by_dv.bc_id in found:
+                return False
+        return True
+
+    # ------------------------------------------------------------------ couple + create the other side
+    async def couple_create_new(
+        self, mapping_name: str, *, bc_id: str | None = None, dv_id: str | None = None, replace: bool = False
+    ) -> Coupling:
+        mapping = await self.e.registry.get(mapping_name)
+        direction = Direction.TO_DATAVERSE if bc_id else Direction.FROM_DATAVERSE
+        if not mapping.allows(direction):
+            raise DirectionNotAllowedError(
+                f"Mapping {mapping.name} synchronizes {mapping.direction.value} only; cannot create "
+                f"{'in Dataverse' if bc_id else 'in Business Central'}."
+            )
+        if bc_id:
+            rec = (await self.e.bc.get_many(mapping.bc_entity, [bc_id], select=mapping.bc_select)).get(bc_id)
+            existing = await self.e.couplings.get_by_bc_id(mapping.name, bc_id)
+        else:
+            assert dv_id is not None
+            rec = (
+                await self.e.dv.get_many(mapping.dataverse_entity_set, [dv_id], select=mapping.dataverse_select)
+            ).get(dv_id)
+            existing = await self.e.couplings.get_by_dataverse_id(mapping.name, dv_id)
+        if rec is None:
+            raise RecordNotFoundError(f"The record {bc_id or dv_id} does not exist.")
+        if existing is not None:
+            if not replace:
+                raise AlreadyCoupledError("The record is already coupled. Use replace to create a new counterpart.")
+            await self.e.couplings.uncouple_many(mapping.name, [existing.bc_id])
+        outcome = await self.create_counterparts(mapping, direction, [rec])
+        result = outcome.results[0]
+        if result.status != "created" or result.bc_id is None:
+            raise RecordNotFoundError(result.error_message or "The counterpart could not be created.")
+        coupling = await self.e.couplings.get_by_bc_id(mapping.name, result.bc_id)
+        assert coupling is not None
+        return coupling
+
+    async def create_counterparts(
+        self, mapping: TableMapping, direction: Direction, sources: Sequence[RemoteRecord], job_id: str | None = None
+    ) -> SyncOutcome:
+        """Creates the other side of uncoupled records in batches and couples them (status ``created``)."""
+        outcome = SyncOutcome()
+        if not sources:
+            return outcome
+        codec = self.e.codec(mapping)
+        now = utcnow()
+        if direction == Direction.TO_DATAVERSE:
+            values = await codec.bc_values_many(sources)
+            ops = []
+            for rec in sources:
+                new_id = dataverse_id_for(mapping.name, rec.id)
+                payload = codec.dv_payload(plan_create(mapping.fields, direction, values[rec.id]))
+                payload[mapping.dataverse_primary_key] = new_id
+                ops.append(WriteOp("create", ref=rec.id, id=new_id, fields=payload))
+            written = await self.e.dv.write_many(mapping.dataverse_entity_set, ops)
+            pairs = [(rec.id, w) for rec, w in zip(sources, written, strict=True)]
+            src_values = {rec.id: values[rec.id] for rec in sources}
+        else:
+            src_values = {rec.id: codec.dv_values(rec) for rec in sources}
+            new_values = {rec.id: plan_create(mapping.fields, direction, src_values[rec.id]) for rec in sources}
+            payloads = await codec.bc_payloads(new_values)
+            ops = [WriteOp("create", ref=rec.id, fields=payloads[rec.id]) for rec in sources]
+            written = await self.e.bc.write_many(mapping.bc_entity, ops)
+            pairs = [(rec.id, w) for rec, w in zip(sources, written, strict=True)]
+
+        couplings: list[Coupling] = []
+        for (src_id, w), rec in zip(pairs, sources, strict=True):
+            if not w.ok or w.record is None:
+                outcome.add(
+                    RecordResult(
+                        src_id if direction == Direction.TO_DATAVERSE else None,
+                        src_id if direction == Direction.FROM_DATAVERSE else None,
+                        "failed",
+                        direction.value,
+                        "create_failed",
+                        str(w.error) if w.error else "The record could not be created.",
+                        transient=bool(getattr(w.error, "transient", False)),
+                    )
+                )
+                continue
+            target = w.record
+            if direction == Direction.TO_DATAVERSE:
+                bc_id, dv_id = rec.id, target.id
+                bc_vals = src_values[rec.id]
+                dv_vals = {**plan_create(mapping.fields, direction, bc_vals)}
+                bc_etag, dv_etag = rec.etag, target.etag
+            else:
+                bc_id, dv_id = target.id, rec.id
+                dv_vals = src_values[rec.id]
+                bc_vals = {**plan_create(mapping.fields, direction, dv_vals)}
+                bc_etag, dv_etag = target.etag, rec.etag
+            bc_snap, dv_snap = snapshot_after_create(mapping.fields, bc_vals, dv_vals)
+            couplings.append(
+                Coupling(
+                    mapping=mapping.name,
+                    bc_id=bc_id.lower(),
+                    dataverse_id=dv_id.lower(),
+                    coupled_at=now,
+                    last_synced_at=now,
+                    last_sync_direction=direction.value,
+                    last_sync_result="succeeded",
+                    bc_values=bc_snap,
+                    dv_values=dv_snap,
+                    bc_etag=bc_etag,
+                    dv_etag=dv_etag,
+                )
+            )
+        stored = await self.e.couplings.couple_many(couplings) if couplings else []
+        for c, s in zip(couplings, stored, strict=True):
+            if isinstance(s, Exception):
+                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "failed", direction.value, "already_coupled", str(s)))
+            else:
+                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "created", direction.value))
+        return outcome
+
+    # ------------------------------------------------------------------ match-based coupling
+    async def match_couple(self, mapping: TableMapping, bc_records: Sequence[RemoteRecord]) -> SyncOutcome:
+        """Couples uncoupled BC records to the Dataverse row found by the match fields (by priority);
+        several candidates -> left uncoupled and reported (``ambiguous_match``)."""
+        outcome = SyncOutcome()
+        coupled = await self.e.couplings.get_many_by_bc_ids(mapping.name, [r.id for r in bc_records])
+        todo = [r for r in bc_records if r.id not in coupled]
+        levels = sorted({m.priority for m in mapping.match_fields})
+        candidates: dict[str, list[list[str]]] = {r.id: [] for r in todo}
+        for level in levels:
+            fields = [m for m in mapping.match_fields if m.priority == level]
+            for m in fields:
+                values = {str(r.fields.get(m.bc)) for r in todo if r.fields.get(m.bc) not in (None, "")}
+                found: dict[str, list[str]] = {}
+                for chunk in _chunks(sorted(values), 15):
+                    filt = f"{m.dataverse} in ({','.join(odata_string(v) for v in chunk)})"
+                    async for page in self.e.dv.list_records(
+                        mapping.dataverse_entity_set, select=[mapping.dataverse_primary_key, m.dataverse], filter=filt
+                    ):
+                        for row in page:
+                            found.setdefault(str(row.fields.get(m.dataverse)), []).append(row.id)
+                for r in todo:
+                    key = r.fields.get(m.bc)
+                    candidates[r.id].append(found.get(str(key), []) if key not in (None, "") else [])
+        now = utcnow()
+        new: list[Coupling] = []
+        for r in todo:
+            winner, cands = best_match(candidates[r.id])
+            if winner is None:
+                code = "ambiguous_match" if cands else "no_match"
+                msg = f"{len(cands)} candidates: {', '.join(cands[:5])}" if cands else "No matching Dataverse row."
+                outcome.add(RecordResult(r.id, None, "skipped" if not cands else "failed", "toDataverse", code, msg))
+                continue
+            new.append(Coupling(mapping=mapping.name, bc_id=r.id, dataverse_id=winner, coupled_at=now))
+        stored = await self.e.couplings.couple_many(new) if new else []
+        for c, s in zip(new, stored, strict=True):
+            if isinstance(s, Exception):
+                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "failed", None, "already_coupled", str(s)))
+            else:
+                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "coupled", None))
+        return outcome
+
+    # ------------------------------------------------------------------ delete couplings
+    async def uncouple(self, mapping_name: str, bc_id: str) -> None:
+        mapping = await self.e.registry.get(mapping_name)
+        removed = await self.e.couplings.uncouple_many(mapping.name, [bc_id])
+        if not removed:
+            raise NotCoupledError(f"The Business Central record {bc_id} is not coupled in mapping {mapping.name}.")
+        await self.e.errors.close_for_records(mapping.name, [bc_id])
+
+    async def uncouple_many(
+        self, mapping_name: str, *, bc_ids: Sequence[str] = (), dv_ids: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        mapping = await self.e.registry.get(mapping_name)
+        results: list[dict[str, Any]] = []
+        targets: dict[str, tuple[str | None, str | None]] = {}
+        if bc_ids:
+            found = await self.e.couplings.get_many_by_bc_ids(mapping.name, list(bc_ids))
+            for b in bc_ids:
+                c = found.get(b)
+                targets[b] = (b, c.dataverse_id if c else None)
+        else:
+            found_dv = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(dv_ids))
+            for d in dv_ids:
+                c = found_dv.get(d)
+                targets[c.bc_id if c else f"dv:{d}"] = (c.bc_id if c else None, d)
+        coupled_bc = [b for b, (bid, dvid) in targets.items() if bid and dvid]
+        removed = {c.bc_id for c in await self.e.couplings.uncouple_many(mapping.name, coupled_bc)}
+        if removed:
+            await self.e.errors.close_for_records(mapping.name, list(removed))
+        for bid, dvid in targets.values():
+            status = "uncoupled" if bid in removed else "not_coupled"
+            results.append({"bcId": bid, "dataverseId": dvid, "status": status})
+        return results
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

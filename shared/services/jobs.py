@@ -1,0 +1,343 @@
+"""Mapping-wide work: jobs are created here and queued; workers run them (never inside an HTTP request)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from shared.domain.errors import JobNotFoundError
+from shared.domain.model import Direction, Job, RemoteRecord, Side, Watermark
+from shared.errors import PreconditionFailedError
+from shared.mappings.config import TableMapping
+from shared.planning.planner import may_create, plan_deletion
+from shared.services.coupling_service import CouplingService
+from shared.services.engine import Engine, new_job_id, utcnow
+from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 100
+
+
+def message(kind: str, job_id: str, mapping: str, batch: str = "0", **payload: Any) -> dict[str, Any]:
+    """A work message. ``messageId`` is deterministic so Service Bus duplicate detection drops re-sends."""
+    return {
+        "version": 1,
+        "kind": kind,
+        "messageId": f"{job_id}:{kind}:{batch}",
+        "jobId": job_id,
+        "mapping": mapping,
+        **payload,
+    }
+
+
+def final_status(counts: dict[str, int]) -> str:
+    return "partial" if counts.get("failed", 0) else "succeeded"
+
+
+class JobService:
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+        self.sync = SyncService(engine)
+        self.coupling = CouplingService(engine)
+
+    # ------------------------------------------------------------------ starting jobs (API side)
+    async def start(
+        self,
+        mapping: str,
+        kind: str,
+        direction: str | None,
+        messages: Sequence[dict[str, Any]] | None = None,
+        **payload: Any,
+    ) -> Job:
+        job = Job(job_id=new_job_id(), mapping=mapping, kind=kind, direction=direction, created_at=utcnow())
+        msgs = (
+            list(messages) if messages is not None else [message(_message_kind(kind), job.job_id, mapping, **payload)]
+        )
+        for i, m in enumerate(msgs):
+            m.setdefault("jobId", job.job_id)
+            m["jobId"] = job.job_id
+            m["messageId"] = f"{job.job_id}:{m['kind']}:{m.get('batch', i)}"
+        job.expected_batches = len(msgs)
+        await self.e.jobs.create(job)
+        await self.e.publisher.publish(msgs)
+        return job
+
+    async def get(self, job_id: str) -> Job:
+        job = await self.e.jobs.get(job_id)
+        if job is None:
+            raise JobNotFoundError(f"There is no job {job_id[:60]}.")
+        return job
+
+    # ------------------------------------------------------------------ running jobs (worker side)
+    async def handle(self, msg: dict[str, Any]) -> None:
+        """Processes one work message. Transient errors propagate (Service Bus redelivers); processing the
+        same message twice changes nothing the second time (idempotent writes, per-batch counters)."""
+        kind = msg.get("kind")
+        job_id = str(msg.get("jobId") or "")
+        mapping = await self.e.registry.get(str(msg.get("mapping")))
+        job = await self.e.jobs.get(job_id) if job_id else None
+        if job is not None and job.status in ("succeeded", "partial", "failed"):
+            return  # a redelivered message of a finished job
+        if job is not None and job.status == "queued":
+            await self.e.jobs.set_status(job_id, "running", started_at=utcnow())
+        batch_id = str(msg.get("batch", "0"))
+        try:
+            if kind == "mapping-sync":
+                outcome = await self.run_mapping_sync(mapping, full=msg.get("full", False), job_id=job_id)
+            elif kind == "sync-batch":
+                outcome = await self._sync_batch(mapping, msg, job_id)
+            elif kind == "record-changed":
+                outcome = await self.record_changed(mapping, msg, job_id)
+            elif kind == "uncouple-all":
+                n = await self.e.couplings.delete_all(mapping.name)
+                outcome = SyncOutcome()
+                outcome.counts["uncoupled"] = n
+            elif kind == "match-couple":
+                outcome = await self._match(mapping, msg)
+            elif kind == "retry-errors":
+                outcome = await self._retry(mapping, msg, job_id)
+            else:
+                raise ValueError(f"unknown message kind {kind!r}")
+        except Exception as exc:
+            if getattr(exc, "transient", False):
+                raise
+            log.exception("job %s failed", job_id)
+            if job is not None:
+                await self.e.jobs.set_status(job_id, "failed", finished_at=utcnow(), detail=str(exc)[:500])
+            return
+        if job is None:
+            return
+        await self.e.jobs.add_counts(job_id, outcome.counts, batch_id=batch_id)
+        await self._finish_if_done(job_id)
+
+    async def _finish_if_done(self, job_id: str) -> None:
+        job = await self.e.jobs.get(job_id)
+        if job is None or job.status in ("succeeded", "partial", "failed"):
+            return
+        done = job.completed_batches
+        if job.expected_batches is None or done >= job.expected_batches:
+            await self.e.jobs.set_status(job_id, final_status(job.counts), finished_at=utcnow())
+
+    async def _sync_batch(self, mapping: TableMapping, msg: dict[str, Any], job_id: str) -> SyncOutcome:
+        direction = Direction(msg["direction"])
+        bc_ids = [i.lower() for i in msg.get("bcIds") or []]
+        dv_ids = [i.lower() for i in msg.get("dataverseIds") or []]
+        from shared.services.actions import sync_ids  # local import: actions builds on this module
+
+        return await sync_ids(self.e, mapping, bc_ids, dv_ids, direction, force=bool(msg.get("force")), job_id=job_id)
+
+    async def _match(self, mapping: TableMapping, msg: dict[str, Any]) -> SyncOutcome:
+        outcome = SyncOutcome()
+        ids = msg.get("bcIds")
+        if ids:
+            recs = await self.e.bc.get_many(mapping.bc_entity, ids, select=mapping.bc_select)
+            outcome.merge(await self.coupling.match_couple(mapping, list(recs.values())))
+            return outcome
+        async for page in self.e.bc.list_records(
+            mapping.bc_entity, select=mapping.bc_select, filter=mapping.table_filter
+        ):
+            outcome.merge(await self.coupling.match_couple(mapping, page))
+        return outcome
+
+    async def _retry(self, mapping: TableMapping, msg: dict[str, Any], job_id: str) -> SyncOutcome:
+        """Retry: un-skip the couplings of these errors and synchronize them again (BC's 'Synchronize')."""
+        if msg.get("all"):
+            entries, cont = [], None
+            while True:
+                page, cont = await self.e.errors.list_page(mapping=mapping.name, top=1000, continuation=cont)
+                entries += page
+                if not cont:
+                    break
+        else:
+            entries = [x for x in await self.e.errors.get_many(msg.get("ids") or []) if x.mapping == mapping.name]
+        bc_ids = sorted({x.bc_id for x in entries if x.bc_id})
+        couplings = await self.e.couplings.get_many_by_bc_ids(mapping.name, bc_ids)
+        for c in couplings.values():
+            c.skipped = False
+            c.consecutive_failures = 0
+        await self.e.couplings.save_sync_state(list(couplings.values()))
+        outcome = SyncOutcome()
+        by_dir: dict[str, list] = {}
+        for x in entries:
+            if x.bc_id in couplings:
+                d = x.direction if x.direction in [v.value for v in Direction] else mapping.direction.value
+                if not mapping.allows(Direction(d)):
+                    d = mapping.direction.value
+                by_dir.setdefault(d, []).append(couplings[x.bc_id])
+        for d, cs in by_dir.items():
+            unique = list({c.bc_id: c for c in cs}.values())
+            outcome.merge(
+                await self.sync.sync_couplings(
+                    mapping, unique, Direction(d), force=True, honour_skipped=False, job_id=job_id
+                )
+            )
+        return outcome
+
+    # ------------------------------------------------------------------ mapping-wide sync
+    def _sides(self, mapping: TableMapping) -> list[Side]:
+        if mapping.direction == Direction.TO_DATAVERSE:
+            return [Side.BC]
+        if mapping.direction == Direction.FROM_DATAVERSE:
+            return [Side.DATAVERSE]
+        return [Side.BC, Side.DATAVERSE]
+
+    async def run_mapping_sync(self, mapping: TableMapping, *, full: bool, job_id: str | None) -> SyncOutcome:
+        """Changes since each side's watermark (everything when ``full``), page by page; watermarks move only
+        after every page of that side succeeded."""
+        outcome = SyncOutcome()
+        for side in self._sides(mapping):
+            wm = await self.e.watermarks.get(mapping.name, side)
+            cursor = None if full else wm.cursor
+            service, entity = (
+                (self.e.bc, mapping.bc_entity) if side == Side.BC else (self.e.dv, mapping.dataverse_entity_set)
+            )
+            select = mapping.bc_select if side == Side.BC else mapping.dataverse_select
+            next_cursor: str | None = None
+            async for page in service.iter_changes(entity, cursor, select=select):
+                if page.full_resync_required:
+                    log.warning("change tracking of %s expired; full resync", mapping.name)
+                    return await self.run_mapping_sync(mapping, full=True, job_id=job_id)
+                outcome.merge(await self.process_changes(mapping, side, page.records, page.deleted_ids, job_id))
+                if page.next_cursor:
+                    next_cursor = page.next_cursor
+            if next_cursor:
+                await self._advance(Watermark(mapping.name, side, next_cursor, utcnow(), wm.row_etag))
+        return outcome
+
+    async def _advance(self, wm: Watermark) -> None:
+        try:
+            await self.e.watermarks.put(wm)
+        except PreconditionFailedError:
+            # Another worker advanced it meanwhile; theirs is at least as new (both read the same feed).
+            log.info("watermark of %s/%s moved concurrently", wm.mapping, wm.side)
+
+    async def process_changes(
+        self,
+        mapping: TableMapping,
+        side: Side,
+        records: Sequence[RemoteRecord],
+        deleted_ids: Sequence[str],
+        job_id: str | None,
+    ) -> SyncOutcome:
+        outcome = SyncOutcome()
+        if mapping.state == "paused" and job_id is None:
+            return outcome
+        ids = [r.id for r in records]
+        if side == Side.BC:
+            coupled = await self.e.couplings.get_many_by_bc_ids(mapping.name, ids)
+        else:
+            coupled = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, ids)
+        sync_dir = mapping.direction
+        couplings = [coupled[i] for i in ids if i in coupled]
+        for start in range(0, len(couplings), 1000):
+            chunk = couplings[start : start + 1000]
+            result = await self.sync.sync_couplings(mapping, chunk, sync_dir, job_id=job_id, scheduled=True)
+            outcome.merge(await self._deletions_from_results(mapping, chunk, result))
+        create_dir = Direction.TO_DATAVERSE if side == Side.BC else Direction.FROM_DATAVERSE
+        uncoupled = [r for r in records if r.id not in coupled]
+        if uncoupled and may_create(create_dir, mapping.direction, mapping.sync_only_coupled, mapping.create_new):
+            for start in range(0, len(uncoupled), 1000):
+                outcome.merge(
+                    await self.coupling.create_counterparts(
+                        mapping, create_dir, uncoupled[start : start + 1000], job_id
+                    )
+                )
+        if deleted_ids:
+            gone = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(deleted_ids))
+            outcome.merge(await self._apply_deletions(mapping, list(gone.values()), deleted_side=Side.DATAVERSE))
+        return outcome
+
+    async def _deletions_from_results(self, mapping: TableMapping, couplings: list, result: SyncOutcome) -> SyncOutcome:
+        """Scheduled syncs turn ``not_found`` results into the mapping's deletion policy."""
+        by_id = {c.bc_id: c for c in couplings}
+        gone = [by_id[r.bc_id] for r in result.results if r.status == "not_found" and r.bc_id in by_id]
+        if not gone:
+            return result
+        kept = SyncOutcome()
+        for r in result.results:
+            if r.status != "not_found":
+                kept.add(r)
+        bc_present = await self.e.bc.get_many(mapping.bc_entity, [c.bc_id for c in gone], select=["id"])
+        bc_deleted = [c for c in gone if c.bc_id not in bc_present]
+        dv_deleted = [c for c in gone if c.bc_id in bc_present]
+        kept.merge(await self._apply_deletions(mapping, bc_deleted, deleted_side=Side.BC))
+        kept.merge(await self._apply_deletions(mapping, dv_deleted, deleted_side=Side.DATAVERSE))
+        return kept
+
+    async def _apply_deletions(self, mapping: TableMapping, couplings: list, *, deleted_side: Side) -> SyncOutcome:
+        outcome = SyncOutcome()
+        if not couplings:
+            return outcome
+        action = plan_deletion(mapping.deletion_policy)
+        bc_ids = [c.bc_id for c in couplings]
+        if action == "fail":
+            for c in couplings:
+                outcome.add(
+                    RecordResult(
+                        c.bc_id,
+                        c.dataverse_id,
+                        "failed",
+                        None,
+                        "coupled_record_deleted",
+                        "The record cannot be updated because it is coupled to a deleted record.",
+                    )
+                )
+            return outcome
+        await self.e.couplings.uncouple_many(mapping.name, bc_ids)
+        await self.e.errors.close_for_records(mapping.name, bc_ids)
+        outcome.counts["uncoupled"] += len(couplings)
+        if action == "delete_survivor":
+            from shared.domain.model import WriteOp
+
+            if deleted_side == Side.BC:
+                ops = [WriteOp("delete", ref=c.bc_id, id=c.dataverse_id) for c in couplings]
+                await self.e.dv.write_many(mapping.dataverse_entity_set, ops)
+            else:
+                ops = [WriteOp("delete", ref=c.bc_id, id=c.bc_id) for c in couplings]
+                await self.e.bc.write_many(mapping.bc_entity, ops)
+            outcome.counts["deleted"] += len(couplings)
+        elif action == "restore":
+            if deleted_side == Side.BC:
+                recs = await self.e.dv.get_many(
+                    mapping.dataverse_entity_set, [c.dataverse_id for c in couplings], select=mapping.dataverse_select
+                )
+                outcome.merge(
+                    await self.coupling.create_counterparts(mapping, Direction.FROM_DATAVERSE, list(recs.values()))
+                )
+            else:
+                recs = await self.e.bc.get_many(mapping.bc_entity, bc_ids, select=mapping.bc_select)
+                # A restored Dataverse row gets a fresh id: the deterministic one belongs to the deleted row.
+                outcome.merge(
+                    await self.coupling.create_counterparts(mapping, Direction.TO_DATAVERSE, list(recs.values()))
+                )
+        return outcome
+
+    # ------------------------------------------------------------------ single changes (webhooks)
+    async def record_changed(self, mapping: TableMapping, msg: dict[str, Any], job_id: str | None) -> SyncOutcome:
+        side = Side.BC if msg.get("bcIds") else Side.DATAVERSE
+        ids = [i.lower() for i in (msg.get("bcIds") or msg.get("dataverseIds") or [])]
+        if msg.get("deleted"):
+            if side == Side.DATAVERSE:
+                gone = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, ids)
+            else:
+                gone = await self.e.couplings.get_many_by_bc_ids(mapping.name, ids)
+            return await self._apply_deletions(mapping, list(gone.values()), deleted_side=side)
+        if side == Side.BC:
+            recs = await self.e.bc.get_many(mapping.bc_entity, ids, select=mapping.bc_select)
+        else:
+            recs = await self.e.dv.get_many(mapping.dataverse_entity_set, ids, select=mapping.dataverse_select)
+        return await self.process_changes(mapping, side, list(recs.values()), [], job_id)
+
+
+def _message_kind(kind: str) -> str:
+    return {
+        "full": "mapping-sync",
+        "incremental": "mapping-sync",
+        "uncoupleAll": "uncouple-all",
+        "matchCouple": "match-couple",
+        "retryErrors": "retry-errors",
+        "record": "record-changed",
+        "syncNow": "sync-batch",
+    }[kind]

@@ -1,0 +1,351 @@
+"""Synchronize coupled records: gather both sides in batches, plan (pure), apply in batches, record.
+
+Used by Synchronize now, sync from Dataverse, scheduled/incremental jobs and retries alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.domain.errors import DirectionNotAllowedError, DirectionRequiredError
+from shared.domain.model import Coupling, Direction, RemoteRecord, SyncErrorEntry, WriteOp, WriteResult
+from shared.errors import SyncError
+from shared.mappings.config import TableMapping
+from shared.planning.planner import Changes, PairState, RecordPlan, detect_changes, plan_sync, suggest_direction
+from shared.services.engine import Engine, empty_counts, utcnow
+
+log = logging.getLogger(__name__)
+
+DIRECTION_OPTIONS = [d.value for d in Direction]
+
+
+@dataclass(slots=True)
+class RecordResult:
+    bc_id: str | None
+    dataverse_id: str | None
+    status: str
+    direction: str | None
+    error_code: str | None = None
+    error_message: str | None = None
+    transient: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "bcId": self.bc_id,
+            "dataverseId": self.dataverse_id,
+            "status": self.status,
+            "direction": self.direction,
+            "error": {"code": self.error_code, "message": self.error_message} if self.error_code else None,
+        }
+
+
+@dataclass(slots=True)
+class SyncOutcome:
+    results: list[RecordResult] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=empty_counts)
+
+    def add(self, result: RecordResult) -> None:
+        self.results.append(result)
+        key = {
+            "updated": "modified",
+            "unchanged": "unchanged",
+            "skipped": "skipped",
+            "not_coupled": "skipped",
+            "created": "inserted",
+            "coupled": "coupled",
+        }.get(result.status, "failed")
+        self.counts[key] += 1
+        if result.status == "created":
+            self.counts["coupled"] += 1
+
+    def merge(self, other: SyncOutcome) -> None:
+        self.results.extend(other.results)
+        for k, v in other.counts.items():
+            self.counts[k] = self.counts.get(k, 0) + v
+
+
+def resolve_direction(mapping: TableMapping, requested: Direction | None) -> Direction | None:
+    """The direction to use, or None when the caller must be asked (bidirectional mapping, none given)."""
+    if requested is None:
+        return None if mapping.direction == Direction.BIDIRECTIONAL else mapping.direction
+    if not mapping.allows(requested):
+        raise DirectionNotAllowedError(
+            f"Mapping {mapping.name} synchronizes {mapping.direction.value} only; {requested.value} is not allowed.",
+            allowed=[mapping.direction.value],
+        )
+    return requested
+
+
+def error_id(mapping: str, bc_id: str | None, dv_id: str | None, direction: str | None) -> str:
+    raw = f"{mapping}|{bc_id or ''}|{dv_id or ''}|{direction or ''}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+class SyncService:
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+
+    # ------------------------------------------------------------------ reading both sides
+    async def _load(
+        self, mapping: TableMapping, couplings: Sequence[Coupling]
+    ) -> tuple[dict[str, RemoteRecord], dict[str, RemoteRecord], dict[str, dict[str, Any]]]:
+        bc_recs = await self.e.bc.get_many(mapping.bc_entity, [c.bc_id for c in couplings], select=mapping.bc_select)
+        dv_recs = await self.e.dv.get_many(
+            mapping.dataverse_entity_set, [c.dataverse_id for c in couplings], select=mapping.dataverse_select
+        )
+        bc_values = await self.e.codec(mapping).bc_values_many(bc_recs.values())
+        return bc_recs, dv_recs, bc_values
+
+    def _pairs(
+        self,
+        mapping: TableMapping,
+        couplings: Sequence[Coupling],
+        bc_recs: dict[str, RemoteRecord],
+        dv_recs: dict[str, RemoteRecord],
+        bc_values: dict[str, dict[str, Any]],
+    ) -> list[PairState]:
+        codec = self.e.codec(mapping)
+        pairs = []
+        for c in couplings:
+            b, d = bc_recs.get(c.bc_id), dv_recs.get(c.dataverse_id)
+            pairs.append(
+                PairState(
+                    c.bc_id,
+                    c.dataverse_id,
+                    bc_values.get(c.bc_id) if b else None,
+                    codec.dv_values(d) if d else None,
+                    c.bc_values,
+                    c.dv_values,
+                    skipped=c.skipped,
+                    bc_modified_on=b.modified_on if b else None,
+                    dv_modified_on=d.modified_on if d else None,
+                )
+            )
+        return pairs
+
+    async def changes_for_prompt(self, mapping: TableMapping, couplings: Sequence[Coupling]) -> Changes:
+        """What changed on each side since the last sync, across these couplings (read-only)."""
+        bc_recs, dv_recs, bc_values = await self._load(mapping, couplings)
+        pairs = self._pairs(mapping, couplings, bc_recs, dv_recs, bc_values)
+        bc_f: list[str] = []
+        dv_f: list[str] = []
+        conf: list[str] = []
+        for p in pairs:
+            ch = detect_changes(mapping.fields, p)
+            bc_f += [x for x in ch.bc_fields if x not in bc_f]
+            dv_f += [x for x in ch.dv_fields if x not in dv_f]
+            conf += [x for x in ch.conflicting_fields if x not in conf]
+        return Changes(tuple(bc_f), tuple(dv_f), tuple(conf))
+
+    async def direction_prompt(self, mapping: TableMapping, couplings: Sequence[Coupling]) -> DirectionRequiredError:
+        extra: dict[str, Any] = {"options": DIRECTION_OPTIONS}
+        if couplings:
+            changes = await self.changes_for_prompt(mapping, couplings)
+            extra["suggested"] = suggest_direction(changes).value
+            if len(couplings) == 1:
+                extra["changes"] = {
+                    "businessCentral": changes.business_central,
+                    "dataverse": changes.dataverse,
+                    "conflictingFields": list(changes.conflicting_fields),
+                }
+        else:
+            extra["suggested"] = Direction.BIDIRECTIONAL.value
+        return DirectionRequiredError(
+            f"Mapping {mapping.name} is bidirectional: choose toDataverse, fromDataverse or bidirectional (merge).",
+            **extra,
+        )
+
+    # ------------------------------------------------------------------ synchronize
+    async def sync_couplings(
+        self,
+        mapping: TableMapping,
+        couplings: Sequence[Coupling],
+        direction: Direction,
+        *,
+        force: bool = False,
+        honour_skipped: bool = True,
+        job_id: str | None = None,
+        scheduled: bool = False,
+    ) -> SyncOutcome:
+        """Synchronizes these coupled pairs in ``direction``; one result per coupling, in order."""
+        outcome = SyncOutcome()
+        if not couplings:
+            return outcome
+        bc_recs, dv_recs, bc_values = await self._load(mapping, couplings)
+        pairs = self._pairs(mapping, couplings, bc_recs, dv_recs, bc_values)
+        plans = plan_sync(
+            mapping.fields,
+            direction,
+            pairs,
+            force=force,
+            conflict_policy=mapping.conflict_policy,
+            honour_skipped=honour_skipped,
+        )
+        codec = self.e.codec(mapping)
+
+        # Dependency check: a lookup whose parent is not coupled fails (retryable) instead of blanking it.
+        dependency_errors: dict[str, str] = {}
+        for c in couplings:
+            rec = bc_recs.get(c.bc_id)
+            if rec is not None:
+                missing = codec.unresolved_parents(bc_values.get(c.bc_id, {}), rec)
+                if missing and direction != Direction.FROM_DATAVERSE:
+                    dependency_errors[c.bc_id] = (
+                        f"The parent record ({', '.join(missing)}) is not coupled yet; couple or sync the parent "
+                        "mapping first."
+                    )
+
+        dv_ops: list[WriteOp] = []
+        bc_values_by_ref: dict[str, dict[str, Any]] = {}
+        for plan in plans:
+            if plan.bc_id in dependency_errors:
+                continue
+            if plan.dv_update:
+                d = dv_recs[plan.dv_id]
+                dv_ops.append(
+                    WriteOp(
+                        "update", ref=plan.bc_id, id=plan.dv_id, fields=codec.dv_payload(plan.dv_update), etag=d.etag
+                    )
+                )
+            if plan.bc_update:
+                bc_values_by_ref[plan.bc_id] = plan.bc_update
+        bc_payloads = await codec.bc_payloads(bc_values_by_ref)
+        bc_ops = [
+            WriteOp("update", ref=ref, id=ref, fields=payload, etag=bc_recs[ref].etag)
+            for ref, payload in bc_payloads.items()
+        ]
+        dv_results = await self._write(self.e.dv, mapping.dataverse_entity_set, dv_ops)
+        bc_results = await self._write(self.e.bc, mapping.bc_entity, bc_ops)
+
+        now = utcnow()
+        to_save: list[Coupling] = []
+        errors: list[SyncErrorEntry] = []
+        succeeded: list[str] = []
+        for c, plan in zip(couplings, plans, strict=True):
+            result = self._result_of(plan, dv_results.get(c.bc_id), bc_results.get(c.bc_id))
+            if c.bc_id in dependency_errors:
+                result = RecordResult(
+                    c.bc_id,
+                    c.dataverse_id,
+                    "failed",
+                    direction.value,
+                    "parent_not_coupled",
+                    dependency_errors[c.bc_id],
+                    transient=True,
+                )
+            outcome.add(result)
+            self._bookkeep(c, plan, result, now, dv_results.get(c.bc_id), bc_results.get(c.bc_id))
+            to_save.append(c)
+            if result.status in ("updated", "unchanged"):
+                succeeded.append(c.bc_id)
+            elif result.error_code and result.error_code not in ("record_skipped",):
+                errors.append(self._error_entry(mapping, c, result, job_id, now))
+        await self.e.couplings.save_sync_state(to_save)
+        if errors:
+            await self.e.errors.record_many(errors)
+        if succeeded:
+            await self.e.errors.close_for_records(mapping.name, succeeded)
+        log.info(
+            "synchronized %d records of %s %s",
+            len(couplings),
+            mapping.name,
+            direction.value,
+            extra={
+                "custom_dimensions": {
+                    "mapping": mapping.name,
+                    "jobId": job_id,
+                    "direction": direction.value,
+                    **outcome.counts,
+                }
+            },
+        )
+        return outcome
+
+    async def _write(self, service: Any, entity: str, ops: list[WriteOp]) -> dict[str, WriteResult]:
+        if not ops:
+            return {}
+        results = await service.write_many(entity, ops)
+        return {r.ref: r for r in results}
+
+    def _result_of(self, plan: RecordPlan, dv_w: WriteResult | None, bc_w: WriteResult | None) -> RecordResult:
+        for w in (dv_w, bc_w):
+            if w is not None and not w.ok:
+                err = w.error
+                transient = bool(getattr(err, "transient", False)) or getattr(err, "status", None) == 412
+                code = "target_changed" if getattr(err, "status", None) == 412 else _error_code(err)
+                return RecordResult(
+                    plan.bc_id, plan.dv_id, "failed", plan.direction.value, code, _message(err), transient
+                )
+        return RecordResult(
+            plan.bc_id, plan.dv_id, plan.status, plan.direction.value, plan.error_code, plan.error_message
+        )
+
+    def _bookkeep(
+        self,
+        c: Coupling,
+        plan: RecordPlan,
+        result: RecordResult,
+        now: Any,
+        dv_w: WriteResult | None,
+        bc_w: WriteResult | None,
+    ) -> None:
+        """The coupling's record of this sync (BC's CRM Integration Record fields)."""
+        c.last_sync_direction = plan.direction.value
+        if result.status in ("updated", "unchanged"):
+            c.last_synced_at = now
+            c.last_sync_result = "succeeded"
+            c.last_error = None
+            c.consecutive_failures = 0
+            c.skipped = False
+            if plan.bc_snapshot is not None:
+                c.bc_values = plan.bc_snapshot
+            if plan.dv_snapshot is not None:
+                c.dv_values = plan.dv_snapshot
+            for w, side in ((dv_w, "dv"), (bc_w, "bc")):
+                if w is not None and w.record is not None:
+                    setattr(c, f"{side}_etag", w.record.etag)
+                    if w.record.modified_on is not None:
+                        setattr(c, f"{side}_modified_on", w.record.modified_on)
+            return
+        if result.status == "skipped":
+            c.last_sync_result = "skipped"
+            c.last_error = result.error_message
+            return
+        # failed / conflict / not_found: count repeated identical failures (BC marks Skipped on the 2nd).
+        same_again = c.last_error == result.error_message and c.last_sync_result == "failed"
+        c.consecutive_failures = c.consecutive_failures + 1 if same_again or c.consecutive_failures == 0 else 1
+        c.last_sync_result = "failed"
+        c.last_error = result.error_message
+        if c.consecutive_failures >= self.e.settings.skip_after_failures and not result.transient:
+            c.skipped = True
+
+    def _error_entry(
+        self, mapping: TableMapping, c: Coupling, result: RecordResult, job_id: str | None, now: Any
+    ) -> SyncErrorEntry:
+        return SyncErrorEntry(
+            id=error_id(mapping.name, c.bc_id, c.dataverse_id, result.direction),
+            mapping=mapping.name,
+            direction=result.direction or "",
+            code=result.error_code or "sync_failed",
+            message=result.error_message or "",
+            transient=result.transient,
+            bc_id=c.bc_id,
+            dataverse_id=c.dataverse_id,
+            first_occurred_at=now,
+            last_occurred_at=now,
+            job_id=job_id,
+        )
+
+
+def _error_code(err: Exception | None) -> str:
+    if isinstance(err, SyncError):
+        return "remote_" + (type(err).__name__.removesuffix("Error").lower() or "error")
+    return "sync_failed"
+
+
+def _message(err: Exception | None) -> str:
+    return str(err) if err is not None else "The write failed."
