@@ -234,7 +234,7 @@ class LocalHost:
             return self._internal_error(str(exc))
         try:
             return _to_aiohttp(result)
-        except TypeError:
+        except Exception:
             log.exception("Function '%s' returned an unsupported value", spec.name)
             return self._internal_error(str(uuid.uuid4()))
 
@@ -363,9 +363,11 @@ def _to_aiohttp(result: Any) -> web.Response:
     if not isinstance(result, func.HttpResponse):
         raise TypeError(f"unsupported return type {type(result).__name__}")
     response = web.Response(status=result.status_code, body=result.get_body())
+    names = set()
     for key, value in result.headers.items():
         response.headers.add(key, value)
-    if "content-type" not in {k.lower() for k in result.headers}:
+        names.add(key.lower())
+    if "content-type" not in names:
         mimetype = result.mimetype
         charset = f"; charset={result.charset}" if mimetype.startswith("text/") else ""
         response.headers["Content-Type"] = f"{mimetype}{charset}"
