@@ -1,0 +1,92 @@
+"""OData helpers common to both clients: row -> RemoteRecord, id chunking by URL length, datetimes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from shared.domain.model import RemoteRecord
+
+# Most front ends (and IIS/http.sys behind Dataverse and BC) allow URLs of 8-16 KB; stay well below.
+MAX_URL_BYTES = 7800
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    # Python 3.11 fromisoformat takes at most 6 fraction digits; OData may send 7.
+    if "." in text:
+        head, _, tail = text.partition(".")
+        digits = "".join(ch for ch in tail if ch.isdigit())
+        rest = tail[len(digits) :]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{rest}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and ``Z`` (a valid OData datetime literal and a sortable cursor)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def strip_annotations(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not k.startswith("@") and "@odata." not in k}
+
+
+def to_record(row: dict[str, Any], *, id_field: str, modified_field: str) -> RemoteRecord:
+    raw_id = row.get(id_field)
+    return RemoteRecord(
+        id=str(raw_id).lower() if raw_id is not None else "",
+        fields=strip_annotations(row),
+        etag=row.get("@odata.etag"),
+        modified_on=parse_timestamp(row.get(modified_field)),
+    )
+
+
+def with_required(select: Sequence[str] | None, *required: str) -> list[str] | None:
+    """``$select`` plus the fields the client itself needs (id, modified timestamp)."""
+    if not select:
+        return None
+    out = list(dict.fromkeys(select))
+    for name in required:
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def chunk_ids_by_url(
+    ids: Iterable[str], *, field: str, base_len: int, budget: int = MAX_URL_BYTES
+) -> Iterator[list[str]]:
+    """Greedy chunks of ids such that ``<base>?$filter=<field> in (id,id,...)`` stays under ``budget`` bytes
+    once percent-encoded: the fewest GET calls that every front end still accepts."""
+    overhead = base_len + len("?%24filter=") + len(quote(f"{field} in ()", safe=""))
+    chunk: list[str] = []
+    size = overhead
+    for raw in ids:
+        cost = len(quote(raw, safe="")) + (len(quote(",", safe="")) if chunk else 0)
+        if chunk and size + cost > budget:
+            yield chunk
+            chunk, size = [], overhead
+            cost = len(quote(raw, safe=""))
+        chunk.append(raw)
+        size += cost
+    if chunk:
+        yield chunk
+
+
+def in_filter(field: str, ids: Sequence[str]) -> str:
+    return f"{field} in ({','.join(ids)})"
+
+
+def normalise_guid(value: str) -> str:
+    return value.strip().strip("{}").lower()

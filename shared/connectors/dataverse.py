@@ -1,0 +1,430 @@
+"""Dataverse Web API client (``shared.ports.RecordService``).
+
+- Reads: ``Prefer: odata.maxpagesize=5000`` pages following ``@odata.nextLink``.
+- Changes: change tracking. Cursor None -> ``Prefer: odata.track-changes`` initial read; the last page's
+  ``@odata.deltaLink`` is the next cursor. A stored delta link -> changed rows plus ``$deletedEntity``
+  rows (``deleted_ids``). An expired/invalid delta token -> one ``ChangePage(full_resync_required=True)``.
+- Get many: chunked ``$filter=<pk> in (...)`` GETs (URLs < 8 KB).
+- Writes: creates carry the engine's deterministic primary key (``WriteOp.id``; a random one when absent)
+  and go through ``CreateMultiple`` (<= 1,000 rows per call). Because the keys are fixed, the call is
+  safe to repeat: the pipeline retries it on ambiguous failures too. Updates without an ETag go through
+  ``UpdateMultiple``; updates with an ETag (``If-Match``, which the bulk actions cannot carry) and deletes
+  through ``$batch`` (multipart, no change set, ``odata.continue-on-error``: every request its own
+  outcome). A bulk call is all-or-nothing: when it fails for some row, the same rows are sent once as a
+  ``$batch`` to learn each row's outcome (one extra call, no bisection). A create answering "duplicate
+  key" whose row exists is a success (the first, ambiguous attempt had created it). Tables without the
+  bulk actions fall back to ``$batch`` for good.
+- Echo markers on every write: query ``tag=<tag>`` (default ``bc-sync``) and header
+  ``MSCRM.BypassCustomPluginExecution: false`` (plugins still run; the tag lets them spot our writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from azure.core.credentials_async import AsyncTokenCredential
+
+from shared.config import Settings
+from shared.connectors._multipart import BatchPart, build_batch, parse_batch_response
+from shared.connectors._odata import chunk_ids_by_url, in_filter, normalise_guid, to_record, with_required
+from shared.connectors.http import CallCounter, ServiceHttp, error_from_payload
+from shared.domain.model import ChangePage, RemoteRecord, WriteOp, WriteResult
+from shared.errors import (
+    ConflictError,
+    NotFoundError,
+    PermanentError,
+    PreconditionFailedError,
+    SyncError,
+    TransientError,
+)
+
+log = logging.getLogger("shared.connectors.dataverse")
+
+SERVICE = "dataverse"
+BULK_LIMIT = 1000  # rows per CreateMultiple/UpdateMultiple and requests per $batch
+DUPLICATE_CODES = {"0x80040237", "0x80040333", "0x80060892"}  # DuplicateRecord, duplicate key, entity key
+EXPIRED_TOKEN_CODES = {"0x80044352", "0x80044353", "0x80048560"}
+UNSUPPORTED_BULK_CODES = {"0x80040265", "0x8006088a", "0x80048d19"}
+
+
+@dataclass(frozen=True, slots=True)
+class EntityInfo:
+    entity_set: str
+    logical_name: str
+    primary_key: str
+
+
+DEFAULT_ENTITIES: dict[str, EntityInfo] = {
+    "accounts": EntityInfo("accounts", "account", "accountid"),
+    "contacts": EntityInfo("contacts", "contact", "contactid"),
+    "products": EntityInfo("products", "product", "productid"),
+}
+
+
+class DataverseClient:
+    """Async client of one Dataverse org. Build once per process; ``aclose()`` at the end."""
+
+    def __init__(
+        self,
+        endpoint: Settings | str,
+        credential: AsyncTokenCredential | None,
+        *,
+        scope: str | None = None,
+        entities: Mapping[str, EntityInfo | tuple[str, str]] | None = None,
+        tag: str = "bc-sync",
+        page_size: int = 5000,
+        initial_concurrency: int = 4,
+        max_concurrency: int = 52,
+        bulk_size: int = BULK_LIMIT,
+        retry_total_timeout: float = 30.0,
+        retry_backoff_base: float = 0.5,
+        transport: Any = None,
+    ) -> None:
+        if isinstance(endpoint, Settings):
+            self.api_root = endpoint.dataverse_api_root.rstrip("/")
+            scope = scope or endpoint.dataverse_audience + "/.default"
+        else:
+            self.api_root = endpoint.rstrip("/")
+            if scope is None:
+                # the org URL is the audience: https://org.crm.dynamics.com/api/data/v9.2 -> https://org...
+                org = self.api_root.split("/api/data/")[0]
+                scope = org + "/.default"
+        if not 1 <= bulk_size <= BULK_LIMIT:
+            raise ValueError(f"bulk_size must be 1..{BULK_LIMIT}")
+        self.tag = tag
+        self.page_size = page_size
+        self.bulk_size = bulk_size
+        self._entities = dict(DEFAULT_ENTITIES)
+        for name, info in (entities or {}).items():
+            self._entities[name] = info if isinstance(info, EntityInfo) else EntityInfo(name, info[0], info[1])
+        self._no_bulk: set[tuple[str, str]] = set()
+        self._http = ServiceHttp(
+            service=SERVICE,
+            base_url=self.api_root,
+            credential=credential,
+            scope=scope,
+            max_concurrency=initial_concurrency,
+            max_concurrency_limit=max_concurrency,
+            dop_header="x-ms-dop-hint",
+            retry_total_timeout=retry_total_timeout,
+            retry_backoff_base=retry_backoff_base,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, credential: AsyncTokenCredential | None, **kw: Any) -> DataverseClient:
+        return cls(settings, credential, **kw)
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def calls(self) -> CallCounter:
+        return self._http.calls
+
+    @property
+    def concurrency_limit(self) -> int:
+        return self._http.limiter.limit
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> DataverseClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def entity(self, entity_set: str) -> EntityInfo:
+        info = self._entities.get(entity_set)
+        if info is None:
+            # Regular English plural entity sets (e.g. "opportunities" need an explicit registration).
+            logical = entity_set[:-1] if entity_set.endswith("s") else entity_set
+            info = EntityInfo(entity_set, logical, f"{logical}id")
+        return info
+
+    def _write_headers(self) -> dict[str, str]:
+        return {"MSCRM.BypassCustomPluginExecution": "false"}
+
+    def _tagged(self, url: str) -> str:
+        sep = "&" if "?" in url else "?"
+        return f"{url}{sep}tag={quote(self.tag, safe='')}"
+
+    # ------------------------------------------------------------------ reads
+    def _record(self, entity: str, row: dict[str, Any]) -> RemoteRecord:
+        return to_record(row, id_field=self.entity(entity).primary_key, modified_field="modifiedon")
+
+    async def _pages(
+        self, url: str, params: dict[str, str] | None, *, track: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        prefer = f"odata.maxpagesize={self.page_size}"
+        if track:
+            prefer = f"odata.track-changes,{prefer}"
+        headers = {"Prefer": prefer}
+        seen: set[str] = set()
+        next_url: str | None = url
+        while next_url:
+            response = await self._http.request("GET", next_url, params=params, headers=headers, kind="read")
+            body = response.json()
+            self.calls.records_read += len(body.get("value", []))
+            yield body
+            next_url, params = body.get("@odata.nextLink"), None
+            if next_url in seen:
+                raise PermanentError("the same @odata.nextLink came back twice", service=SERVICE)
+            if next_url:
+                seen.add(next_url)
+
+    async def list_records(
+        self, entity: str, *, select: Sequence[str] | None = None, filter: str | None = None
+    ) -> AsyncIterator[list[RemoteRecord]]:
+        info = self.entity(entity)
+        params: dict[str, str] = {}
+        cols = with_required(select, info.primary_key, "modifiedon")
+        if cols:
+            params["$select"] = ",".join(cols)
+        if filter:
+            params["$filter"] = filter
+        async for body in self._pages(f"{self.api_root}/{entity}", params or None):
+            yield [self._record(entity, r) for r in body.get("value", [])]
+
+    async def iter_changes(
+        self, entity: str, cursor: str | None, *, select: Sequence[str] | None = None
+    ) -> AsyncIterator[ChangePage]:
+        info = self.entity(entity)
+        if cursor:
+            url, params = cursor, None  # the delta link keeps the original $select
+        else:
+            url = f"{self.api_root}/{entity}"
+            cols = with_required(select, info.primary_key, "modifiedon")
+            params = {"$select": ",".join(cols)} if cols else None
+        pending: ChangePage | None = None
+        delta: str | None = None
+        try:
+            async for body in self._pages(url, params, track=True):
+                page = ChangePage(records=[])
+                for row in body.get("value", []):
+                    if "$deletedEntity" in str(row.get("@odata.context", "")) or row.get("reason") == "deleted":
+                        rid = row.get("id") or row.get(info.primary_key)
+                        if rid:
+                            page.deleted_ids.append(normalise_guid(str(rid)))
+                    else:
+                        page.records.append(self._record(entity, row))
+                delta = body.get("@odata.deltaLink") or delta
+                if pending is not None:
+                    yield pending
+                pending = page
+        except PermanentError as e:
+            if cursor and _is_expired_token(e):
+                log.warning("Dataverse delta token of %s expired (%s): full resync", entity, e)
+                yield ChangePage(records=[], is_last=True, full_resync_required=True)
+                return
+            raise
+        last = pending or ChangePage(records=[])
+        last.is_last = True
+        last.next_cursor = delta or cursor
+        yield last
+
+    async def get_many(
+        self, entity: str, ids: Sequence[str], *, select: Sequence[str] | None = None
+    ) -> dict[str, RemoteRecord]:
+        info = self.entity(entity)
+        wanted = list(dict.fromkeys(normalise_guid(i) for i in ids))
+        if not wanted:
+            return {}
+        url = f"{self.api_root}/{entity}"
+        cols = with_required(select, info.primary_key, "modifiedon")
+        base_len = len(url) + (len(",".join(cols)) + 12 if cols else 0)
+
+        async def fetch(chunk: list[str]) -> list[RemoteRecord]:
+            params = {"$filter": in_filter(info.primary_key, chunk)}
+            if cols:
+                params["$select"] = ",".join(cols)
+            out: list[RemoteRecord] = []
+            async for body in self._pages(url, params):
+                out += [self._record(entity, r) for r in body.get("value", [])]
+            return out
+
+        chunks = list(chunk_ids_by_url(wanted, field=info.primary_key, base_len=base_len))
+        found: dict[str, RemoteRecord] = {}
+        for records in await asyncio.gather(*(fetch(c) for c in chunks)):
+            for rec in records:
+                found[rec.id] = rec
+        return found
+
+    # ------------------------------------------------------------------ writes
+    async def write_many(self, entity: str, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        if not ops:
+            return []
+        # Fix every create's key up front: from here on any repetition of the create is harmless.
+        fixed = [
+            WriteOp(op.kind, op.ref, str(uuid.uuid4()), op.fields, op.etag) if op.kind == "create" and not op.id else op
+            for op in ops
+        ]
+        creates = [(i, op) for i, op in enumerate(fixed) if op.kind == "create"]
+        plain_updates = [(i, op) for i, op in enumerate(fixed) if op.kind == "update" and not op.etag]
+        batched = [(i, op) for i, op in enumerate(fixed) if op.kind == "delete" or (op.kind == "update" and op.etag)]
+        for op in fixed:
+            if op.kind not in ("create", "update", "delete"):
+                raise ValueError(f"unknown write kind {op.kind!r}")
+        jobs = []
+        n = self.bulk_size
+        for group, action in ((creates, "CreateMultiple"), (plain_updates, "UpdateMultiple")):
+            for k in range(0, len(group), n):
+                jobs.append(self._bulk(entity, action, group[k : k + n]))
+        for k in range(0, len(batched), n):
+            jobs.append(self._batch(entity, batched[k : k + n]))
+        results: dict[int, WriteResult] = {}
+        for part in await asyncio.gather(*jobs):
+            results.update(part)
+        out = [results[i] for i in range(len(fixed))]
+        self.calls.records_written += sum(1 for r in out if r.ok)
+        return out
+
+    def _target(self, info: EntityInfo, op: WriteOp) -> dict[str, Any]:
+        row = {"@odata.type": f"Microsoft.Dynamics.CRM.{info.logical_name}", **op.fields}
+        row[info.primary_key] = normalise_guid(str(op.id))
+        return row
+
+    async def _bulk(self, entity: str, action: str, group: list[tuple[int, WriteOp]]) -> dict[int, WriteResult]:
+        if (entity, action) in self._no_bulk:
+            return await self._batch(entity, group)
+        info = self.entity(entity)
+        try:
+            await self._http.request(
+                "POST",
+                self._tagged(f"{self.api_root}/{entity}/Microsoft.Dynamics.CRM.{action}"),
+                json={"Targets": [self._target(info, op) for _, op in group]},
+                headers={**self._write_headers(), "Content-Type": "application/json"},
+                kind="write",
+                idempotent=True,  # fixed keys: a repeated create fails as duplicate, never duplicates
+                what=f"{action} of {len(group)} {entity}",
+            )
+        except TransientError as e:
+            # Throttled past the cap, or still failing: the rows' state is unknown but a later retry with
+            # the same keys is safe; the engine re-queues them.
+            return {i: WriteResult(op.ref, False, error=e) for i, op in group}
+        except PermanentError as e:
+            if _is_unsupported_bulk(e):
+                log.info("%s does not support %s; using $batch", entity, action)
+                self._no_bulk.add((entity, action))
+            # All-or-nothing failed: one $batch tells which rows are bad (and applies the good ones).
+            return await self._batch(entity, group)
+        return {
+            i: WriteResult(op.ref, True, record=RemoteRecord(id=normalise_guid(str(op.id)), fields=dict(op.fields)))
+            for i, op in group
+        }
+
+    def _batch_part(self, info: EntityInfo, op: WriteOp) -> BatchPart:
+        headers = dict(self._write_headers())
+        if op.kind == "create":
+            body = {**op.fields, info.primary_key: normalise_guid(str(op.id))}
+            headers["Prefer"] = "return=representation"
+            return BatchPart("POST", self._tagged(f"{self.api_root}/{info.entity_set}"), headers, body)
+        if not op.id:
+            raise ValueError(f"{op.kind} of {op.ref!r} needs an id")
+        url = self._tagged(f"{self.api_root}/{info.entity_set}({normalise_guid(op.id)})")
+        if op.kind == "update":
+            headers["If-Match"] = op.etag or "*"  # "*": update only, never an upsert
+            headers["Prefer"] = "return=representation"
+            return BatchPart("PATCH", url, headers, dict(op.fields))
+        if op.etag:
+            headers["If-Match"] = op.etag
+        return BatchPart("DELETE", url, headers)
+
+    async def _batch(self, entity: str, group: list[tuple[int, WriteOp]]) -> dict[int, WriteResult]:
+        """``$batch`` without change sets; requests left unanswered (a service that stops at the first
+        error) are sent again in a following batch."""
+        info = self.entity(entity)
+        results: dict[int, WriteResult] = {}
+        todo = list(group)
+        while todo:
+            ctype, body = build_batch([self._batch_part(info, op) for _, op in todo])
+            try:
+                response = await self._http.request(
+                    "POST",
+                    f"{self.api_root}/$batch",
+                    content=body,
+                    headers={"Content-Type": ctype, "Prefer": "odata.continue-on-error", **self._write_headers()},
+                    kind="write",
+                    # Repeating is harmless: creates have fixed keys (duplicate -> verified below), updates
+                    # carry If-Match (412 -> verified), deletes tolerate 404.
+                    idempotent=True,
+                    what=f"$batch of {len(todo)} {entity}",
+                )
+                answers = parse_batch_response(response.headers.get("Content-Type", ""), response.content)
+            except SyncError as e:
+                results.update({i: WriteResult(op.ref, False, error=e) for i, op in todo})
+                break
+            except ValueError as e:
+                err = TransientError(f"unreadable $batch response: {e}", service=SERVICE)
+                results.update({i: WriteResult(op.ref, False, error=err) for i, op in todo})
+                break
+            for (i, op), answer in zip(todo, answers, strict=False):
+                results[i] = self._result(entity, op, answer.status, answer.body, answer.headers)
+            rest = todo[len(answers) :]
+            if len(rest) == len(todo):  # no progress at all: do not loop
+                err = TransientError("empty $batch response", service=SERVICE)
+                results.update({i: WriteResult(op.ref, False, error=err) for i, op in rest})
+                break
+            todo = rest
+        await self._verify_duplicates(entity, group, results)
+        return results
+
+    def _result(self, entity: str, op: WriteOp, status: int, body: Any, headers: Mapping[str, str]) -> WriteResult:
+        if 200 <= status < 300:
+            if isinstance(body, dict) and body:
+                return WriteResult(op.ref, True, record=self._record(entity, body))
+            if op.kind == "delete":
+                return WriteResult(op.ref, True)
+            return WriteResult(op.ref, True, record=RemoteRecord(id=normalise_guid(str(op.id)), fields=dict(op.fields)))
+        if op.kind == "delete" and status == 404:
+            return WriteResult(op.ref, True)  # already gone: deletes tolerate a missing target
+        return WriteResult(op.ref, False, error=error_from_payload(status, body, SERVICE, headers))
+
+    async def _verify_duplicates(
+        self, entity: str, group: list[tuple[int, WriteOp]], results: dict[int, WriteResult]
+    ) -> None:
+        """A create refused as duplicate whose row exists was made by an earlier attempt (fixed key)."""
+        dup = [
+            (i, op) for i, op in group if op.kind == "create" and not results[i].ok and _is_duplicate(results[i].error)
+        ]
+        if not dup:
+            return
+        try:
+            found = await self.get_many(entity, [str(op.id) for _, op in dup])
+        except SyncError:
+            return
+        for i, op in dup:
+            rec = found.get(normalise_guid(str(op.id)))
+            if rec is not None:
+                results[i] = WriteResult(op.ref, True, record=rec)
+
+
+def _is_duplicate(err: Exception | None) -> bool:
+    if not isinstance(err, SyncError):
+        return False
+    if err.code and err.code.lower() in DUPLICATE_CODES:
+        return True
+    return isinstance(err, ConflictError | PreconditionFailedError) and "duplicate" in err.message.lower()
+
+
+def _is_expired_token(err: SyncError) -> bool:
+    if err.code and err.code.lower() in EXPIRED_TOKEN_CODES:
+        return True
+    text = err.message.lower()
+    return any(w in text for w in ("expired", "version stamp", "delta token", "deltatoken", "change tracking token"))
+
+
+def _is_unsupported_bulk(err: SyncError) -> bool:
+    if err.code and err.code.lower() in UNSUPPORTED_BULK_CODES:
+        return True
+    if isinstance(err, NotFoundError) and err.code is None:
+        return True
+    text = err.message.lower()
+    return any(
+        w in text for w in ("not supported", "not enabled", "is not available", "resource not found for the segment")
+    )
