@@ -106,7 +106,13 @@ class Settings(BaseModel):
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     source = os.environ if env is None else env
     known = {f.alias for f in Settings.model_fields.values() if f.alias}
-    return Settings.model_validate({k: v for k, v in source.items() if k in known})
+    values = {k: v for k, v in source.items() if k in known}
+    local_ca = LOCAL_DIR / "ca.pem"
+    host = values.get("SYNC_AUTHORITY_HOST", Settings.model_fields["authority_host"].default)
+    if "SYNC_AUTHORITY_CA" not in values and "127.0.0.1" in host and local_ca.exists():
+        # The local stack's CA (written by local/certs.py); never applies to a real authority.
+        values["SYNC_AUTHORITY_CA"] = str(local_ca)
+    return Settings.model_validate(values)
 
 
 @functools.cache

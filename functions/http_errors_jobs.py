@@ -1,0 +1,70 @@
+"""The sync errors list (and retry) and the jobs list."""
+
+import azure.functions as func
+
+from functions._http import handle_errors, json_response, parse_json_body
+from functions._models import (
+    RetryRequest,
+    accepted,
+    bool_param,
+    continuation_param,
+    error_json,
+    guid_param,
+    job_json,
+    next_link,
+    paged,
+    top_param,
+)
+from shared.bootstrap import get_engine
+from shared.services.jobs import JobService
+
+bp = func.Blueprint()
+
+
+@bp.route(route="errors", methods=["GET"])
+@handle_errors
+async def list_errors(req: func.HttpRequest) -> func.HttpResponse:
+    engine = await get_engine()
+    mapping = req.params.get("mapping")
+    if mapping is not None:
+        mapping = (await engine.registry.get(mapping)).name
+    top, cont, closed = top_param(req), continuation_param(req), bool_param(req, "includeClosed")
+    items, token = await engine.errors.list_page(mapping=mapping, include_closed=closed, top=top, continuation=cont)
+    link = next_link("errors", top, token, mapping=mapping, includeClosed="true" if closed else None)
+    return json_response(paged([error_json(e) for e in items], link))
+
+
+@bp.route(route="errors/retry", methods=["POST"])
+@handle_errors
+async def retry_errors(req: func.HttpRequest) -> func.HttpResponse:
+    body = parse_json_body(req, RetryRequest)
+    engine = await get_engine()
+    jobs = JobService(engine)
+    if body.ids is not None:
+        entries = await engine.errors.get_many(body.ids)
+        mapping = entries[0].mapping if entries else engine.registry.names()[0]
+        job = await jobs.start(mapping, "retryErrors", None, ids=body.ids)
+    else:
+        assert body.mapping is not None
+        mapping = (await engine.registry.get(body.mapping)).name
+        job = await jobs.start(mapping, "retryErrors", None, all=True)
+    return accepted(job.job_id)
+
+
+@bp.route(route="jobs", methods=["GET"])
+@handle_errors
+async def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    engine = await get_engine()
+    mapping = req.params.get("mapping")
+    if mapping is not None:
+        mapping = (await engine.registry.get(mapping)).name
+    top, cont = top_param(req), continuation_param(req)
+    items, token = await engine.jobs.list_page(mapping=mapping, top=top, continuation=cont)
+    return json_response(paged([job_json(j) for j in items], next_link("jobs", top, token, mapping=mapping)))
+
+
+@bp.route(route="jobs/{jobId}", methods=["GET"])
+@handle_errors
+async def get_job(req: func.HttpRequest) -> func.HttpResponse:
+    job_id = guid_param(req.route_params.get("jobId"), "jobId")
+    return json_response(job_json(await JobService(await get_engine()).get(job_id)))

@@ -1,0 +1,86 @@
+"""The one composition root: builds the engine's clients once per process (lazily, on first use).
+
+Nothing here runs at import time, so indexing the function app never does I/O. Tests build an
+``Engine`` from fakes instead, or call ``set_engine``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from shared.config import Settings, get_settings
+from shared.mappings.config import load_mapping_file
+from shared.services.engine import Engine
+from shared.services.registry import MappingRegistry
+
+
+@dataclass
+class Runtime:
+    """The engine plus the concrete clients behind it (for health checks, counters and closing)."""
+
+    engine: Engine
+    stores: Any
+    bc: Any
+    dv: Any
+    publisher: Any
+
+    async def aclose(self) -> None:
+        for closer in (self.bc.aclose, self.dv.aclose, self.publisher.aclose, self.stores.close):
+            try:
+                await closer()
+            except Exception:  # noqa: S112 -- closing is best effort at shutdown
+                continue
+
+
+_runtime: Runtime | None = None
+_lock: asyncio.Lock | None = None
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    from shared.connectors.business_central import BusinessCentralClient
+    from shared.connectors.dataverse import DataverseClient
+    from shared.identity import get_credential
+    from shared.messaging.publisher import ServiceBusPublisher
+    from shared.stores import build_stores
+
+    credential = get_credential()
+    mappings = load_mapping_file(settings.mappings_file)  # a bad file fails here, at start-up, with the reason
+    stores = build_stores(settings, credential)
+    bc = BusinessCentralClient(settings, credential)
+    dv = DataverseClient(settings, credential)
+    publisher = ServiceBusPublisher.from_settings(settings, credential)
+    engine = Engine(
+        settings=settings,
+        registry=MappingRegistry(mappings, stores.settings),
+        bc=bc,
+        dv=dv,
+        couplings=stores.couplings,
+        errors=stores.errors,
+        jobs=stores.jobs,
+        watermarks=stores.watermarks,
+        publisher=publisher,
+    )
+    return Runtime(engine, stores, bc, dv, publisher)
+
+
+async def get_runtime() -> Runtime:
+    global _runtime, _lock
+    if _runtime is None:
+        if _lock is None:
+            _lock = asyncio.Lock()
+        async with _lock:
+            if _runtime is None:
+                _runtime = build_runtime(get_settings())
+    return _runtime
+
+
+async def get_engine() -> Engine:
+    return (await get_runtime()).engine
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """For tests: use this runtime (or reset with None)."""
+    global _runtime
+    _runtime = runtime
