@@ -1,0 +1,430 @@
+"""Couplings in Table Storage. Partition = mapping; per coupling a state row ``bc:<bcId>`` (the whole
+coupling) and an index row ``dv:<dataverseId>`` (-> bcId), always written and deleted together in one
+transaction. See docs/storage.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
+
+from shared.domain.errors import AlreadyCoupledError
+from shared.domain.model import Coupling
+from shared.errors import ConflictError
+from shared.stores.tables import (
+    MAX_FILTER_KEYS,
+    MAX_PAGE,
+    Entity,
+    Op,
+    TableProvider,
+    TableTransactionError,
+    escape_key,
+    etag_of,
+    failure_kind,
+    group_chunks,
+    lookup_rows,
+    norm_id,
+    prefix_range,
+    query_all,
+    query_page,
+    quote,
+    submit,
+    submit_tolerant,
+    to_utc,
+    transaction_failure,
+)
+
+STATE = "bc:"
+INDEX = "dv:"
+PART_CHARS = 30_000  # a string property holds ≤64 KiB (UTF-16): larger snapshots span several properties
+DEFAULT_PARTITION_ROWS = 20_000  # assumed partition size (rows) before a scan has measured it
+REPLACE_ATTEMPTS = 4
+_IF_MATCH = MatchConditions.IfNotModified
+
+
+def state_rk(bc_id: str) -> str:
+    return STATE + norm_id(bc_id)
+
+
+def index_rk(dataverse_id: str) -> str:
+    return INDEX + norm_id(dataverse_id)
+
+
+def _iso(value: datetime | None) -> str | None:
+    value = to_utc(value)
+    return value.isoformat() if value else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return to_utc(datetime.fromisoformat(value)) if value else None
+
+
+def _split(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    text = json.dumps(values, separators=(",", ":"), default=str)
+    parts = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)] or ["{}"]
+    out: dict[str, Any] = {f"{prefix}Values": parts[0], f"{prefix}Parts": len(parts)}
+    for n, part in enumerate(parts[1:], start=1):
+        out[f"{prefix}Values{n}"] = part
+    return out
+
+
+def _join(prefix: str, row: Entity) -> dict[str, Any]:
+    count = int(row.get(f"{prefix}Parts") or 1)
+    text = (row.get(f"{prefix}Values") or "{}") + "".join(row.get(f"{prefix}Values{n}", "") for n in range(1, count))
+    return json.loads(text)
+
+
+def sync_properties(c: Coupling) -> dict[str, Any]:
+    """The bookkeeping a sync rewrites. Every value is non-null (a merge skips null properties, which would
+    keep stale values), so the optional fields travel as one JSON document."""
+    sync = {
+        "lastSyncedAt": _iso(c.last_synced_at),
+        "lastSyncDirection": c.last_sync_direction,
+        "lastSyncResult": c.last_sync_result,
+        "lastError": c.last_error,
+        "consecutiveFailures": c.consecutive_failures,
+        "bcEtag": c.bc_etag,
+        "dvEtag": c.dv_etag,
+        "bcModifiedOn": _iso(c.bc_modified_on),
+        "dvModifiedOn": _iso(c.dv_modified_on),
+    }
+    return {"Sync": json.dumps(sync, separators=(",", ":")), "Skipped": bool(c.skipped)} | (
+        _split("Bc", c.bc_values) | _split("Dv", c.dv_values)
+    )
+
+
+def to_state_entity(c: Coupling) -> Entity:
+    return {
+        "PartitionKey": escape_key(c.mapping),
+        "RowKey": state_rk(c.bc_id),
+        "BcId": c.bc_id,
+        "DataverseId": c.dataverse_id,
+        "CoupledAt": to_utc(c.coupled_at),
+    } | sync_properties(c)
+
+
+def to_index_entity(c: Coupling) -> Entity:
+    return {"PartitionKey": escape_key(c.mapping), "RowKey": index_rk(c.dataverse_id), "BcId": c.bc_id}
+
+
+def from_state_entity(mapping: str, row: Entity) -> Coupling:
+    sync = json.loads(row.get("Sync") or "{}")
+    return Coupling(
+        mapping=mapping,
+        bc_id=row["BcId"],
+        dataverse_id=row["DataverseId"],
+        coupled_at=to_utc(row["CoupledAt"]),  # type: ignore[arg-type]
+        last_synced_at=_dt(sync.get("lastSyncedAt")),
+        last_sync_direction=sync.get("lastSyncDirection"),
+        last_sync_result=sync.get("lastSyncResult"),
+        last_error=sync.get("lastError"),
+        skipped=bool(row.get("Skipped", False)),
+        consecutive_failures=int(sync.get("consecutiveFailures") or 0),
+        bc_values=_join("Bc", row),
+        dv_values=_join("Dv", row),
+        bc_etag=sync.get("bcEtag"),
+        dv_etag=sync.get("dvEtag"),
+        bc_modified_on=_dt(sync.get("bcModifiedOn")),
+        dv_modified_on=_dt(sync.get("dvModifiedOn")),
+        row_etag=etag_of(row),
+    )
+
+
+class TableCouplingStore:
+    """``shared.ports.CouplingStore`` on Table Storage."""
+
+    def __init__(self, tables: TableProvider, table_name: str) -> None:
+        self._tables = tables
+        self._name = table_name
+        self._partition_rows: dict[str, int] = {}  # measured by full scans; picks lookup vs scan
+
+    async def _table(self) -> TableClient:
+        return await self._tables.get(self._name)
+
+    # ------------------------------------------------------------------ reads
+    async def get_by_bc_id(self, mapping: str, bc_id: str) -> Coupling | None:
+        found = await self.get_many_by_bc_ids(mapping, [bc_id])
+        return next(iter(found.values()), None)
+
+    async def get_by_dataverse_id(self, mapping: str, dataverse_id: str) -> Coupling | None:
+        found = await self.get_many_by_dataverse_ids(mapping, [dataverse_id])
+        return next(iter(found.values()), None)
+
+    async def get_many_by_bc_ids(self, mapping: str, bc_ids: Sequence[str]) -> dict[str, Coupling]:
+        wanted = {state_rk(i): i for i in bc_ids}
+        rows = await self._rows(mapping, STATE, wanted.keys())
+        return {wanted[rk]: from_state_entity(mapping, row) for rk, row in rows.items()}
+
+    async def get_many_by_dataverse_ids(self, mapping: str, dataverse_ids: Sequence[str]) -> dict[str, Coupling]:
+        wanted = {index_rk(i): i for i in dataverse_ids}
+        index = await self._rows(mapping, INDEX, wanted.keys())
+        bc_of = {wanted[rk]: row["BcId"] for rk, row in index.items()}
+        couplings = await self.get_many_by_bc_ids(mapping, list(set(bc_of.values())))
+        out: dict[str, Coupling] = {}
+        for dv_id, bc_id in bc_of.items():
+            c = couplings.get(bc_id)
+            if c is not None and norm_id(c.dataverse_id) == norm_id(dv_id):  # skip a stale index row
+                out[dv_id] = c
+        return out
+
+    async def _rows(self, mapping: str, prefix: str, row_keys: Sequence[str] | Any) -> dict[str, Entity]:
+        """Rows by key, choosing the cheaper of OR-filter lookups (1 request per 14 keys) and a key-range scan
+        of the partition (1 request per 1,000 rows of that kind)."""
+        keys = sorted(set(row_keys))
+        if not keys:
+            return {}
+        table = await self._table()
+        pk = escape_key(mapping)
+        lookups = math.ceil(len(keys) / MAX_FILTER_KEYS)
+        rows_of_kind = self._partition_rows.get(pk, DEFAULT_PARTITION_ROWS) // 2
+        if lookups <= max(1, math.ceil(rows_of_kind / MAX_PAGE)):
+            return await lookup_rows(table, pk, keys)
+        # Range scan limited to [min, max] of the requested keys (narrow when the ids are a sorted page).
+        query = (
+            f"PartitionKey eq {quote(pk)} and RowKey ge {quote(keys[0])} and RowKey le {quote(keys[-1])}"
+            f" and {prefix_range(prefix)}"
+        )
+        wanted = set(keys)
+        found: dict[str, Entity] = {}
+        async for page in query_all(table, query):
+            for row in page:
+                if row["RowKey"] in wanted:
+                    found[row["RowKey"]] = row
+        return found
+
+    async def list_page(
+        self, mapping: str, *, top: int = 100, continuation: str | None = None
+    ) -> tuple[list[Coupling], str | None]:
+        table = await self._table()
+        query = f"PartitionKey eq {quote(escape_key(mapping))} and {prefix_range(STATE)}"
+        rows, token = await query_page(table, query, top=top, continuation=continuation)
+        return [from_state_entity(mapping, r) for r in rows], token
+
+    async def iter_all(self, mapping: str) -> AsyncIterator[list[Coupling]]:
+        table = await self._table()
+        pk = escape_key(mapping)
+        seen = 0
+        async for page in query_all(table, f"PartitionKey eq {quote(pk)} and {prefix_range(STATE)}"):
+            seen += len(page)
+            yield [from_state_entity(mapping, r) for r in page]
+        self._partition_rows[pk] = 2 * seen
+
+    # ------------------------------------------------------------------ couple
+    async def couple(self, coupling: Coupling, *, replace: bool = False) -> list[Coupling]:
+        table = await self._table()
+        if not replace:
+            ops: list[Op] = [("create", to_state_entity(coupling)), ("create", to_index_entity(coupling))]
+            try:
+                out = await submit(table, ops)
+            except TableTransactionError as e:
+                if failure_kind(e) == "exists":
+                    raise await self._already_coupled(coupling) from e
+                raise transaction_failure(e) from e
+            coupling.row_etag = out[0].get("etag")
+            return []
+        for _ in range(REPLACE_ATTEMPTS):
+            try:
+                return await self._replace(table, coupling)
+            except TableTransactionError as e:
+                if failure_kind(e) not in ("exists", "modified", "missing"):
+                    raise transaction_failure(e) from e
+                await asyncio.sleep(0.05)  # someone changed these rows meanwhile: read again
+        raise ConflictError(f"coupling {coupling.bc_id} kept changing concurrently", service="tables")
+
+    async def _replace(self, table: TableClient, c: Coupling) -> list[Coupling]:
+        """One transaction that turns whatever couples either side into the new coupling. Rows that stay are
+        replaced (If-Match), rows that go are deleted (If-Match), so a concurrent change fails the whole
+        transaction and we start over."""
+        pk = escape_key(c.mapping)
+        new_state, new_index = to_state_entity(c), to_index_entity(c)
+        rows = await lookup_rows(table, pk, [new_state["RowKey"], new_index["RowKey"]])
+        old_b = rows.get(new_state["RowKey"])  # the BC record's current coupling
+        idx_d = rows.get(new_index["RowKey"])  # the Dataverse row's current index row
+        old_z = None  # the coupling that holds the Dataverse row, when it is another BC record
+        extra_keys = []
+        if idx_d is not None and norm_id(idx_d["BcId"]) != norm_id(c.bc_id):
+            extra_keys.append(state_rk(idx_d["BcId"]))
+        if old_b is not None and norm_id(old_b["DataverseId"]) != norm_id(c.dataverse_id):
+            extra_keys.append(index_rk(old_b["DataverseId"]))
+        extra = await lookup_rows(table, pk, extra_keys)
+        if idx_d is not None and extra_keys and extra_keys[0].startswith(STATE):
+            old_z = extra.get(extra_keys[0])
+
+        ops: list[Op] = []
+        if old_b is None:
+            ops.append(("create", new_state))
+        else:
+            ops.append(
+                (
+                    "update",
+                    new_state,
+                    {"mode": UpdateMode.REPLACE, "etag": etag_of(old_b), "match_condition": _IF_MATCH},
+                )
+            )
+            old_index = extra.get(index_rk(old_b["DataverseId"]))
+            if old_index is not None:
+                ops.append(("delete", old_index, {"etag": etag_of(old_index), "match_condition": _IF_MATCH}))
+        if idx_d is None:
+            ops.append(("create", new_index))
+        else:
+            ops.append(
+                (
+                    "update",
+                    new_index,
+                    {"mode": UpdateMode.REPLACE, "etag": etag_of(idx_d), "match_condition": _IF_MATCH},
+                )
+            )
+            if old_z is not None:
+                ops.append(("delete", old_z, {"etag": etag_of(old_z), "match_condition": _IF_MATCH}))
+        out = await submit(table, ops)
+        c.row_etag = out[0].get("etag")
+        removed = [from_state_entity(c.mapping, r) for r in (old_b, old_z) if r is not None]
+        return removed
+
+    async def _already_coupled(self, c: Coupling) -> AlreadyCoupledError:
+        by_bc = await self.get_by_bc_id(c.mapping, c.bc_id)
+        by_dv = await self.get_by_dataverse_id(c.mapping, c.dataverse_id)
+        parts = []
+        if by_bc is not None:
+            parts.append(f"BC record {c.bc_id} is coupled to Dataverse row {by_bc.dataverse_id}")
+        if by_dv is not None:
+            parts.append(f"Dataverse row {c.dataverse_id} is coupled to BC record {by_dv.bc_id}")
+        detail = "; ".join(parts) or f"BC record {c.bc_id} or Dataverse row {c.dataverse_id} is already coupled"
+        return AlreadyCoupledError(
+            detail, bcCoupledTo=by_bc and by_bc.dataverse_id, dataverseCoupledTo=by_dv and by_dv.bc_id
+        )
+
+    async def couple_many(self, couplings: Sequence[Coupling]) -> list[Coupling | Exception]:
+        """Creates in transactions of 50 couplings (100 rows); a coupling whose row exists is dropped from its
+        transaction with ``AlreadyCoupledError`` and the rest resubmitted."""
+        results: list[Coupling | Exception] = list(couplings)
+        by_mapping: dict[str, list[int]] = {}
+        seen: set[tuple[str, str]] = set()
+        for i, c in enumerate(couplings):
+            keys = {(c.mapping, state_rk(c.bc_id)), (c.mapping, index_rk(c.dataverse_id))}
+            if keys & seen:  # the same record twice in one call: the first wins
+                results[i] = AlreadyCoupledError(
+                    f"BC record {c.bc_id} or Dataverse row {c.dataverse_id} is already coupled"
+                )
+                continue
+            seen |= keys
+            by_mapping.setdefault(c.mapping, []).append(i)
+        table = await self._table()
+
+        async def one_mapping(idx: list[int]) -> None:
+            ops: list[Op] = []
+            for i in idx:
+                ops += [("create", to_state_entity(couplings[i])), ("create", to_index_entity(couplings[i]))]
+
+            def drop(op_index: int, kind: str) -> list[int]:
+                if kind != "exists":
+                    return []
+                i = idx[op_index // 2]
+                c = couplings[i]
+                results[i] = AlreadyCoupledError(
+                    f"BC record {c.bc_id} or Dataverse row {c.dataverse_id} is already coupled"
+                )
+                first = op_index - op_index % 2
+                return [first, first + 1]
+
+            out = await submit_tolerant(table, ops, drop=drop, groups=[[2 * n, 2 * n + 1] for n in range(len(idx))])
+            for n, i in enumerate(idx):
+                if out[2 * n] is not None:
+                    couplings[i].row_etag = out[2 * n].get("etag")  # type: ignore[union-attr]
+
+        await asyncio.gather(*(one_mapping(idx) for idx in by_mapping.values()))
+        return results
+
+    # ------------------------------------------------------------------ sync bookkeeping
+    async def save_sync_state(self, couplings: Sequence[Coupling]) -> None:
+        """Merges the sync properties into the state rows (If-Match ``*``: the row must exist, so a coupling
+        removed meanwhile is not resurrected; last writer wins otherwise — see docs/storage.md)."""
+        table = await self._table()
+        by_mapping: dict[str, list[Coupling]] = {}
+        for c in couplings:
+            by_mapping.setdefault(c.mapping, []).append(c)
+
+        async def one_mapping(items: list[Coupling]) -> None:
+            ops: list[Op] = []
+            for c in items:
+                entity = {"PartitionKey": escape_key(c.mapping), "RowKey": state_rk(c.bc_id)} | sync_properties(c)
+                ops.append(("update", entity, {"mode": UpdateMode.MERGE}))
+            out = await submit_tolerant(table, ops, drop=lambda i, kind: [i] if kind == "missing" else [])
+            for c, res in zip(items, out, strict=True):
+                if res is not None:
+                    c.row_etag = res.get("etag")
+
+        await asyncio.gather(*(one_mapping(items) for items in by_mapping.values()))
+
+    # ------------------------------------------------------------------ uncouple
+    async def uncouple_many(self, mapping: str, bc_ids: Sequence[str]) -> list[Coupling]:
+        """Deletes both rows per coupling (state row If-Match its read ETag, so a coupling that changed
+        meanwhile is read again). Missing couplings are skipped."""
+        table = await self._table()
+        removed: list[Coupling] = []
+        todo = list(dict.fromkeys(bc_ids))
+        for _ in range(REPLACE_ATTEMPTS):
+            found = list((await self.get_many_by_bc_ids(mapping, todo)).values())
+            if not found:
+                break
+            ops: list[Op] = []
+            for c in found:
+                ops.append(("delete", to_state_entity(c), {"etag": c.row_etag, "match_condition": _IF_MATCH}))
+                ops.append(("delete", to_index_entity(c), {}))
+            retry: list[str] = []
+
+            def drop(op_index: int, kind: str, found: list[Coupling] = found, retry: list[str] = retry) -> list[int]:
+                first = op_index - op_index % 2
+                if kind == "modified" or (kind == "missing" and op_index % 2 == 0):
+                    retry.append(found[op_index // 2].bc_id)  # changed or gone: read again
+                elif kind != "missing":
+                    return []
+                # The index row alone missing: delete the state row by itself.
+                return [first, first + 1] if op_index % 2 == 0 or kind == "modified" else [op_index]
+
+            out = await submit_tolerant(table, ops, drop=drop, groups=[[2 * n, 2 * n + 1] for n in range(len(found))])
+            removed += [c for n, c in enumerate(found) if out[2 * n] is not None]
+            todo = retry
+            if not todo:
+                break
+        return removed
+
+    async def delete_all(self, mapping: str) -> int:
+        """Deletes the partition page by page (1,000 rows read, 10 transactions of 100 deletes)."""
+        table = await self._table()
+        pk = escape_key(mapping)
+        count = 0
+        async for page in query_all(table, f"PartitionKey eq {quote(pk)}", select=["PartitionKey", "RowKey"]):
+            ops: list[Op] = [("delete", {"PartitionKey": pk, "RowKey": r["RowKey"]}, {}) for r in page]
+            out = await _delete_chunks(table, ops)
+            count += sum(1 for op, ok in zip(ops, out, strict=True) if ok and op[1]["RowKey"].startswith(STATE))
+        self._partition_rows[pk] = 0
+        return count
+
+
+async def _delete_chunks(table: TableClient, ops: list[Op]) -> list[bool]:
+    """Deletes in concurrent transactions; rows already gone are tolerated."""
+
+    async def one(chunk: list[int]) -> list[tuple[int, bool]]:
+        sub = [ops[i] for i in chunk]
+        out = await submit_tolerant(table, sub, drop=lambda i, kind: [i] if kind == "missing" else [])
+        return [(chunk[n], res is not None) for n, res in enumerate(out)]
+
+    sem = asyncio.Semaphore(8)
+
+    async def guarded(chunk: list[int]) -> list[tuple[int, bool]]:
+        async with sem:
+            return await one(chunk)
+
+    flags = [False] * len(ops)
+    for pairs in await asyncio.gather(*(guarded(c) for c in group_chunks(ops))):
+        for i, ok in pairs:
+            flags[i] = ok
+    return flags

@@ -1,0 +1,449 @@
+"""The one place for Table Storage plumbing: client + lazy table creation, key escaping, error mapping,
+transaction batching, OR-filter lookups and paging with opaque continuation tokens.
+
+Transient retries are azure-core's ``AsyncTablesRetryPolicy`` (5xx, 408, 429, timeouts, connection errors),
+configured once in :func:`build_service_client`; nothing here retries transient failures again. The loops in
+the stores only retry *optimistic-concurrency* outcomes (412 / 409), which are not transient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline import PipelineRequest
+from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
+
+from shared.errors import (
+    ConflictError,
+    NotFoundError,
+    PermanentError,
+    PreconditionFailedError,
+    SyncError,
+    ThrottledError,
+    TransientError,
+    UnauthorizedError,
+    classify_status,
+)
+
+SERVICE = "tables"
+MAX_BATCH = 100  # entities per transaction (Azurite answers more with a malformed response)
+MAX_BATCH_BYTES = 3_500_000  # transaction payload limit is 4 MiB; keep headroom for the multipart framing
+MAX_PAGE = 1000  # rows per query page (service maximum)
+MAX_FILTER_KEYS = 14  # at most 15 comparisons per $filter; one is the PartitionKey
+LOOKUP_CONCURRENCY = 8
+
+T = TypeVar("T")
+Entity = dict[str, Any]
+Op = tuple[Any, ...]  # ("create" | "upsert" | "update" | "delete", entity[, kwargs]) as TableClient expects
+
+
+# ----------------------------------------------------------------------------- operation counter
+class OpCounter:
+    """Counts every HTTP request sent to the table service (retries and ``$batch`` included, once each)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def reset(self) -> int:
+        before, self.count = self.count, 0
+        return before
+
+    def hook(self, request: PipelineRequest[Any]) -> None:  # azure-core raw_request_hook
+        self.count += 1
+
+
+# ----------------------------------------------------------------------------- keys
+# Forbidden in PartitionKey/RowKey: / \ # ? and control characters; '%' is the escape itself.
+_ESCAPE_RE = re.compile(r"[%/\\#?\x00-\x1f\x7f-\x9f]")
+_UNESCAPE_RE = re.compile(r"%([0-9A-F]{2})")
+
+
+def escape_key(value: str) -> str:
+    """Reversible percent-encoding of the characters Table Storage forbids in keys."""
+    return _ESCAPE_RE.sub(lambda m: f"%{ord(m.group()):02X}", value)
+
+
+def unescape_key(value: str) -> str:
+    return _UNESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)), value)
+
+
+def norm_id(record_id: str) -> str:
+    """Key form of a record id: GUIDs compare case-insensitively (contract), so keys are lower-case."""
+    return escape_key(record_id.lower())
+
+
+def quote(value: str) -> str:
+    """An OData string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def prefix_range(prefix: str) -> str:
+    """``RowKey`` filter for every key starting with ``prefix`` (prefixes end in ':' whose successor is ';')."""
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return f"RowKey ge {quote(prefix)} and RowKey lt {quote(upper)}"
+
+
+def encode_token(value: Any) -> str:
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str) -> Any:
+    """Inverse of :func:`encode_token`; a malformed token is a caller error (``ValueError``)."""
+    try:
+        return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError("invalid continuation token") from e
+
+
+# ----------------------------------------------------------------------------- values
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_utc(value: datetime | None) -> datetime | None:
+    """Plain aware UTC ``datetime`` (the SDK returns its own subclass; naive values are taken as UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return datetime(
+        value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond, tzinfo=UTC
+    )
+
+
+def etag_of(entity: Entity) -> str | None:
+    meta = getattr(entity, "metadata", None)
+    return meta.get("etag") if meta else None
+
+
+def dt_literal(value: datetime) -> str:
+    return "datetime'" + to_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ") + "'"  # type: ignore[union-attr]
+
+
+# ----------------------------------------------------------------------------- errors
+def map_error(error: AzureError) -> SyncError:
+    """azure-core exception -> the adapter taxonomy of ``shared.errors`` (caller raises it ``from`` the original)."""
+    status = getattr(error, "status_code", None)
+    code = getattr(error, "error_code", None)
+    code = str(code.value if hasattr(code, "value") else code) if code else None
+    message = getattr(error, "message", None) or str(error)
+    kw: dict[str, Any] = {"code": code, "status": status, "service": SERVICE}
+    if isinstance(error, ResourceExistsError):
+        return ConflictError(message, **kw)
+    if isinstance(error, ResourceModifiedError):
+        return PreconditionFailedError(message, **kw)
+    if isinstance(error, ResourceNotFoundError):
+        return NotFoundError(message, **kw)
+    if isinstance(error, ClientAuthenticationError):
+        return UnauthorizedError(message, **kw)
+    if isinstance(error, (ServiceRequestError, ServiceResponseError)):
+        return TransientError(message, **kw)
+    if isinstance(error, HttpResponseError) and status:
+        cls = classify_status(status)
+        if cls is ThrottledError:
+            return ThrottledError(message, **kw)
+        return cls(message, **kw)
+    return PermanentError(message, **kw)
+
+
+async def call(awaitable: Awaitable[T]) -> T:
+    """Await one table call, translating azure-core errors (the single error-mapping point)."""
+    try:
+        return await awaitable
+    except TableTransactionError:
+        raise  # callers inspect .index to drop the failing operation
+    except AzureError as e:
+        raise map_error(e) from e
+
+
+def is_status(error: BaseException, *statuses: int) -> bool:
+    return getattr(error, "status_code", None) in statuses or getattr(error, "status", None) in statuses
+
+
+# ----------------------------------------------------------------------------- client + tables
+@dataclass(frozen=True, slots=True)
+class TableNames:
+    couplings: str
+    errors: str
+    jobs: str
+    watermarks: str
+    settings: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> TableNames:
+        return cls(
+            couplings=f"{prefix}Couplings",
+            errors=f"{prefix}Errors",
+            jobs=f"{prefix}Jobs",
+            watermarks=f"{prefix}Watermarks",
+            settings=f"{prefix}MappingSettings",
+        )
+
+
+def build_service_client(
+    *,
+    connection_string: str | None = None,
+    endpoint: str | None = None,
+    credential: AsyncTokenCredential | None = None,
+    counter: OpCounter | None = None,
+    ca_file: str | None = None,
+    audience: str | None = None,
+    retry_total: int = 5,
+) -> TableServiceClient:
+    """The process's one TableServiceClient; its pipeline (retry policy, op counter) is shared by every
+    TableClient derived from it."""
+    kwargs: dict[str, Any] = {
+        "retry_total": retry_total,
+        "retry_backoff_factor": 0.4,
+        "retry_backoff_max": 20,
+    }
+    if counter is not None:
+        kwargs["raw_request_hook"] = counter.hook
+    if ca_file:
+        kwargs["connection_verify"] = ca_file
+    if connection_string:
+        return TableServiceClient.from_connection_string(connection_string, **kwargs)
+    if not endpoint or credential is None:
+        raise ValueError("either a connection string or an endpoint with a credential is required")
+    # Audience https://storage.azure.com -> scope https://storage.azure.com/.default (Azurite accepts it too).
+    return TableServiceClient(endpoint, credential=credential, audience=audience, **kwargs)
+
+
+class TableProvider:
+    """Hands out TableClients, creating each table once per process (lazily, idempotently)."""
+
+    def __init__(self, service: TableServiceClient) -> None:
+        self.service = service
+        self._ready: dict[str, TableClient] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, name: str) -> TableClient:
+        client = self._ready.get(name)
+        if client is not None:
+            return client
+        async with self._lock:
+            if name not in self._ready:
+                try:
+                    await self.service.create_table(name)
+                except ResourceExistsError:
+                    pass
+                except AzureError as e:
+                    raise map_error(e) from e
+                self._ready[name] = self.service.get_table_client(name)
+            return self._ready[name]
+
+    async def close(self) -> None:
+        for client in self._ready.values():
+            await client.close()
+        self._ready.clear()
+        await self.service.close()
+
+
+# ----------------------------------------------------------------------------- batching
+def _op_size(op: Op) -> int:
+    return len(json.dumps(op[1], default=str)) + 300  # entity JSON + per-part multipart headers
+
+
+async def submit(table: TableClient, ops: Sequence[Op]) -> list[Entity]:
+    """One transaction (all ops in one partition, ≤100). Raises ``TableTransactionError`` (with ``.index``)
+    when an operation fails, other azure errors mapped to ``shared.errors``."""
+    if len(ops) == 1:
+        return [await _single(table, ops[0])]
+    return list(await call(table.submit_transaction(list(ops))))
+
+
+async def _single(table: TableClient, op: Op) -> Entity:
+    """A lone operation as a plain request (cheaper for the service; same semantics and error type)."""
+    kind, entity = op[0], op[1]
+    kw = dict(op[2]) if len(op) > 2 else {}
+    try:
+        if kind == "create":
+            return await table.create_entity(entity)
+        if kind == "upsert":
+            return await table.upsert_entity(entity, mode=kw.get("mode", UpdateMode.MERGE))
+        if kind == "update":
+            return await table.update_entity(entity, **kw)
+        await table.delete_entity(entity["PartitionKey"], entity["RowKey"], **kw)
+        return {}
+    except AzureError as e:
+        # Same shape as a failed transaction so callers handle one error type.
+        raise TableTransactionError(
+            message=f"0:{getattr(e, 'message', e)}", response=getattr(e, "response", None)
+        ) from e
+
+
+def failure_kind(error: TableTransactionError) -> str:
+    """'exists' | 'modified' | 'missing' | 'other' for a failed operation."""
+    cause = error.__cause__
+    if isinstance(cause, ResourceExistsError):
+        return "exists"
+    if isinstance(cause, ResourceModifiedError):
+        return "modified"
+    if isinstance(cause, ResourceNotFoundError):
+        return "missing"
+    code = str(getattr(error.error_code, "value", error.error_code) or "")
+    status = error.status_code
+    if code == "EntityAlreadyExists" or status == 409:
+        return "exists"
+    if code in ("UpdateConditionNotSatisfied", "ConditionNotMet") or status == 412:
+        return "modified"
+    if code == "ResourceNotFound" or status == 404:
+        return "missing"
+    return "other"
+
+
+def transaction_failure(error: TableTransactionError) -> SyncError:
+    kind = failure_kind(error)
+    cls = {"exists": ConflictError, "modified": PreconditionFailedError, "missing": NotFoundError}.get(kind)
+    if cls is None:
+        return map_error(error)
+    return cls(error.message or str(error), code=str(error.error_code or "") or None, status=error.status_code)
+
+
+async def submit_tolerant(
+    table: TableClient,
+    ops: Sequence[Op],
+    *,
+    drop: Callable[[int, str], Iterable[int]],
+    groups: Sequence[Sequence[int]] | None = None,
+) -> list[Entity | None]:
+    """Submit one partition's ``ops`` in transactions; when an op fails, ``drop(index, kind)`` names the
+    indexes (into ``ops``) to leave out (e.g. both rows of one coupling) and the rest of that transaction is
+    resubmitted. ``groups`` keeps related ops in the same transaction. Returns the per-op result (``None``
+    for dropped ops); an op ``drop`` does not remove aborts with the mapped error."""
+    results: list[Entity | None] = [None] * len(ops)
+    for chunk in group_chunks(ops, groups):
+        pending = list(chunk)
+        while pending:
+            try:
+                out = await submit(table, [ops[i] for i in pending])
+            except TableTransactionError as e:
+                failed = pending[e.index] if 0 <= e.index < len(pending) else pending[0]
+                removed = set(drop(failed, failure_kind(e)))
+                if failed not in removed:
+                    raise transaction_failure(e) from e
+                pending = [i for i in pending if i not in removed]
+                continue
+            for i, res in zip(pending, out, strict=False):
+                results[i] = res
+            pending = []
+    return results
+
+
+def group_chunks(ops: Sequence[Op], groups: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
+    """Pack op indexes into transactions of ≤100 ops and ≤``MAX_BATCH_BYTES`` without splitting a group."""
+    if groups is None:
+        groups = [[i] for i in range(len(ops))]
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    current_bytes = 0
+    for group in groups:
+        size = sum(_op_size(ops[i]) for i in group)
+        if current and (len(current) + len(group) > MAX_BATCH or current_bytes + size > MAX_BATCH_BYTES):
+            chunks.append(current)
+            current, current_bytes = [], 0
+        current.extend(group)
+        current_bytes += size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+# ----------------------------------------------------------------------------- reads
+async def get_row(table: TableClient, pk: str, rk: str) -> Entity | None:
+    try:
+        return await table.get_entity(pk, rk)
+    except ResourceNotFoundError:
+        return None
+    except AzureError as e:
+        raise map_error(e) from e
+
+
+async def query_all(
+    table: TableClient, query: str, *, select: list[str] | None = None, page_size: int = MAX_PAGE
+) -> AsyncIterator[list[Entity]]:
+    """Every matching row, one service page (≤1,000 rows, one request) at a time."""
+    if query:
+        pages = table.query_entities(query, results_per_page=page_size, select=select).by_page()
+    else:
+        pages = table.list_entities(results_per_page=page_size, select=select).by_page()
+    try:
+        async for page in pages:
+            rows = [row async for row in page]
+            if rows:
+                yield rows
+    except AzureError as e:
+        raise map_error(e) from e
+
+
+async def query_page(
+    table: TableClient,
+    query: str,
+    *,
+    top: int,
+    continuation: str | None,
+    select: list[str] | None = None,
+) -> tuple[list[Entity], str | None]:
+    """One page of ≤``top`` rows and the opaque token of the next page (``None`` at the end). Pages that a
+    filtered scan returns empty are skipped so a page is only empty at the end."""
+    token: Any = decode_token(continuation) if continuation else None
+    top = max(1, min(top, MAX_PAGE))
+    try:
+        while True:
+            pages = table.query_entities(query, results_per_page=top, select=select).by_page(continuation_token=token)
+            rows: list[Entity] = []
+            async for page in pages:
+                rows = [row async for row in page]
+                break
+            token = pages.continuation_token or None
+            if rows or not token:
+                return rows, encode_token(token) if token else None
+    except AzureError as e:
+        raise map_error(e) from e
+
+
+async def lookup_rows(table: TableClient, pk: str, row_keys: Iterable[str]) -> dict[str, Entity]:
+    """Rows by key in one partition: one point read for a single key, else OR-filters of ≤14 keys, concurrently."""
+    keys = sorted(set(row_keys))
+    if not keys:
+        return {}
+    if len(keys) == 1:
+        row = await get_row(table, pk, keys[0])
+        return {keys[0]: row} if row is not None else {}
+    sem = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+
+    async def one(group: list[str]) -> list[Entity]:
+        ors = " or ".join(f"RowKey eq {quote(k)}" for k in group)
+        rows: list[Entity] = []
+        async with sem:
+            async for page in query_all(table, f"PartitionKey eq {quote(pk)} and ({ors})"):
+                rows.extend(page)
+        return rows
+
+    groups = [keys[i : i + MAX_FILTER_KEYS] for i in range(0, len(keys), MAX_FILTER_KEYS)]
+    found: dict[str, Entity] = {}
+    for rows in await asyncio.gather(*(one(g) for g in groups)):
+        for row in rows:
+            found[row["RowKey"]] = row
+    return found
