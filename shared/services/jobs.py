@@ -28,6 +28,7 @@ def message(kind: str, job_id: str, mapping: str, batch: str = "0", **payload: A
         "messageId": f"{job_id}:{kind}:{batch}",
         "jobId": job_id,
         "mapping": mapping,
+        "batch": batch,
         **payload,
     }
 

@@ -1,0 +1,164 @@
+"""In-memory fakes of the connector and messaging ports (RecordService, MessagePublisher) for engine tests."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.domain.model import ChangePage, RemoteRecord, WriteOp, WriteResult
+from shared.errors import NotFoundError, PreconditionFailedError, SyncError
+
+_clock = itertools.count(1)
+_BASE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _tick() -> datetime:
+    return _BASE + timedelta(milliseconds=next(_clock))
+
+
+class FakeRecordService:
+    """One side (BC or Dataverse): entity -> id -> fields, with ETags, modified-on and a change log.
+
+    Supports the ``in`` filters the engine builds (``field in ('a','b')``); ``fail_writes`` makes the
+    next writes of the given ids fail with the given error."""
+
+    def __init__(self, name: str, *, primary_keys: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.rows: dict[str, dict[str, dict[str, Any]]] = {}
+        self.meta: dict[str, dict[str, tuple[str, datetime]]] = {}
+        self.deleted: dict[str, list[tuple[int, str]]] = {}
+        self.version = 0
+        self.primary_keys = primary_keys or {}
+        self.calls: dict[str, int] = {"read": 0, "write": 0}
+        self.writes: list[tuple[str, WriteOp]] = []
+        self.fail_writes: dict[str, SyncError] = {}
+
+    # -------------------------------------------------------------- test helpers
+    def put(self, entity: str, fields: dict[str, Any], record_id: str | None = None) -> str:
+        rid = (record_id or str(uuid.uuid4())).lower()
+        self.rows.setdefault(entity, {})[rid] = dict(fields)
+        self._touch(entity, rid)
+        return rid
+
+    def update(self, entity: str, rid: str, **fields: Any) -> None:
+        self.rows[entity][rid].update(fields)
+        self._touch(entity, rid)
+
+    def remove(self, entity: str, rid: str) -> None:
+        del self.rows[entity][rid]
+        del self.meta[entity][rid]
+        self.version += 1
+        self.deleted.setdefault(entity, []).append((self.version, rid))
+
+    def get(self, entity: str, rid: str) -> dict[str, Any] | None:
+        return self.rows.get(entity, {}).get(rid)
+
+    def _touch(self, entity: str, rid: str) -> None:
+        self.version += 1
+        self.meta.setdefault(entity, {})[rid] = (f'W/"{self.version}"', _tick())
+
+    def _record(self, entity: str, rid: str) -> RemoteRecord:
+        etag, modified = self.meta[entity][rid]
+        pk = self.primary_keys.get(entity, "id")
+        return RemoteRecord(id=rid, fields={pk: rid, **self.rows[entity][rid]}, etag=etag, modified_on=modified)
+
+    # -------------------------------------------------------------- RecordService
+    async def list_records(
+        self, entity: str, *, select: Sequence[str] | None = None, filter: str | None = None
+    ) -> AsyncIterator[list[RemoteRecord]]:
+        self.calls["read"] += 1
+        records = [self._record(entity, rid) for rid in self.rows.get(entity, {})]
+        if filter:
+            m = re.fullmatch(r"(\w+) in \((.*)\)", filter)
+            assert m, f"fake supports only 'x in (...)' filters, got {filter}"
+            values = {v.strip()[1:-1].replace("''", "'") for v in m.group(2).split(",")}
+            records = [r for r in records if str(r.fields.get(m.group(1))) in values]
+        yield records
+
+    async def iter_changes(
+        self, entity: str, cursor: str | None, *, select: Sequence[str] | None = None
+    ) -> AsyncIterator[ChangePage]:
+        self.calls["read"] += 1
+        since = int(cursor) if cursor else 0
+        changed = [rid for rid, (etag, _) in self.meta.get(entity, {}).items() if int(etag[3:-1]) > since]
+        deleted = [rid for v, rid in self.deleted.get(entity, []) if v > since] if cursor else []
+        yield ChangePage(
+            records=[self._record(entity, rid) for rid in changed],
+            deleted_ids=deleted,
+            next_cursor=str(self.version),
+            is_last=True,
+        )
+
+    async def get_many(
+        self, entity: str, ids: Sequence[str], *, select: Sequence[str] | None = None
+    ) -> dict[str, RemoteRecord]:
+        self.calls["read"] += 1
+        rows = self.rows.get(entity, {})
+        return {i.lower(): self._record(entity, i.lower()) for i in ids if i.lower() in rows}
+
+    async def write_many(self, entity: str, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        self.calls["write"] += 1
+        out = []
+        for op in ops:
+            self.writes.append((entity, op))
+            key = (op.id or op.ref).lower()
+            if key in self.fail_writes:
+                out.append(WriteResult(op.ref, False, error=self.fail_writes[key]))
+                continue
+            rows = self.rows.setdefault(entity, {})
+            if op.kind == "create":
+                rid = (op.id or str(uuid.uuid4())).lower()
+                fields = {k: v for k, v in op.fields.items() if k != self.primary_keys.get(entity)}
+                rows[rid] = _apply_binds(fields)
+                self._touch(entity, rid)
+                out.append(WriteResult(op.ref, True, self._record(entity, rid)))
+            elif op.kind == "update":
+                rid = (op.id or "").lower()
+                if rid not in rows:
+                    out.append(WriteResult(op.ref, False, error=NotFoundError("gone", status=404)))
+                    continue
+                if op.etag and op.etag != "*" and op.etag != self.meta[entity][rid][0]:
+                    out.append(WriteResult(op.ref, False, error=PreconditionFailedError("stale", status=412)))
+                    continue
+                rows[rid].update(_apply_binds(op.fields))
+                self._touch(entity, rid)
+                out.append(WriteResult(op.ref, True, self._record(entity, rid)))
+            else:
+                rid = (op.id or "").lower()
+                if rid in rows:
+                    self.remove(entity, rid)
+                out.append(WriteResult(op.ref, True))
+        return out
+
+
+def _apply_binds(fields: dict[str, Any]) -> dict[str, Any]:
+    """``parentcustomerid_account@odata.bind: /accounts(x)`` is read back as ``_parentcustomerid_value``."""
+    out: dict[str, Any] = {}
+    for k, v in fields.items():
+        if k.endswith("@odata.bind"):
+            attr = k.split("@")[0].rsplit("_", 1)[0]
+            out[f"_{attr}_value"] = v[v.index("(") + 1 : -1] if v else None
+        else:
+            out[k] = v
+    return out
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.sends = 0
+
+    async def publish(self, messages: Sequence[dict[str, Any]]) -> None:
+        self.sends += 1
+        self.messages.extend(messages)
+
+    def take(self) -> list[dict[str, Any]]:
+        out, self.messages = self.messages, []
+        return out
+
+    async def aclose(self) -> None:
+        return None

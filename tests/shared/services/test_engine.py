@@ -1,0 +1,311 @@
+"""The engine's use cases end to end over in-memory fakes of every port (fast; the same flows run
+against the simulators and Azurite in tests/integration)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.config import Settings
+from shared.domain.errors import (
+    AlreadyCoupledError,
+    CannotAutoCoupleError,
+    DirectionNotAllowedError,
+    DirectionRequiredError,
+    RecordNotFoundError,
+)
+from shared.domain.model import Direction, Side
+from shared.errors import PermanentError
+from shared.mappings.config import load_mapping_file
+from shared.services import actions
+from shared.services.codec import dataverse_id_for
+from shared.services.coupling_service import CouplingService
+from shared.services.engine import Engine
+from shared.services.jobs import JobService
+from shared.services.registry import MappingRegistry
+from tests.fake_services import FakePublisher, FakeRecordService
+from tests.fakes import FakeStores
+
+PKS = {"accounts": "accountid", "contacts": "contactid", "products": "productid"}
+
+
+@pytest.fixture
+def engine() -> Engine:
+    settings = Settings()
+    stores = FakeStores()
+    return Engine(
+        settings=settings,
+        registry=MappingRegistry(load_mapping_file(settings.mappings_file), stores.settings),
+        bc=FakeRecordService("bc"),
+        dv=FakeRecordService("dv", primary_keys=PKS),
+        couplings=stores.couplings,
+        errors=stores.errors,
+        jobs=stores.jobs,
+        watermarks=stores.watermarks,
+        publisher=FakePublisher(),
+    )
+
+
+def bc_of(e: Engine) -> FakeRecordService:
+    assert isinstance(e.bc, FakeRecordService)
+    return e.bc
+
+
+def dv_of(e: Engine) -> FakeRecordService:
+    assert isinstance(e.dv, FakeRecordService)
+    return e.dv
+
+
+def seed_pair(e: Engine, name: str = "Contoso", phone: str = "111") -> tuple[str, str]:
+    b = bc_of(e).put("customers", {"displayName": name, "phoneNumber": phone, "number": "C1", "email": ""})
+    d = dv_of(e).put("accounts", {"name": name, "telephone1": phone, "emailaddress1": None})
+    return b, d
+
+
+async def couple_synced(e: Engine) -> tuple[str, str]:
+    b, d = seed_pair(e)
+    await CouplingService(e).couple_existing("CUSTOMER", b, d, sync_after=Direction.TO_DATAVERSE)
+    return b, d
+
+
+async def test_couple_existing_then_sync_to_dataverse_and_echo_suppression(engine: Engine) -> None:
+    b, d = await couple_synced(engine)
+    assert dv_of(engine).get("accounts", d)["accountnumber"] == "C1"  # syncAfter wrote the BC data
+    bc_of(engine).update("customers", b, phoneNumber="222")
+    status, answer, job = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    assert status == 200 and job is None
+    assert answer["results"][0]["status"] == "updated" and answer["counts"]["modified"] == 1
+    assert dv_of(engine).get("accounts", d)["telephone1"] == "222"
+    writes_before = len(dv_of(engine).writes) + len(bc_of(engine).writes)
+    for direction in (Direction.TO_DATAVERSE, Direction.BIDIRECTIONAL, Direction.FROM_DATAVERSE):
+        _, again, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=direction)
+        assert again["results"][0]["status"] == "unchanged", again
+    assert len(dv_of(engine).writes) + len(bc_of(engine).writes) == writes_before  # zero writes
+    coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
+    assert coupling is not None and coupling.last_sync_result == "succeeded"
+
+
+async def test_couple_refuses_taken_records_replaces_on_request_and_replaces_stale_silently(engine: Engine) -> None:
+    service = CouplingService(engine)
+    b, d = await couple_synced(engine)
+    d2 = dv_of(engine).put("accounts", {"name": "Other"})
+    with pytest.raises(AlreadyCoupledError):
+        await service.couple_existing("CUSTOMER", b, d2, sync_after=None)
+    assert (await engine.couplings.get_by_bc_id("CUSTOMER", b)).dataverse_id == d
+    await service.couple_existing("CUSTOMER", b, d2, replace=True, sync_after=None)
+    assert await engine.couplings.get_by_dataverse_id("CUSTOMER", d) is None
+    # the coupled account disappears: a new coupling of the BC record needs no replace
+    dv_of(engine).remove("accounts", d2)
+    await service.couple_existing("CUSTOMER", b, d, sync_after=None)
+    assert (await engine.couplings.get_by_bc_id("CUSTOMER", b)).dataverse_id == d
+    with pytest.raises(RecordNotFoundError):
+        await service.couple_existing("CUSTOMER", b, "00000000-0000-0000-0000-000000000001", replace=True)
+
+
+async def test_create_new_both_ways_and_direction_rules(engine: Engine) -> None:
+    service = CouplingService(engine)
+    b = bc_of(engine).put("customers", {"displayName": " Fabrikam ", "number": "C9", "phoneNumber": "9"})
+    c = await service.couple_create_new("CUSTOMER", bc_id=b)
+    assert c.dataverse_id == dataverse_id_for("CUSTOMER", b)
+    assert dv_of(engine).get("accounts", c.dataverse_id)["name"] == "Fabrikam"
+    with pytest.raises(AlreadyCoupledError):
+        await service.couple_create_new("CUSTOMER", bc_id=b)
+    d = dv_of(engine).put("accounts", {"name": "Northwind", "telephone1": "5"})
+    c2 = await service.couple_create_new("CUSTOMER", dv_id=d)
+    assert bc_of(engine).get("customers", c2.bc_id)["displayName"] == "Northwind"
+    p = dv_of(engine).put("products", {"name": "Bike"})
+    with pytest.raises(DirectionNotAllowedError):
+        await service.couple_create_new("ITEM-PRODUCT", dv_id=p)
+    with pytest.raises(DirectionNotAllowedError):
+        await actions.sync_now(engine, "ITEM-PRODUCT", bc_ids=[b], direction=Direction.FROM_DATAVERSE)
+
+
+async def test_direction_prompt_suggests_from_what_changed(engine: Engine) -> None:
+    b, d = await couple_synced(engine)
+    dv_of(engine).update("accounts", d, telephone1="333")
+    with pytest.raises(DirectionRequiredError) as e:
+        await actions.sync_now(engine, "CUSTOMER", bc_ids=[b])
+    assert e.value.extra["suggested"] == "fromDataverse"
+    assert e.value.extra["changes"] == {"businessCentral": False, "dataverse": True, "conflictingFields": []}
+    assert sorted(e.value.extra["options"]) == ["bidirectional", "fromDataverse", "toDataverse"]
+    assert bc_of(engine).get("customers", b)["phoneNumber"] == "111"  # the prompt writes nothing
+
+
+async def test_merge_and_conflict_recorded_as_sync_error(engine: Engine) -> None:
+    b, d = await couple_synced(engine)
+    bc_of(engine).update("customers", b, phoneNumber="222")
+    dv_of(engine).update("accounts", d, name="Contoso Ltd")
+    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)
+    assert ans["results"][0]["status"] == "updated"
+    assert bc_of(engine).get("customers", b)["displayName"] == "Contoso Ltd"
+    assert dv_of(engine).get("accounts", d)["telephone1"] == "222"
+    bc_of(engine).update("customers", b, phoneNumber="444")
+    dv_of(engine).update("accounts", d, telephone1="555")
+    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)
+    assert ans["results"][0]["status"] == "conflict" and ans["counts"]["failed"] == 1
+    errors, _ = await engine.errors.list_page(mapping="CUSTOMER")
+    assert [x.code for x in errors] == ["update_conflict"] and errors[0].bc_id == b
+    # resolving it by choosing a side closes the error
+    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE, force=True)
+    assert ans["results"][0]["status"] == "updated"
+    assert (await engine.errors.list_page(mapping="CUSTOMER"))[0] == []
+
+
+async def test_one_way_sync_skips_newer_target_unless_forced(engine: Engine) -> None:
+    b, d = await couple_synced(engine)
+    bc_of(engine).update("customers", b, phoneNumber="222")
+    dv_of(engine).update("accounts", d, telephone1="999")
+    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    assert ans["results"][0]["status"] == "skipped" and ans["results"][0]["error"]["code"] == "target_changed"
+    assert dv_of(engine).get("accounts", d)["telephone1"] == "999"
+    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE, force=True)
+    assert ans["results"][0]["status"] == "updated" and dv_of(engine).get("accounts", d)["telephone1"] == "222"
+
+
+async def test_not_coupled_ids_and_dataverse_ids(engine: Engine) -> None:
+    b, d = await couple_synced(engine)
+    stranger = "00000000-0000-0000-0000-00000000abcd"
+    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", dv_ids=[d, stranger], direction=Direction.TO_DATAVERSE)
+    assert [r["status"] for r in ans["results"]] == ["unchanged", "not_coupled"]
+    assert ans["results"][0]["bcId"] == b and ans["results"][1]["dataverseId"] == stranger
+
+
+async def test_sync_from_dataverse_auto_couples_once_and_refuses_when_settings_forbid(engine: Engine) -> None:
+    d = dv_of(engine).put("accounts", {"name": "Adatum", "telephone1": "7"})
+    status, body = await actions.sync_from_dataverse(engine, {"entityName": "account", "id": d})
+    assert status == 201 and body["created"] is True
+    status, again = await actions.sync_from_dataverse(engine, {"entityName": "account", "id": d})
+    assert status == 200 and again["created"] is False and again["bcId"] == body["bcId"]
+    assert len(bc_of(engine).rows["customers"]) == 1
+    await engine.registry.update("CUSTOMER", sync_only_coupled=True)
+    d2 = dv_of(engine).put("accounts", {"name": "Litware"})
+    with pytest.raises(CannotAutoCoupleError, match="syncOnlyCoupled"):
+        await actions.sync_from_dataverse(engine, {"entityName": "account", "id": d2})
+    await engine.registry.update("CUSTOMER", sync_only_coupled=False, direction=Direction.TO_DATAVERSE)
+    with pytest.raises(CannotAutoCoupleError, match="toDataverse"):
+        await actions.sync_from_dataverse(engine, {"entityName": "account", "id": d2})
+    echo = {
+        "PrimaryEntityName": "account",
+        "PrimaryEntityId": d2,
+        "MessageName": "Update",
+        "SharedVariables": [{"key": "tag", "value": actions.ECHO_TAG}],
+    }
+    assert await actions.sync_from_dataverse(engine, echo) == (200, {"ignored": True})
+
+
+async def test_match_coupling_reports_multi_matches(engine: Engine) -> None:
+    b1 = bc_of(engine).put("customers", {"displayName": "One", "number": "C1"})
+    b2 = bc_of(engine).put("customers", {"displayName": "Two", "number": "C2"})
+    b3 = bc_of(engine).put("customers", {"displayName": "Three", "number": "C3"})
+    d1 = dv_of(engine).put("accounts", {"name": "x", "accountnumber": "C1"})
+    dv_of(engine).put("accounts", {"name": "Two", "accountnumber": None})
+    dv_of(engine).put("accounts", {"name": "Two", "accountnumber": None})
+    recs = await engine.bc.get_many("customers", [b1, b2, b3])
+    mapping = await engine.registry.get("CUSTOMER")
+    outcome = await CouplingService(engine).match_couple(mapping, list(recs.values()))
+    by = {r.bc_id: r for r in outcome.results}
+    assert by[b1].status == "coupled" and by[b1].dataverse_id == d1
+    assert by[b2].error_code == "ambiguous_match" and by[b3].error_code == "no_match"
+    assert await engine.couplings.get_by_bc_id("CUSTOMER", b2) is None
+
+
+async def test_incremental_job_creates_couples_advances_watermarks_and_second_run_writes_nothing(
+    engine: Engine,
+) -> None:
+    for i in range(5):
+        bc_of(engine).put("customers", {"displayName": f"B{i}", "number": f"C{i}"})
+    for i in range(3):
+        dv_of(engine).put("accounts", {"name": f"D{i}"})
+    job = await JobService(engine).start("CUSTOMER", "incremental", "bidirectional", full=False)
+    [msg] = engine.publisher.take()  # type: ignore[attr-defined]
+    await JobService(engine).handle(msg)
+    done = await engine.jobs.get(job.job_id)
+    assert done.status == "succeeded" and done.counts["inserted"] == 8 and done.counts["coupled"] == 8
+    assert (await engine.watermarks.get("CUSTOMER", Side.BC)).cursor is not None
+    writes = len(dv_of(engine).writes) + len(bc_of(engine).writes)
+    job2 = await JobService(engine).start("CUSTOMER", "incremental", "bidirectional", full=False)
+    await JobService(engine).handle(engine.publisher.take()[0])  # type: ignore[attr-defined]
+    done2 = await engine.jobs.get(job2.job_id)
+    assert done2.status == "succeeded" and done2.counts["inserted"] == 0
+    assert len(dv_of(engine).writes) + len(bc_of(engine).writes) == writes
+    # a redelivered message of a finished job changes nothing
+    await JobService(engine).handle({**msg})
+    assert (await engine.jobs.get(job.job_id)).counts == done.counts
+
+
+@pytest.mark.parametrize("policy", ["none", "removeCoupling", "restore", "delete"])
+async def test_deletion_policies(engine: Engine, policy: str) -> None:
+    mapping = engine.registry.shipped("CUSTOMER")
+    engine.registry._by_name["CUSTOMER"] = mapping.model_copy(update={"deletion_policy": policy})
+    b, d = await couple_synced(engine)
+    await JobService(engine).run_mapping_sync(await engine.registry.get("CUSTOMER"), full=False, job_id=None)
+    dv_of(engine).remove("accounts", d)
+    outcome = await JobService(engine).run_mapping_sync(await engine.registry.get("CUSTOMER"), full=False, job_id=None)
+    coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
+    if policy == "none":
+        assert coupling is not None and outcome.counts["failed"] == 1
+    elif policy == "removeCoupling":
+        assert coupling is None and bc_of(engine).get("customers", b) is not None
+    elif policy == "restore":
+        assert coupling is not None and coupling.dataverse_id != d
+        assert dv_of(engine).get("accounts", coupling.dataverse_id)["name"] == "Contoso"
+    else:
+        assert coupling is None and bc_of(engine).get("customers", b) is None
+
+
+async def test_repeated_failure_marks_skipped_and_retry_restores(engine: Engine) -> None:
+    b, d = await couple_synced(engine)
+    dv_of(engine).fail_writes[d] = PermanentError("field too long", status=400)
+    for _ in range(2):
+        bc_of(engine).update("customers", b, phoneNumber=f"x{_}")
+        _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+        assert ans["results"][0]["status"] == "failed"
+    coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
+    assert coupling.skipped
+    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    assert ans["results"][0]["error"]["code"] == "record_skipped"
+    del dv_of(engine).fail_writes[d]
+    errors, _ = await engine.errors.list_page(mapping="CUSTOMER")
+    job = await JobService(engine).start("CUSTOMER", "retryErrors", None, ids=[errors[0].id])
+    await JobService(engine).handle(engine.publisher.take()[0])  # type: ignore[attr-defined]
+    assert (await engine.jobs.get(job.job_id)).counts["modified"] == 1
+    coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
+    assert not coupling.skipped and dv_of(engine).get("accounts", d)["telephone1"] == "x1"
+    assert (await engine.errors.list_page(mapping="CUSTOMER"))[0] == []
+
+
+async def test_child_with_uncoupled_parent_fails_retryably_then_succeeds(engine: Engine) -> None:
+    cust = bc_of(engine).put("customers", {"displayName": "Parent", "number": "C77"})
+    contact = bc_of(engine).put("contacts", {"displayName": "Kid", "companyNumber": "C77", "type": "Person"})
+    dv_contact = dv_of(engine).put("contacts", {"lastname": "Kid"})
+    await CouplingService(engine).couple_existing("CONTACT", contact, dv_contact, sync_after=None)
+    _, ans, _ = await actions.sync_now(engine, "CONTACT", bc_ids=[contact], direction=Direction.TO_DATAVERSE)
+    assert ans["results"][0]["error"]["code"] == "parent_not_coupled"
+    parent = await CouplingService(engine).couple_create_new("CUSTOMER", bc_id=cust)
+    _, ans, _ = await actions.sync_now(engine, "CONTACT", bc_ids=[contact], direction=Direction.TO_DATAVERSE)
+    assert ans["results"][0]["status"] == "updated"
+    assert dv_of(engine).get("contacts", dv_contact)["_parentcustomerid_value"] == parent.dataverse_id
+    # and back: the account parent becomes the BC company number
+    _, ans, _ = await actions.sync_now(engine, "CONTACT", bc_ids=[contact], direction=Direction.FROM_DATAVERSE)
+    assert ans["results"][0]["status"] == "unchanged"
+
+
+async def test_more_than_inline_limit_becomes_a_job_with_exact_counts(engine: Engine) -> None:
+    ids = []
+    for i in range(250):
+        b = bc_of(engine).put("customers", {"displayName": f"N{i}", "number": f"N{i}"})
+        ids.append(b)
+    mapping = await engine.registry.get("CUSTOMER")
+    await CouplingService(engine).create_counterparts(
+        mapping, Direction.TO_DATAVERSE, list((await engine.bc.get_many("customers", ids)).values())
+    )
+    for b in ids[:10]:
+        bc_of(engine).update("customers", b, phoneNumber="1")
+    status, _body, job = await actions.sync_now(engine, "CUSTOMER", bc_ids=ids, direction=Direction.TO_DATAVERSE)
+    assert status == 202 and job is not None
+    msgs = engine.publisher.take()  # type: ignore[attr-defined]
+    assert [len(m["bcIds"]) for m in msgs] == [100, 100, 50]
+    for m in msgs + msgs[:1]:  # one duplicate delivery
+        await JobService(engine).handle(m)
+    done = await engine.jobs.get(job.job_id)
+    assert done.status == "succeeded"
+    assert done.counts["modified"] == 10 and done.counts["unchanged"] == 240
