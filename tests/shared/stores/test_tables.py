@@ -1,0 +1,102 @@
+"""Table plumbing: key escaping, transaction chunking, error mapping, and operation counts on Azurite."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+from shared.domain.model import Coupling
+from shared.errors import (
+    ConflictError,
+    NotFoundError,
+    PreconditionFailedError,
+    ThrottledError,
+    TransientError,
+)
+from shared.stores import Stores
+from shared.stores.tables import decode_token, encode_token, escape_key, group_chunks, map_error, unescape_key
+
+M = "CUSTOMER"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["plain", "a/b", "back\\slash", "hash#q?", "100%", "%2F literal", "tab\tnew\nline\x00\x7f\x85", "ümlaut-€", ""],
+)
+def test_key_escaping_round_trip(raw: str) -> None:
+    escaped = escape_key(raw)
+    assert not any(ch in escaped for ch in "/\\#?") and all(ord(ch) >= 0x20 for ch in escaped)
+    assert not any(0x7F <= ord(ch) <= 0x9F for ch in escaped)
+    assert unescape_key(escaped) == raw
+
+
+def test_escaping_is_injective() -> None:
+    assert escape_key("%2F") != escape_key("/")
+
+
+def test_250_ops_split_into_100_100_50_and_groups_stay_together() -> None:
+    ops = [("create", {"PartitionKey": "p", "RowKey": str(i)}) for i in range(250)]
+    assert [len(c) for c in group_chunks(ops)] == [100, 100, 50]
+    assert sorted(i for c in group_chunks(ops) for i in c) == list(range(250))
+    odd = [("create", {"PartitionKey": "p", "RowKey": str(i)}) for i in range(7)]
+    groups = [[0, 1], [2, 3, 4], [5, 6]]
+    assert group_chunks(odd * 1, groups) == [[0, 1, 2, 3, 4, 5, 6]]
+    big = [("create", {"PartitionKey": "p", "RowKey": str(i), "V": "x" * 200_000}) for i in range(40)]
+    chunks = group_chunks(big)
+    assert len(chunks) > 1 and all(len(c) * 200_000 < 4_000_000 for c in chunks)
+
+
+def test_continuation_tokens_are_opaque_round_trips() -> None:
+    token = encode_token({"PartitionKey": "p", "RowKey": "bc:x"})
+    assert "{" not in token and decode_token(token) == {"PartitionKey": "p", "RowKey": "bc:x"}
+    with pytest.raises(ValueError):
+        decode_token("%%%")
+
+
+def test_error_mapping() -> None:
+    assert isinstance(map_error(ResourceExistsError("x")), ConflictError)
+    assert isinstance(map_error(ResourceModifiedError("x")), PreconditionFailedError)
+    assert isinstance(map_error(ResourceNotFoundError("x")), NotFoundError)
+
+    class R:
+        status_code = 503
+        reason = "busy"
+        headers: dict = {}
+
+        def text(self) -> str:
+            return ""
+
+    e = HttpResponseError("x", response=R())
+    assert isinstance(map_error(e), TransientError)
+    R.status_code = 429
+    assert isinstance(map_error(HttpResponseError("x", response=R())), ThrottledError)
+
+
+def _cp() -> Coupling:
+    return Coupling(mapping=M, bc_id=str(uuid.uuid4()), dataverse_id=str(uuid.uuid4()), coupled_at=datetime.now(UTC))
+
+
+async def test_operation_counts_on_azurite(table_stores: Stores) -> None:
+    store, counter = table_stores.couplings, table_stores.op_counter
+    batch = [_cp() for _ in range(1000)]
+    await store.couple(_cp())  # creates the table
+    counter.reset()
+    await store.couple_many(batch)
+    assert counter.reset() == 20  # 2,000 rows / 100 per transaction
+    await store.get_by_bc_id(M, batch[0].bc_id)
+    assert counter.reset() == 1  # point read
+    await store.get_many_by_bc_ids(M, [c.bc_id for c in batch[:28]])
+    assert counter.reset() == 2  # two OR-filters of 14
+    found = await store.get_many_by_bc_ids(M, [c.bc_id for c in batch])
+    assert len(found) == 1000 and counter.reset() <= 3  # key-range scan, not 72 OR-filters
+    pages = [p async for p in store.iter_all(M)]
+    assert sum(map(len, pages)) == 1001 and counter.reset() == 2
+    for c in batch:
+        c.last_sync_result = "succeeded"
+    await store.save_sync_state(batch)
+    assert counter.reset() == 10
+    await store.uncouple_many(M, [c.bc_id for c in batch[:50]])
+    assert counter.reset() <= 5  # lookup (4 filters) + one transaction of 100 deletes
