@@ -1,0 +1,13 @@
+"""`GET /api/openapi.json` (anonymous): the OpenAPI 3.1 description of this API."""
+
+import azure.functions as func
+
+from functions._http import json_response
+from functions._openapi import openapi_document
+
+bp = func.Blueprint()
+
+
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(openapi_document())
