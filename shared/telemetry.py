@@ -1,0 +1,189 @@
+"""Telemetry: OpenTelemetry export to Application Insights, structured log dimensions, sync metrics.
+
+- `configure_telemetry(settings)` turns on `azure-monitor-opentelemetry` once per process, and only when
+  `APPLICATIONINSIGHTS_CONNECTION_STRING` is set (never at import time; locally it is a no-op). Application
+  Insights has local auth disabled, so the exporter authenticates with an Entra token: the user-assigned
+  managed identity when `SYNC_MANAGED_IDENTITY_CLIENT_ID` is set (it holds Monitoring Metrics Publisher),
+  else the service's own MSAL credential.
+- `log_event(logger, message, mapping=..., job_id=..., ...)` logs with the dimensions as `extra` keys. The
+  OpenTelemetry logging handler turns every non-standard LogRecord attribute into a log attribute, which the
+  Azure Monitor exporter writes to `customDimensions` (so `traces | where customDimensions.mapping == "CUSTOMER"`).
+- Metrics go through the global OpenTelemetry meter `bc_dv_sync`; without an SDK meter provider they are
+  no-ops. The workbook and alert rules in infra/bicep/app/monitoring.bicep query these exact names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from shared.config import Settings
+
+log = logging.getLogger(__name__)
+
+METER_NAME = "bc_dv_sync"
+CONNECTION_STRING_ENV = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+
+# Instrument names (customMetrics.name in Application Insights); the workbook and alerts depend on them.
+SYNC_RECORDS = "sync.records"  # counter; attributes mapping, direction, outcome (record result status)
+SYNC_CONFLICTS = "sync.conflicts"  # counter; attributes mapping, direction
+SYNC_JOBS = "sync.jobs"  # counter; attributes mapping, kind, outcome (job status) -- heartbeat of the stale alert
+SYNC_THROTTLED = "sync.throttled"  # counter; attributes service ("businessCentral"|"dataverse"), mapping
+SYNC_LATENCY_MS = "sync.latency_ms"  # histogram; attributes mapping, direction, operation
+QUEUE_LAG_MS = "queue.lag_ms"  # histogram; attributes queue
+
+# LogRecord attributes that `extra` must not overwrite (logging raises KeyError for these).
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+_lock = threading.Lock()
+_configured = False
+
+
+def configure_telemetry(settings: Settings | None = None, *, credential: TokenCredential | None = None) -> bool:
+    """Start the Azure Monitor OpenTelemetry distro once. Returns True if export is (now) on.
+
+    A no-op without `APPLICATIONINSIGHTS_CONNECTION_STRING`. Safe to call from every function invocation.
+    """
+    global _configured
+    connection_string = os.environ.get(CONNECTION_STRING_ENV, "").strip()
+    if not connection_string:
+        return False
+    with _lock:
+        if _configured:
+            return True
+        # Imported here: the distro pulls in many instrumentations; the app must index without them.
+        from azure.monitor.opentelemetry import configure_azure_monitor
+
+        if credential is None:
+            credential = _default_credential(settings)
+        configure_azure_monitor(
+            connection_string=connection_string,
+            credential=credential,
+            logger_name="",  # the root logger: the service's own loggers propagate to it
+        )
+        _configured = True
+        log.info("telemetry export to Application Insights configured")
+        return True
+
+
+def _default_credential(settings: Settings | None) -> TokenCredential:
+    from shared.config import AuthMode, get_settings
+    from shared.identity import MsalCredential, TokenProvider
+
+    s = settings or get_settings()
+    if s.managed_identity_client_id:
+        # The app identity holds Monitoring Metrics Publisher; the BC/Dataverse app registration does not.
+        s = s.model_copy(update={"auth_mode": AuthMode.MANAGED_IDENTITY})
+    return MsalCredential(TokenProvider.from_settings(s))
+
+
+def log_event(
+    logger: logging.Logger,
+    message: str,
+    *,
+    mapping: str | None = None,
+    job_id: str | None = None,
+    record_ids: Iterable[str] | None = None,
+    direction: str | None = None,
+    outcome: str | None = None,
+    level: int = logging.INFO,
+    exc_info: Any = None,
+    **dims: Any,
+) -> None:
+    """Log `message` with custom dimensions (None values are left out).
+
+    `record_ids` becomes one comma-separated string (customDimensions values are strings). Extra `dims` whose
+    name clashes with a LogRecord attribute (e.g. `name`, `msg`) are renamed `dim_<name>`.
+    """
+    extra = event_dimensions(
+        mapping=mapping, job_id=job_id, record_ids=record_ids, direction=direction, outcome=outcome, **dims
+    )
+    logger.log(level, message, extra=extra, exc_info=exc_info)
+
+
+def event_dimensions(**dims: Any) -> dict[str, Any]:
+    """The `extra` dict `log_event` uses: None dropped, ids joined, reserved names prefixed, values primitive."""
+    out: dict[str, Any] = {}
+    for key, value in dims.items():
+        if value is None:
+            continue
+        if key == "record_ids" and not isinstance(value, str):
+            value = ",".join(str(v) for v in value)
+        elif not isinstance(value, str | bool | int | float):
+            value = str(value)  # OTel attributes must be primitives
+        out[f"dim_{key}" if key in _RESERVED else key] = value
+    return out
+
+
+class _Instruments:
+    """The meter's instruments, created on first use from the global meter provider at that time."""
+
+    def __init__(self, meter_provider: metrics.MeterProvider | None = None) -> None:
+        meter = metrics.get_meter(METER_NAME, meter_provider=meter_provider)
+        self.records = meter.create_counter(SYNC_RECORDS, unit="{record}", description="Records synchronized")
+        self.conflicts = meter.create_counter(SYNC_CONFLICTS, unit="{record}", description="Field conflicts")
+        self.jobs = meter.create_counter(SYNC_JOBS, unit="{job}", description="Finished sync jobs")
+        self.throttled = meter.create_counter(SYNC_THROTTLED, unit="{response}", description="429s from BC/DV")
+        self.latency = meter.create_histogram(SYNC_LATENCY_MS, unit="ms", description="Sync latency")
+        self.queue_lag = meter.create_histogram(QUEUE_LAG_MS, unit="ms", description="Enqueue-to-start delay")
+
+
+_instruments: _Instruments | None = None
+
+
+def _get() -> _Instruments:
+    global _instruments
+    if _instruments is None:
+        with _lock:
+            if _instruments is None:
+                _instruments = _Instruments()
+    return _instruments
+
+
+def reset_instruments(meter_provider: metrics.MeterProvider | None = None) -> None:
+    """Re-create the instruments, from `meter_provider` if given (tests), else lazily from the global one."""
+    global _instruments
+    _instruments = None if meter_provider is None else _Instruments(meter_provider)
+
+
+def record_sync_outcomes(mapping: str, direction: str, counts: Mapping[str, int]) -> None:
+    """Add per-outcome record counts, e.g. `{"created": 3, "failed": 1}`; `conflict` also feeds sync.conflicts."""
+    inst = _get()
+    for outcome, n in counts.items():
+        if n <= 0:
+            continue
+        inst.records.add(n, {"mapping": mapping, "direction": direction, "outcome": outcome})
+        if outcome == "conflict":
+            inst.conflicts.add(n, {"mapping": mapping, "direction": direction})
+
+
+def record_conflicts(mapping: str, direction: str, n: int = 1) -> None:
+    if n > 0:
+        _get().conflicts.add(n, {"mapping": mapping, "direction": direction})
+
+
+def record_job(mapping: str, kind: str, outcome: str) -> None:
+    """Count one finished job (`outcome` = job status). Every scheduled run of a mapping should call this:
+    the stale-mapping alert fires when a mapping has no `succeeded` job for N hours."""
+    _get().jobs.add(1, {"mapping": mapping, "kind": kind, "outcome": outcome})
+
+
+def record_throttled(service: str, mapping: str | None = None) -> None:
+    attrs = {"service": service} if mapping is None else {"service": service, "mapping": mapping}
+    _get().throttled.add(1, attrs)
+
+
+def record_latency(mapping: str, direction: str, milliseconds: float, *, operation: str = "record") -> None:
+    _get().latency.record(milliseconds, {"mapping": mapping, "direction": direction, "operation": operation})
+
+
+def record_queue_lag(milliseconds: float, *, queue: str = "sync-work") -> None:
+    _get().queue_lag.record(max(0.0, milliseconds), {"queue": queue})
