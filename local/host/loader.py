@@ -126,17 +126,24 @@ def describe(function: func.Function, env: dict[str, str] | None = None) -> Func
     return FunctionSpec(name, TriggerKind.OTHER, binding, handler, error=f"unsupported trigger {type_name!r}")
 
 
-def load_functions(module_name: str = "function_app", *, root: Path | None = None) -> list[FunctionSpec]:
-    """Import `module_name` (its `app`), call `app.get_functions()` once and describe every function."""
-    if root is not None and str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    module = importlib.import_module(module_name)
-    app = getattr(module, "app", None)
+def functions_of(app: func.FunctionApp) -> list[FunctionSpec]:
+    """Describe every function of `app`; `app.get_functions()` is called once and cached on the app."""
     if not isinstance(app, func.FunctionApp):
-        raise TypeError(f"{module_name}.app is not an azure.functions.FunctionApp")
+        raise TypeError("expected an azure.functions.FunctionApp")
     # get_functions() may only be called once per app (a second call fails the unique-name check).
     cached = getattr(app, "_local_host_functions", None)
     if cached is None:
         cached = app.get_functions()
         app._local_host_functions = cached  # type: ignore[attr-defined]
     return [describe(f) for f in cached]
+
+
+def load_functions(module_name: str = "function_app", *, root: Path | None = None) -> list[FunctionSpec]:
+    """Import `module_name` and describe the functions of its `app`."""
+    if root is not None and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    module = importlib.import_module(module_name)
+    app = getattr(module, "app", None)
+    if not isinstance(app, func.FunctionApp):
+        raise TypeError(f"{module_name}.app is not an azure.functions.FunctionApp")
+    return functions_of(app)

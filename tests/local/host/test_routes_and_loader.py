@@ -108,10 +108,3 @@ def test_unresolvable_setting_disables_only_that_function(monkeypatch: pytest.Mo
     assert specs["work"].error and "SAMPLE_QUEUE" in specs["work"].error
     assert specs["tick"].error
     assert specs["item"].error is None
-
-
-def test_real_function_app_serves_health_anonymously() -> None:
-    specs = {s.name: s for s in load_functions("function_app")}
-    health = specs["health"]
-    assert health.route is not None and health.route.template == "health"
-    assert health.methods == {"GET"} and health.auth_level == "anonymous"

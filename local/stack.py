@@ -1,0 +1,511 @@
+"""The whole local world as processes: Azurite, token authority, BC and Dataverse simulators, AMQP peer, host.
+
+`python -m local.stack run [--demo-data]` (what `make run` does) starts everything on the contract's ports,
+waits until each part answers, optionally seeds demo data, and stops everything it started on Ctrl-C.
+`python -m local.stack status` shows which ports answer. Tests use `Stack` directly (tests/conftest.py).
+
+Every component runs in its own process group; `stop()` terminates exactly those groups (SIGTERM, then
+SIGKILL). Logs go to `.local/logs/<name>.log`. A component whose module is not there yet is skipped with a
+warning, so the stack grows as the pieces land.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import ctypes
+import importlib.util
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from shared.config import LOCAL_TENANT_ID, PROJECT_ROOT
+
+DEFAULT_PORTS: dict[str, int] = {
+    "azurite": 10002,
+    "authority": 7443,
+    "bc_sim": 7081,
+    "dv_sim": 7082,
+    "amqp_peer": 5672,
+    "host": 7071,
+}
+# Start order: everything the host talks to first (in parallel), then the host.
+_FIRST_WAVE = ("azurite", "authority", "bc_sim", "dv_sim", "amqp_peer")
+DEMO_DATA: dict[str, list[tuple[str, int]]] = {
+    "bc_sim": [("customers", 25), ("contacts", 10), ("items", 15)],
+    "dv_sim": [("accounts", 25), ("contacts", 10), ("products", 5)],
+}
+_STOP_GRACE_SECONDS = 5.0
+
+
+class StackError(RuntimeError):
+    """The stack could not start (port taken, component died or never became ready)."""
+
+
+def _say(message: str) -> None:
+    print(f"[stack] {message}", file=sys.stderr, flush=True)
+
+
+# ----- readiness probes (one attempt each; True when ready) -----
+def tcp_probe(port: int) -> Callable[[], bool]:
+    def probe() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    return probe
+
+
+def http_probe(url: str, *, ca_file: Path | None = None, expect: int = 200) -> Callable[[], bool]:
+    def probe() -> bool:
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]  # never via a proxy
+        if ca_file is not None:
+            if not ca_file.exists():
+                return False
+            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(ca_file))))
+        opener = urllib.request.build_opener(*handlers)
+        try:
+            with opener.open(url, timeout=1.0) as resp:
+                return resp.status == expect
+        except urllib.error.HTTPError as exc:
+            return exc.code == expect
+        except (OSError, ssl.SSLError):
+            return False
+
+    return probe
+
+
+def port_owner(port: int) -> str | None:
+    """`pid 123 (python -m local.host ...)` of the process listening on `port`, if it can be found."""
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                proc = psutil.Process(conn.pid)
+                cmd = " ".join(proc.cmdline())[:160] or proc.name()
+                return f"pid {conn.pid} ({cmd})"
+    except Exception:  # psutil missing or not allowed to look: the message just names the port
+        return None
+    return None
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR as the servers use it: only a live listener (not TIME_WAIT) counts as "in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Child side of fork: own process group, and SIGTERM when the launcher dies (Linux) — no orphans."""
+    os.setsid()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+    port: int
+    probe: Callable[[], bool]
+    module: str | None = None  # Python module that must exist for the component to run
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+
+class Stack:
+    """Starts/stops the local stack. `ports` overrides any of `DEFAULT_PORTS`; `env` is added for every child."""
+
+    def __init__(
+        self,
+        *,
+        root: Path = PROJECT_ROOT,
+        ports: Mapping[str, int] | None = None,
+        env: Mapping[str, str] | None = None,
+        only: set[str] | None = None,
+        readiness_timeout: float = 30.0,
+        python: str = sys.executable,
+    ) -> None:
+        self.root = Path(root)
+        self.ports = {**DEFAULT_PORTS, **(ports or {})}
+        self.extra_env = dict(env or {})
+        self.only = only
+        self.readiness_timeout = readiness_timeout
+        self.python = python
+        self.local_dir = self.root / ".local"
+        self.log_dir = self.local_dir / "logs"
+        self.ca_file = self.local_dir / "ca.pem"
+        self.started: list[Component] = []
+        self.skipped: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._logs: list[IO[bytes]] = []
+
+    @classmethod
+    def on_free_ports(cls, **kwargs: Any) -> Stack:
+        """A stack on ephemeral ports (a second stack next to `make run`, or parallel test sessions)."""
+        return cls(ports={name: free_port() for name in DEFAULT_PORTS}, **kwargs)
+
+    # ----- addresses -----
+    @property
+    def host_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['host']}"
+
+    @property
+    def function_key(self) -> str:
+        return self.child_env().get("SYNC_FUNCTION_KEY", "local-dev-key")
+
+    def url(self, name: str) -> str:
+        scheme = {"authority": "https", "azurite": "https", "amqp_peer": "amqp"}.get(name, "http")
+        return f"{scheme}://127.0.0.1:{self.ports[name]}"
+
+    def child_env(self) -> dict[str, str]:
+        p = self.ports
+        env = dict(os.environ)
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "SYNC_AUTHORITY_CA": str(self.ca_file),
+                "SYNC_AUTHORITY_HOST": f"https://127.0.0.1:{p['authority']}",
+                "TABLES_ENDPOINT": f"https://127.0.0.1:{p['azurite']}/devstoreaccount1",
+                "BC_BASE_URL": f"http://127.0.0.1:{p['bc_sim']}",
+                "DATAVERSE_URL": f"http://127.0.0.1:{p['dv_sim']}",
+                "SERVICEBUS_CONNECTION_STRING": (
+                    f"Endpoint=sb://127.0.0.1:{p['amqp_peer']};SharedAccessKeyName=RootManageSharedAccessKey;"
+                    "SharedAccessKey=local;UseDevelopmentEmulator=true"
+                ),
+                "SYNC_PUBLIC_BASE_URL": f"http://127.0.0.1:{p['host']}",
+            }
+        )
+        env.setdefault("SYNC_FUNCTION_KEY", "local-dev-key")
+        env.update(self.extra_env)
+        return env
+
+    # ----- component table -----
+    def components(self) -> list[Component]:
+        p, py = self.ports, self.python
+        jwks = f"https://127.0.0.1:{p['authority']}/{LOCAL_TENANT_ID}/discovery/v2.0/keys"
+        discovery = f"https://127.0.0.1:{p['authority']}/{LOCAL_TENANT_ID}/v2.0/.well-known/openid-configuration"
+        sim_auth = ["--jwks-url", jwks] if self._available("authority") else ["--no-auth"]
+        azurite = str(self.root / "node_modules" / ".bin" / "azurite-table")
+        return [
+            Component(
+                "azurite",
+                [
+                    azurite,
+                    "--tableHost",
+                    "127.0.0.1",
+                    "--tablePort",
+                    str(p["azurite"]),
+                    "--inMemoryPersistence",
+                    "--disableTelemetry",
+                    "--silent",
+                    "--oauth",
+                    "basic",
+                    "--cert",
+                    str(self.local_dir / "server.pem"),
+                    "--key",
+                    str(self.local_dir / "server-key.pem"),
+                ],
+                p["azurite"],
+                tcp_probe(p["azurite"]),
+            ),
+            Component(
+                "authority",
+                [py, "-m", "local.authority", "--port", str(p["authority"])],
+                p["authority"],
+                http_probe(discovery, ca_file=self.ca_file),
+                module="local.authority",
+            ),
+            Component(
+                "bc_sim",
+                [py, "-m", "local.bc_sim", "--port", str(p["bc_sim"]), *sim_auth],
+                p["bc_sim"],
+                http_probe(f"http://127.0.0.1:{p['bc_sim']}/_sim/stats"),
+                module="local.bc_sim",
+            ),
+            Component(
+                "dv_sim",
+                [py, "-m", "local.dv_sim", "--port", str(p["dv_sim"]), *sim_auth],
+                p["dv_sim"],
+                http_probe(f"http://127.0.0.1:{p['dv_sim']}/_sim/stats"),
+                module="local.dv_sim",
+            ),
+            Component(
+                "amqp_peer",
+                [py, "-m", "local.amqp_peer", "--port", str(p["amqp_peer"])],
+                p["amqp_peer"],
+                tcp_probe(p["amqp_peer"]),
+                module="local.amqp_peer",
+            ),
+            Component(
+                "host",
+                [py, "-m", "local.host", "--port", str(p["host"])],
+                p["host"],
+                http_probe(f"http://127.0.0.1:{p['host']}/admin/host/status"),
+                module="local.host",
+            ),
+        ]
+
+    def _available(self, name: str) -> bool:
+        if self.only is not None and name not in self.only:
+            return False
+        if name == "azurite":
+            return (self.root / "node_modules" / ".bin" / "azurite-table").exists()
+        try:
+            return importlib.util.find_spec(f"local.{name}.__main__") is not None
+        except ModuleNotFoundError:
+            return False
+
+    # ----- lifecycle -----
+    def busy_ports(self) -> dict[str, str]:
+        """`{component: "port N in use by ..."}` for every port of this stack that is already taken."""
+        out = {}
+        for name, port in self.ports.items():
+            if self.only is not None and name not in self.only:
+                continue
+            if port_in_use(port):
+                owner = port_owner(port)
+                out[name] = f"port {port} ({name}) is already in use" + (f" by {owner}" if owner else "")
+        return out
+
+    def start(self) -> Stack:
+        busy = self.busy_ports()
+        if busy:
+            raise StackError(
+                "; ".join(busy.values()) + ". Is `make run` (python -m local.stack run) already running? "
+                "Stop it, or start this stack on other ports (Stack.on_free_ports())."
+            )
+        from local.certs import ensure_local_certs
+
+        ensure_local_certs(self.local_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.stop)
+        _install_sigterm_exit()
+        table = {c.name: c for c in self.components()}
+        env = self.child_env()
+        if not self._available("amqp_peer"):
+            env.setdefault("SYNC_LOCAL_QUEUE_SOURCE", "memory")
+        try:
+            for wave in (_FIRST_WAVE, ("host",)):
+                launched = [self._launch(table[name], env) for name in wave]
+                for component in launched:
+                    if component is not None:
+                        self._wait_ready(component)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self, component: Component, env: dict[str, str]) -> Component | None:
+        if not self._available(component.name):
+            if self.only is None or component.name in self.only:
+                reason = "node_modules missing: run `npm ci`" if component.name == "azurite" else "not written yet"
+                self.skipped[component.name] = reason
+                _say(f"WARNING: skipping {component.name} ({component.module or 'azurite'}: {reason})")
+            return None
+        component.log_path = self.log_dir / f"{component.name}.log"
+        log = open(component.log_path, "wb")  # closed in stop()
+        self._logs.append(log)
+        component.process = subprocess.Popen(
+            component.argv,
+            cwd=self.root,
+            env={**env, **component.env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # setsid + parent-death signal only
+        )
+        with self._lock:
+            self.started.append(component)
+        return component
+
+    def _wait_ready(self, component: Component) -> None:
+        deadline = time.monotonic() + self.readiness_timeout
+        assert component.process is not None
+        while True:
+            if component.probe():
+                _say(f"{component.name} ready on 127.0.0.1:{component.port} (pid {component.process.pid})")
+                return
+            code = component.process.poll()
+            if code is not None:
+                raise StackError(
+                    f"{component.name} exited with code {code} before it was ready:\n{self._tail(component)}"
+                )
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{component.name} was not ready on port {component.port} within {self.readiness_timeout:.0f}s:\n"
+                    f"{self._tail(component)}"
+                )
+            time.sleep(0.1)
+
+    @staticmethod
+    def _tail(component: Component, lines: int = 15) -> str:
+        if component.log_path is None or not component.log_path.exists():
+            return "(no log)"
+        text = component.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(f"  {component.name}| {line}" for line in text) + f"\n  (full log: {component.log_path})"
+
+    def stop(self) -> None:
+        """Terminate the process groups this stack started (newest first). Idempotent."""
+        with self._lock:
+            components, self.started = list(reversed(self.started)), []
+        for component in components:
+            proc = component.process
+            if proc is None or proc.poll() is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)  # the group this stack created for the component
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        for component in components:
+            proc = component.process
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def died(self) -> list[str]:
+        return [
+            f"{c.name} (exit {c.process.poll()})" for c in self.started if c.process and c.process.poll() is not None
+        ]
+
+    # ----- demo data -----
+    def seed_demo_data(self, plan: Mapping[str, list[tuple[str, int]]] = DEMO_DATA) -> dict[str, int]:
+        """POST `/_sim/seed` to each simulator that runs; a simulator without seeding is skipped with a warning."""
+        import json
+
+        created: dict[str, int] = {}
+        running = {c.name for c in self.started}
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        for sim, entities in plan.items():
+            if sim not in running:
+                continue
+            for entity, count in entities:
+                body = json.dumps({"entity": entity, "count": count, "prefix": "Demo"}).encode()
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{self.ports[sim]}/_sim/seed",
+                    data=body,
+                    method="POST",
+                    headers={"Content-Type": "application/json"},
+                )
+                try:
+                    with opener.open(req, timeout=30) as resp:
+                        created[f"{sim}:{entity}"] = int(json.loads(resp.read() or b"{}").get("created", 0))
+                except (OSError, ValueError) as exc:
+                    _say(f"WARNING: could not seed {entity} in {sim}: {exc}")
+        return created
+
+
+def _install_sigterm_exit() -> None:
+    """Turn SIGTERM into SystemExit so `finally`/atexit stop the children (only if nobody else handles it)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+
+        def _exit(_signum: int, _frame: object) -> None:
+            raise SystemExit(143)
+
+        signal.signal(signal.SIGTERM, _exit)
+
+
+# ----- CLI -----
+def _run(args: argparse.Namespace) -> int:
+    env = {}
+    if args.no_scheduled_sync:
+        env["SYNC_SCHEDULED_SYNC"] = "false"
+    stack = Stack(env=env, readiness_timeout=args.timeout)
+    started = time.monotonic()
+    try:
+        stack.start()
+    except StackError as exc:
+        _say(f"ERROR: {exc}")
+        return 1
+    if args.demo_data:
+        seeded = stack.seed_demo_data()
+        if seeded:
+            _say("demo data: " + ", ".join(f"{k}={v}" for k, v in seeded.items()))
+    _say(f"ready in {time.monotonic() - started:.1f}s; logs in {stack.log_dir}")
+    _say(f"  curl {stack.host_url}/api/health")
+    _say(f"  curl -H 'x-functions-key: {stack.function_key}' {stack.host_url}/api/mappings")
+    _say("Ctrl-C stops everything.")
+    reported: set[str] = set()
+    try:
+        while True:
+            time.sleep(1)
+            for dead in set(stack.died()) - reported:
+                _say(f"WARNING: {dead} stopped; see {stack.log_dir}")
+                reported.add(dead)
+    except KeyboardInterrupt:
+        _say("stopping...")
+    finally:
+        stack.stop()
+    return 0
+
+
+def _status(_args: argparse.Namespace) -> int:
+    stack = Stack()
+    up = 0
+    for component in stack.components():
+        ok = component.probe()
+        up += ok
+        owner = port_owner(component.port) if ok else None
+        state = "ready" if ok else "down"
+        print(f"{component.name:10} 127.0.0.1:{component.port:<6} {state}" + (f"  {owner}" if owner else ""))
+    return 0 if up == len(DEFAULT_PORTS) else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.stack", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start everything and wait for Ctrl-C")
+    run.add_argument("--demo-data", action="store_true", help="seed the simulators with demo records")
+    run.add_argument("--no-scheduled-sync", action="store_true", help="set SYNC_SCHEDULED_SYNC=false")
+    run.add_argument("--timeout", type=float, default=30.0, help="readiness timeout per component, seconds")
+    sub.add_parser("status", help="which components answer on their ports")
+    args = parser.parse_args(argv)
+    return _run(args) if args.command == "run" else _status(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
