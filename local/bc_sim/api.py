@@ -268,7 +268,13 @@ def _scan_index(
             bound = _index_bound(name, cond.value) if cond.path == name and cond.op in ("gt", "ge", "eq") else None
             if bound is not None:
                 start = max(start, bisect_left(index, (bound,)))
-        entries = (index[i] for i in range(start, len(index)))
+        stop = len(index)
+        for cond in pred.conditions if pred else ():
+            bound = _index_bound(name, cond.value) if cond.path == name and cond.op in ("lt", "le", "eq") else None
+            if bound is not None:
+                # "\uffff" steps past every value sharing the bound's (ms-truncated) prefix; the predicate re-checks
+                stop = min(stop, bisect_right(index, (bound + "\uffff",)))
+        entries = (index[i] for i in range(start, stop))
     else:
         stop = len(index)
         if token is not None:

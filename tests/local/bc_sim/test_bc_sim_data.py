@@ -115,6 +115,16 @@ async def test_filters_select_and_errors(bc: TestClient) -> None:
     resp = await bc.get(CUSTOMERS, params={"$filter": "startswith(number,'C0002') or contains(displayName,'C00110')"})
     assert [r["number"] for r in (await resp.json())["value"]] == ["C00020", "C00110"]
 
+    for text, expected in (
+        ("number le 'C00030'", ["C00010", "C00020", "C00030"]),
+        ("number eq 'C00020'", ["C00020"]),
+        ("number gt 'C00280' and number lt 'C00300'", ["C00290"]),
+    ):
+        for order in ("number", "number desc"):
+            resp = await bc.get(CUSTOMERS, params={"$filter": text, "$orderby": order})
+            got = [r["number"] for r in (await resp.json())["value"]]
+            assert got == (expected if order == "number" else expected[::-1]), (text, order)
+
     resp = await bc.get(CUSTOMERS, params={"$top": "3", "$skip": "2", "$orderby": "number desc"})
     assert [r["number"] for r in (await resp.json())["value"]] == ["C00280", "C00270", "C00260"]
 
