@@ -263,27 +263,38 @@ class BusinessCentralClient:
         return normalise_guid(op.id)
 
     async def _send_batch(self, entity: str, company: str, ops: Sequence[WriteOp]) -> list[WriteResult]:
-        """One $batch call; raises only when the call as a whole failed."""
-        body = {"requests": [self._batch_request(entity, company, i, op) for i, op in enumerate(ops)]}
-        response = await self._http.request(
-            "POST",
-            f"{self.api_root}/$batch",
-            json=body,
-            headers={"Content-Type": "application/json"},
-            kind="write",
-            idempotent=False,  # creates have no client key: never repeated on an ambiguous failure
-            what=f"$batch of {len(ops)} {entity}",
-        )
-        answers = {str(a.get("id")): a for a in response.json().get("responses", [])}
-        results: list[WriteResult] = []
-        for i, op in enumerate(ops):
-            answer = answers.get(str(i))
-            if answer is None:
+        """$batch calls for these ops (requests a service left unanswered, e.g. after stopping at a failure,
+        were not executed and go out again); raises only when a call as a whole failed."""
+        results: list[WriteResult | None] = [None] * len(ops)
+        todo = list(range(len(ops)))
+        while todo:
+            body = {"requests": [self._batch_request(entity, company, i, ops[i]) for i in todo]}
+            response = await self._http.request(
+                "POST",
+                f"{self.api_root}/$batch",
+                json=body,
+                # every request its own outcome: a failing one must not stop the others
+                headers={"Content-Type": "application/json", "Prefer": "odata.continue-on-error"},
+                kind="write",
+                idempotent=False,  # creates have no client key: never repeated on an ambiguous failure
+                what=f"$batch of {len(todo)} {entity}",
+            )
+            answers = {str(a.get("id")): a for a in response.json().get("responses", [])}
+            left = []
+            for i in todo:
+                answer = answers.get(str(i))
+                if answer is None:
+                    left.append(i)
+                else:
+                    results[i] = self._result(ops[i], int(answer.get("status", 500)), answer.get("body"),
+                                              answer.get("headers"))  # fmt: skip
+            if len(left) == len(todo):
                 err = TransientError("no answer for this request in the $batch response", service=SERVICE)
-                results.append(WriteResult(op.ref, False, error=err))
-                continue
-            results.append(self._result(op, int(answer.get("status", 500)), answer.get("body"), answer.get("headers")))
-        return results
+                for i in left:
+                    results[i] = WriteResult(ops[i].ref, False, error=err)
+                break
+            todo = left
+        return [r for r in results if r is not None]
 
     def _result(self, op: WriteOp, status: int, body: Any, headers: Mapping[str, str] | None) -> WriteResult:
         if 200 <= status < 300:
