@@ -23,5 +23,5 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiohttp.access", "azure.core.pipeline.policies.http_logging_policy", "azure.identity"):
+    for noisy in ("aiohttp.access", "azure", "uamqp", "msal", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
