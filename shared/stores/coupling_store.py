@@ -28,7 +28,6 @@ from shared.stores.tables import (
     escape_key,
     etag_of,
     failure_kind,
-    group_chunks,
     lookup_rows,
     norm_id,
     prefix_range,
@@ -410,21 +409,6 @@ class TableCouplingStore:
 
 
 async def _delete_chunks(table: TableClient, ops: list[Op]) -> list[bool]:
-    """Deletes in concurrent transactions; rows already gone are tolerated."""
-
-    async def one(chunk: list[int]) -> list[tuple[int, bool]]:
-        sub = [ops[i] for i in chunk]
-        out = await submit_tolerant(table, sub, drop=lambda i, kind: [i] if kind == "missing" else [])
-        return [(chunk[n], res is not None) for n, res in enumerate(out)]
-
-    sem = asyncio.Semaphore(8)
-
-    async def guarded(chunk: list[int]) -> list[tuple[int, bool]]:
-        async with sem:
-            return await one(chunk)
-
-    flags = [False] * len(ops)
-    for pairs in await asyncio.gather(*(guarded(c) for c in group_chunks(ops))):
-        for i, ok in pairs:
-            flags[i] = ok
-    return flags
+    """Deletes in (concurrent) transactions; rows already gone are tolerated."""
+    out = await submit_tolerant(table, ops, drop=lambda i, kind: [i] if kind == "missing" else [])
+    return [res is not None for res in out]

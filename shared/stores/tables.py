@@ -50,6 +50,7 @@ MAX_BATCH_BYTES = 3_500_000  # transaction payload limit is 4 MiB; keep headroom
 MAX_PAGE = 1000  # rows per query page (service maximum)
 MAX_FILTER_KEYS = 14  # at most 15 comparisons per $filter; one is the PartitionKey
 LOOKUP_CONCURRENCY = 8
+BATCH_CONCURRENCY = 4  # transactions in flight per call (different rows, so order does not matter)
 
 T = TypeVar("T")
 Entity = dict[str, Any]
@@ -333,11 +334,14 @@ async def submit_tolerant(
     resubmitted. ``groups`` keeps related ops in the same transaction. Returns the per-op result (``None``
     for dropped ops); an op ``drop`` does not remove aborts with the mapped error."""
     results: list[Entity | None] = [None] * len(ops)
-    for chunk in group_chunks(ops, groups):
+    sem = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+    async def run(chunk: list[int]) -> None:
         pending = list(chunk)
         while pending:
             try:
-                out = await submit(table, [ops[i] for i in pending])
+                async with sem:
+                    out = await submit(table, [ops[i] for i in pending])
             except TableTransactionError as e:
                 failed = pending[e.index] if 0 <= e.index < len(pending) else pending[0]
                 removed = set(drop(failed, failure_kind(e)))
@@ -348,6 +352,8 @@ async def submit_tolerant(
             for i, res in zip(pending, out, strict=False):
                 results[i] = res
             pending = []
+
+    await asyncio.gather(*(run(chunk) for chunk in group_chunks(ops, groups)))
     return results
 
 
