@@ -69,7 +69,7 @@ def default_queue_source(env: dict[str, str] | None = None, connection_string: s
             from shared.config import get_settings
 
             connection_string = get_settings().servicebus_connection_string
-        return AmqpQueueSource(connection_string)
+        return AmqpQueueSource(connection_string, max_concurrent=_host_json_concurrency())
     if choice != "memory":
         raise ValueError(f"SYNC_LOCAL_QUEUE_SOURCE must be 'amqp' or 'memory', not {choice!r}")
     return InMemoryQueueSource(max_concurrent_calls=_host_json_concurrency())

@@ -106,3 +106,10 @@ def test_full_stack_health_over_http(api: ApiSession) -> None:
     assert set(body["checks"]) == {"tables", "serviceBus", "businessCentral", "dataverse"}
     assert body["status"] in {"ok", "degraded"}
     assert body["checks"]["tables"] == "ok"
+
+
+@pytest.mark.stack
+def test_full_stack_function_routes_need_the_key(api: ApiSession) -> None:
+    assert api.get("/api/mappings", headers={"x-functions-key": "wrong"}).status_code == 401
+    assert api.get("/api/mappings").status_code == 200
+    assert api.get("/api/no-such-route").status_code == 404

@@ -10,7 +10,7 @@ import azure.functions as func
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from local.host import InMemoryQueueSource, LocalHost, load_functions
+from local.host import InMemoryQueueSource, LocalHost, default_queue_source, load_functions
 from tests.local.host import sample_app
 
 KEY = "test-key"
@@ -154,3 +154,9 @@ async def test_a_failing_timer_does_not_stop_its_schedule(monkeypatch: pytest.Mo
     async with TestClient(TestServer(host.create_app(), host="127.0.0.1", port=0)) as c:
         await wait_for(lambda: len(calls) >= 2, seconds=4)
         assert (await c.get("/admin/host/status")).status == 200
+
+
+def test_queue_source_is_chosen_by_env() -> None:
+    assert isinstance(default_queue_source({"SYNC_LOCAL_QUEUE_SOURCE": "memory"}), InMemoryQueueSource)
+    with pytest.raises(ValueError):
+        default_queue_source({"SYNC_LOCAL_QUEUE_SOURCE": "carrier-pigeon"})
