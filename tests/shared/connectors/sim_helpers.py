@@ -83,6 +83,7 @@ class LosingProxy:
         self.match = match
         self.lose = lose
         self.lost = 0
+        self.seen: list[tuple[str, str, dict[str, str]]] = []  # method, path + query, headers
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self.server = TestServer(app, host="127.0.0.1", port=0)
@@ -105,12 +106,14 @@ class LosingProxy:
     async def _handle(self, request: web.Request) -> web.Response:
         assert self.session is not None
         body = await request.read()
+        self.seen.append((request.method, request.path_qs, dict(request.headers)))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         url = self.target + request.path_qs
         async with self.session.request(request.method, url, data=body, headers=headers) as upstream:
             payload = await upstream.read()
             status = upstream.status
-            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "odata-version")}
+            drop = ("content-length", "transfer-encoding", "connection", "date", "server")
+            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in drop}
         if self.lost < self.lose and self.match(request):
             self.lost += 1
             return web.json_response({"error": {"code": "InternalServerError", "message": "lost answer"}}, status=500)
