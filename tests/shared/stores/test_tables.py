@@ -100,3 +100,23 @@ async def test_operation_counts_on_azurite(table_stores: Stores) -> None:
     assert counter.reset() == 10
     await store.uncouple_many(M, [c.bc_id for c in batch[:50]])
     assert counter.reset() <= 5  # lookup (4 filters) + one transaction of 100 deletes
+
+
+async def test_build_stores_with_endpoint_and_token_credential() -> None:
+    from azure.core.credentials import AccessToken
+
+    from shared.config import Settings
+    from shared.stores import build_stores
+
+    class Cred:
+        async def get_token(self, *scopes: str, **kw: object) -> AccessToken:
+            return AccessToken("t", 2**31)
+
+        async def close(self) -> None:
+            return None
+
+    stores = build_stores(Settings(SYNC_TABLE_PREFIX="x1"), credential=Cred())  # type: ignore[arg-type]
+    assert stores.couplings._name == "x1Couplings" and stores.jobs._name == "x1Jobs"
+    assert stores.tables.service.url.startswith("https://127.0.0.1:10002")
+    assert stores.op_counter.count == 0
+    await stores.close()
