@@ -1,0 +1,79 @@
+"""AmqpQueueSource: the local host's Service Bus trigger over the real SDK against the local peer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import azure.functions as func
+from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
+from azure.servicebus.aio import ServiceBusClient
+
+from local.host.amqp_source import AmqpQueueSource
+from tests.local.amqp_peer.peer_process import PeerProcess
+
+
+async def test_handler_gets_functions_messages_success_completes_failure_abandons(peer: PeerProcess) -> None:
+    q = f"src-{uuid.uuid4().hex[:8]}"
+    async with ServiceBusClient.from_connection_string(peer.connection_string) as client:
+        async with client.get_queue_sender(q) as sender:
+            await sender.send_messages(
+                [
+                    ServiceBusMessage(
+                        '{"ok": true}',
+                        message_id="good",
+                        subject="sync-batch",
+                        correlation_id="job-9",
+                        content_type="application/json",
+                        application_properties={"kind": "sync-batch"},
+                    ),
+                    ServiceBusMessage("boom", message_id="bad"),
+                ]
+            )
+    seen: list[func.ServiceBusMessage] = []
+    stop = asyncio.Event()
+
+    async def handler(message: func.ServiceBusMessage) -> None:
+        seen.append(message)
+        if message.message_id == "bad":
+            raise RuntimeError("poison")
+
+    async def stop_when_done() -> None:
+        while not (sum(m.message_id == "bad" for m in seen) >= 3 and any(m.message_id == "good" for m in seen)):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # let the last abandon settle
+        stop.set()
+
+    source = AmqpQueueSource(peer.connection_string, max_concurrent=2)
+    await asyncio.wait_for(asyncio.gather(source.run(q, handler, stop), stop_when_done()), 30)
+
+    good = next(m for m in seen if m.message_id == "good")
+    assert isinstance(good, func.ServiceBusMessage)
+    assert good.get_body() == b'{"ok": true}'
+    assert (good.correlation_id, good.content_type, good.label) == ("job-9", "application/json", "sync-batch")
+    assert good.delivery_count == 1  # as the Functions trigger counts: 1 on the first delivery
+    assert good.application_properties == {"kind": "sync-batch"}
+    assert good.sequence_number and good.enqueued_time_utc is not None and good.lock_token
+    bad = [m.delivery_count for m in seen if m.message_id == "bad"]
+    assert bad == [1, 2, 3]  # abandoned each time, redelivered with a higher count
+    assert source.completed == 1 and source.abandoned == 3
+    counts = peer.counts(q)
+    assert counts["active"] == 0 and counts["locked"] == 0 and counts["deadLetter"] == 1  # max delivery count 3
+    async with ServiceBusClient.from_connection_string(peer.connection_string) as client:
+        async with client.get_queue_receiver(q, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
+            [dead] = await dlq.peek_messages()
+            assert dead.message_id == "bad" and dead.dead_letter_reason == "MaxDeliveryCountExceeded"
+
+
+async def test_run_returns_promptly_when_stopped_on_an_idle_queue(peer: PeerProcess) -> None:
+    stop = asyncio.Event()
+
+    async def handler(message: func.ServiceBusMessage) -> None:
+        raise AssertionError("no messages expected")
+
+    task = asyncio.create_task(
+        AmqpQueueSource(peer.connection_string).run(f"idle-{uuid.uuid4().hex[:6]}", handler, stop)
+    )
+    await asyncio.sleep(1.5)
+    stop.set()
+    await asyncio.wait_for(task, 5)
