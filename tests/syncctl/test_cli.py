@@ -1,0 +1,81 @@
+"""The CLI builds the contract's requests and waits for jobs with a progress bar (against a stub server)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+
+from syncctl.__main__ import main, progress_bar
+
+
+class _Stub(BaseHTTPRequestHandler):
+    seen: list[tuple[str, str, Any]] = []
+    polls = 0
+
+    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length) or b"null")
+        _Stub.seen.append(("POST", self.path, body, self.headers.get("x-functions-key")))
+        self._answer(202, {"jobId": "j1", "status": "queued"}, {"Location": "/api/jobs/j1"})
+
+    def do_GET(self) -> None:
+        _Stub.polls += 1
+        status = "running" if _Stub.polls < 3 else "succeeded"
+        self._answer(200, {"jobId": "j1", "status": status, "counts": {"modified": _Stub.polls}})
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def server() -> Any:
+    srv = HTTPServer(("127.0.0.1", 0), _Stub)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+
+
+def test_sync_sends_the_contract_body_and_waits_for_the_job(server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "--base-url",
+            server,
+            "--key",
+            "k1",
+            "sync",
+            "CUSTOMER",
+            "--bc-id",
+            "a",
+            "--bc-id",
+            "b",
+            "--direction",
+            "toDataverse",
+            "--force",
+        ]
+    )
+    assert code == 0
+    method, path, body, key = _Stub.seen[-1]
+    assert (method, path, key) == ("POST", "/api/mappings/CUSTOMER/sync", "k1")
+    assert body == {"bcIds": ["a", "b"], "direction": "toDataverse", "force": True}
+    out = capsys.readouterr()
+    assert '"status": "succeeded"' in out.out and "succeeded" in out.err and "[" in out.err
+
+
+def test_progress_bar_is_full_when_done() -> None:
+    assert progress_bar({"status": "succeeded", "counts": {"inserted": 5}}).startswith("[" + "#" * 30 + "]")
+    assert "running" in progress_bar({"status": "running", "counts": {}})
