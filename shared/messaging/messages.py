@@ -74,7 +74,8 @@ def default_message_id(message: Mapping[str, Any]) -> str:
         candidate = f"{job_id}:{kind}:{batch}"
         if len(candidate) <= MAX_MESSAGE_ID_LENGTH:
             return candidate
-    content = {k: v for k, v in message.items() if k != "messageId"}
+    # Same content -> same id, whether or not the dict went through the model (version, None fields).
+    content = {k: v for k, v in message.items() if k not in ("messageId", "version") and v is not None}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
     return f"{kind}:{digest[:40]}"
 
