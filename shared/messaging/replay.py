@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-wait", type=float, default=5.0, help="seconds to wait for more dead letters")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every link state change at INFO
     queue = args.queue or get_settings().servicebus_queue
     count = asyncio.run(_run(queue, args.max_messages, args.max_wait))
     print(f"replayed {count} message(s) from {queue}/$DeadLetterQueue")
