@@ -44,4 +44,4 @@ deploy-check: setup
 	bash infra/checks/run-checkov.sh
 
 clean:
-	rm -rf $(VENV) node_modules .local .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov node_modules .local .pytest_cache .ruff_cache

@@ -47,6 +47,8 @@ class Settings(BaseModel):
     client_id: str = Field(LOCAL_CLIENT_ID, alias="SYNC_CLIENT_ID")
     client_secret: str | None = Field(LOCAL_CLIENT_SECRET, alias="SYNC_CLIENT_SECRET", repr=False)
     client_certificate_path: str | None = Field(None, alias="SYNC_CLIENT_CERTIFICATE_PATH")
+    # PEM content (key + certificate), e.g. a Key Vault reference on Flex Consumption, which can't load files.
+    client_certificate: str | None = Field(None, alias="SYNC_CLIENT_CERTIFICATE", repr=False)
     auth_mode: AuthMode = Field(AuthMode.SECRET, alias="SYNC_AUTH_MODE")
     managed_identity_client_id: str | None = Field(None, alias="SYNC_MANAGED_IDENTITY_CLIENT_ID")
     # Azure: https://login.microsoftonline.com ; local: the HTTPS token authority.

@@ -182,19 +182,25 @@ class TokenProvider:
     def _client_credential(self) -> str | dict[str, Any]:
         s = self._settings
         if s.auth_mode is AuthMode.CERTIFICATE:
-            if not s.client_certificate_path:
+            if not s.client_certificate_path and not s.client_certificate:
                 raise self._fail(
-                    ConfigurationError("SYNC_CLIENT_CERTIFICATE_PATH is not set (SYNC_AUTH_MODE=certificate)")
+                    ConfigurationError(
+                        "SYNC_CLIENT_CERTIFICATE_PATH or SYNC_CLIENT_CERTIFICATE is not set "
+                        "(SYNC_AUTH_MODE=certificate)"
+                    )
                 )
-            path = Path(s.client_certificate_path)
-            if path.suffix.lower() in (".pfx", ".p12"):
+            path = Path(s.client_certificate_path or "inline")
+            if s.client_certificate:
+                pem = s.client_certificate
+            elif path.suffix.lower() in (".pfx", ".p12"):
                 return {"private_key_pfx_path": str(path), "public_certificate": True}
-            try:
-                pem = path.read_text()
-            except OSError:
-                raise self._fail(
-                    ConfigurationError(f"SYNC_CLIENT_CERTIFICATE_PATH: cannot read {str(path)!r}")
-                ) from None
+            else:
+                try:
+                    pem = path.read_text()
+                except OSError:
+                    raise self._fail(
+                        ConfigurationError(f"SYNC_CLIENT_CERTIFICATE_PATH: cannot read {str(path)!r}")
+                    ) from None
             key = re.search(
                 r"-----BEGIN (?:RSA |EC )?PRIVATE KEY-----.+?-----END (?:RSA |EC )?PRIVATE KEY-----", pem, re.S
             )
