@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -119,9 +120,20 @@ class JobService:
             return
         done = job.completed_batches
         if job.expected_batches is None or done >= job.expected_batches:
-            await self.e.jobs.set_status(job_id, final_status(job.counts), finished_at=utcnow())
+            pending = _pending_cursors(job.detail)
+            if pending:
+                await self._advance_all(job.mapping, pending)
+            await self.e.jobs.set_status(job_id, final_status(job.counts), finished_at=utcnow(), detail=None)
 
     async def _sync_batch(self, mapping: TableMapping, msg: dict[str, Any], job_id: str) -> SyncOutcome:
+        if msg.get("scheduled"):  # a fanned-out page of changes: re-read the records, then as inline
+            side = Side(msg["side"])
+            ids = [i.lower() for i in (msg.get("bcIds") or msg.get("dataverseIds") or [])]
+            if side == Side.BC:
+                recs = await self.e.bc.get_many(mapping.bc_entity, ids, select=mapping.bc_select)
+            else:
+                recs = await self.e.dv.get_many(mapping.dataverse_entity_set, ids, select=mapping.dataverse_select)
+            return await self.process_changes(mapping, side, list(recs.values()), msg.get("deletedIds") or [], job_id)
         direction = Direction(msg["direction"])
         bc_ids = [i.lower() for i in msg.get("bcIds") or []]
         dv_ids = [i.lower() for i in msg.get("dataverseIds") or []]
@@ -185,9 +197,12 @@ class JobService:
         return [Side.BC, Side.DATAVERSE]
 
     async def run_mapping_sync(self, mapping: TableMapping, *, full: bool, job_id: str | None) -> SyncOutcome:
-        """Changes since each side's watermark (everything when ``full``), page by page; watermarks move only
-        after every page of that side succeeded."""
+        """Changes since each side's watermark (everything when ``full``), page by page. Small pages are
+        processed here; a large page is fanned out to workers as ``sync-batch`` messages. Watermarks move
+        only after every page (and, when fanned out, every batch) succeeded: the last batch moves them."""
         outcome = SyncOutcome()
+        batches: list[dict[str, Any]] = []
+        cursors: dict[str, str] = {}
         for side in self._sides(mapping):
             wm = await self.e.watermarks.get(mapping.name, side)
             cursor = None if full else wm.cursor
@@ -195,17 +210,60 @@ class JobService:
                 (self.e.bc, mapping.bc_entity) if side == Side.BC else (self.e.dv, mapping.dataverse_entity_set)
             )
             select = mapping.bc_select if side == Side.BC else mapping.dataverse_select
-            next_cursor: str | None = None
             async for page in service.iter_changes(entity, cursor, select=select):
                 if page.full_resync_required:
                     log.warning("change tracking of %s expired; full resync", mapping.name)
                     return await self.run_mapping_sync(mapping, full=True, job_id=job_id)
-                outcome.merge(await self.process_changes(mapping, side, page.records, page.deleted_ids, job_id))
+                if job_id and len(page.records) > self.e.settings.fanout_min_records:
+                    batches += self._batch_messages(mapping, side, page.records, page.deleted_ids, job_id, len(batches))
+                else:
+                    outcome.merge(await self.process_changes(mapping, side, page.records, page.deleted_ids, job_id))
                 if page.next_cursor:
-                    next_cursor = page.next_cursor
-            if next_cursor:
-                await self._advance(Watermark(mapping.name, side, next_cursor, utcnow(), wm.row_etag))
+                    cursors[side.value] = page.next_cursor
+        if batches and job_id:
+            # Expected batches are recorded before any batch can finish, so no batch ends the job early.
+            await self.e.jobs.set_status(
+                job_id, "running", expected_batches=1 + len(batches), detail=json.dumps({"pendingCursors": cursors})
+            )
+            await self.e.publisher.publish(batches)
+        else:
+            await self._advance_all(mapping.name, cursors)
         return outcome
+
+    def _batch_messages(
+        self,
+        mapping: TableMapping,
+        side: Side,
+        records: Sequence[RemoteRecord],
+        deleted_ids: Sequence[str],
+        job_id: str,
+        first: int,
+    ) -> list[dict[str, Any]]:
+        size = self.e.settings.fanout_batch_size
+        key = "bcIds" if side == Side.BC else "dataverseIds"
+        out = []
+        for n, start in enumerate(range(0, len(records), size)):
+            ids = [r.id for r in records[start : start + size]]
+            extra = {"deletedIds": list(deleted_ids)} if n == 0 and deleted_ids else {}
+            out.append(
+                message(
+                    "sync-batch",
+                    job_id,
+                    mapping.name,
+                    batch=f"b{first + n + 1}",
+                    direction=mapping.direction.value,
+                    scheduled=True,
+                    side=side.value,
+                    **{key: ids},
+                    **extra,
+                )
+            )
+        return out
+
+    async def _advance_all(self, mapping: str, cursors: dict[str, str]) -> None:
+        for side, cursor in cursors.items():
+            wm = await self.e.watermarks.get(mapping, Side(side))
+            await self._advance(Watermark(mapping, Side(side), cursor, utcnow(), wm.row_etag))
 
     async def _advance(self, wm: Watermark) -> None:
         try:
@@ -330,6 +388,15 @@ class JobService:
         else:
             recs = await self.e.dv.get_many(mapping.dataverse_entity_set, ids, select=mapping.dataverse_select)
         return await self.process_changes(mapping, side, list(recs.values()), [], job_id)
+
+
+def _pending_cursors(detail: str | None) -> dict[str, str]:
+    if not detail or not detail.startswith("{"):
+        return {}
+    try:
+        return dict(json.loads(detail).get("pendingCursors") or {})
+    except (ValueError, AttributeError):
+        return {}
 
 
 def _message_kind(kind: str) -> str:

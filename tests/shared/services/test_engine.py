@@ -309,3 +309,22 @@ async def test_more_than_inline_limit_becomes_a_job_with_exact_counts(engine: En
     done = await engine.jobs.get(job.job_id)
     assert done.status == "succeeded"
     assert done.counts["modified"] == 10 and done.counts["unchanged"] == 240
+
+
+async def test_large_change_set_fans_out_and_watermark_moves_after_the_last_batch(engine: Engine) -> None:
+    engine.settings = Settings(SYNC_FANOUT_MIN_RECORDS=5, SYNC_FANOUT_BATCH_SIZE=4)
+    for i in range(10):
+        bc_of(engine).put("customers", {"displayName": f"F{i}", "number": f"F{i}"})
+    job = await JobService(engine).start("CUSTOMER", "incremental", "bidirectional", full=False)
+    await JobService(engine).handle(engine.publisher.take()[0])  # type: ignore[attr-defined]
+    batches = engine.publisher.take()  # type: ignore[attr-defined]
+    assert [len(m["bcIds"]) for m in batches] == [4, 4, 2]
+    assert len({m["messageId"] for m in batches}) == 3
+    assert (await engine.watermarks.get("CUSTOMER", Side.BC)).cursor is None  # not before every batch is done
+    for m in [batches[2], batches[0], batches[0], batches[1]]:  # out of order, one duplicate
+        assert (await engine.jobs.get(job.job_id)).status == "running"
+        await JobService(engine).handle(m)
+    done = await engine.jobs.get(job.job_id)
+    assert done.status == "succeeded" and done.counts["inserted"] == 10 and done.counts["coupled"] == 10
+    assert (await engine.watermarks.get("CUSTOMER", Side.BC)).cursor is not None
+    assert len(dv_of(engine).rows["accounts"]) == 10
