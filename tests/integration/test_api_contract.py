@@ -59,8 +59,10 @@ def test_every_protected_route_needs_the_key(stack: Any, api: Any) -> None:
         for method, op in ops.items():
             if op.get("security") == []:
                 continue
-            url = stack.host_url + "/api" + path.replace("{mapping}", "CUSTOMER").replace("{bcId}", guid()).replace(
-                "{jobId}", guid()
+            url = (
+                stack.host_url
+                + "/api"
+                + path.replace("{mapping}", "CUSTOMER").replace("{bcId}", guid()).replace("{jobId}", guid())
             )
             resp = anon.request(method.upper(), url, json={})
             assert_problem(resp, 401)
@@ -72,19 +74,29 @@ def test_error_codes_of_the_contract(api: Any, world: dict[str, Any]) -> None:
     sims = world["sims"]
     assert_problem(api.get("/api/mappings/NOPE"), 404, "mapping_not_found")
     assert_problem(api.get(f"/api/mappings/CUSTOMER/couplings/{guid()}"), 404, "not_coupled")
-    assert_problem(api.post("/api/mappings/CUSTOMER/couplings", json={"bcId": guid(), "dataverseId": guid()}),
-                   404, "record_not_found")
-    b, d = couple_pair(api, sims)
+    assert_problem(
+        api.post("/api/mappings/CUSTOMER/couplings", json={"bcId": guid(), "dataverseId": guid()}),
+        404,
+        "record_not_found",
+    )
+    b, _d = couple_pair(api, sims)
     d2 = sims.dv_create("accounts", name="other")
-    assert_problem(api.post("/api/mappings/CUSTOMER/couplings", json={"bcId": b, "dataverseId": d2}),
-                   409, "already_coupled")
+    assert_problem(
+        api.post("/api/mappings/CUSTOMER/couplings", json={"bcId": b, "dataverseId": d2}), 409, "already_coupled"
+    )
     prompt = assert_problem(api.post("/api/mappings/CUSTOMER/sync", json={"bcIds": [b]}), 400, "direction_required")
     assert prompt["suggested"] in ("toDataverse", "fromDataverse", "bidirectional") and "changes" in prompt
     i = sims.bc_create("items", displayName="Bike", unitPrice=10)
-    assert_problem(api.post("/api/mappings/ITEM-PRODUCT/sync", json={"bcIds": [i], "direction": "fromDataverse"}),
-                   422, "direction_not_allowed")
-    assert_problem(api.post("/api/mappings/ITEM-PRODUCT/couplings", json={"dataverseId": d2, "createNew": True}),
-                   422, "direction_not_allowed")
+    assert_problem(
+        api.post("/api/mappings/ITEM-PRODUCT/sync", json={"bcIds": [i], "direction": "fromDataverse"}),
+        422,
+        "direction_not_allowed",
+    )
+    assert_problem(
+        api.post("/api/mappings/ITEM-PRODUCT/couplings", json={"dataverseId": d2, "createNew": True}),
+        422,
+        "direction_not_allowed",
+    )
     assert_problem(api.delete(f"/api/mappings/CUSTOMER/couplings/{guid()}"), 404, "not_coupled")
 
 
@@ -95,8 +107,11 @@ def test_error_codes_of_the_contract(api: Any, world: dict[str, Any]) -> None:
         ("POST", "/api/mappings/CUSTOMER/couplings", {"bcId": 5, "dataverseId": "x"}),
         ("POST", "/api/mappings/CUSTOMER/couplings", {"bcId": "not-a-guid", "dataverseId": str(uuid.uuid4())}),
         ("POST", "/api/mappings/CUSTOMER/couplings", {"bcId": str(uuid.uuid4()), "colour": "red"}),
-        ("POST", "/api/mappings/CUSTOMER/sync", {"bcIds": [str(uuid.uuid4()) for _ in range(1001)],
-                                                "direction": "toDataverse"}),
+        (
+            "POST",
+            "/api/mappings/CUSTOMER/sync",
+            {"bcIds": [str(uuid.uuid4()) for _ in range(1001)], "direction": "toDataverse"},
+        ),
         ("POST", "/api/mappings/CUSTOMER/sync", {"bcIds": [], "direction": "toDataverse"}),
         ("POST", "/api/mappings/CUSTOMER/sync", {"bcIds": ["' or 1 eq 1"], "direction": "toDataverse"}),
         ("POST", "/api/mappings/CUSTOMER/sync", {"bcIds": [str(uuid.uuid4())], "direction": "sideways"}),
@@ -128,8 +143,16 @@ def test_bc_webhook_handshake_and_client_state(api: Any, stack: Any) -> None:
     anon.trust_env = False
     r = anon.post(stack.host_url + "/api/webhooks/businesscentral", params={"validationToken": "tok-1"})
     assert r.status_code == 200 and r.text == "tok-1" and r.headers["Content-Type"].startswith("text/plain")
-    forged = {"value": [{"subscriptionId": "x", "clientState": "forged", "resource": "api/v2.0/companies(1)/customers",
-                         "changeType": "collection"}]}
+    forged = {
+        "value": [
+            {
+                "subscriptionId": "x",
+                "clientState": "forged",
+                "resource": "api/v2.0/companies(1)/customers",
+                "changeType": "collection",
+            }
+        ]
+    }
     assert_problem(anon.post(stack.host_url + "/api/webhooks/businesscentral", json=forged), 401)
     assert_problem(anon.post(stack.host_url + "/api/webhooks/dataverse", params={"code": "wrong"}, json={}), 401)
 
