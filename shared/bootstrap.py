@@ -44,7 +44,9 @@ def build_runtime(settings: Settings) -> Runtime:
     from shared.identity import get_credential
     from shared.messaging.publisher import ServiceBusPublisher
     from shared.stores import build_stores
+    from shared.telemetry import configure_telemetry
 
+    configure_telemetry(settings)  # only when APPLICATIONINSIGHTS_CONNECTION_STRING is set
     credential = get_credential()
     mappings = load_mapping_file(settings.mappings_file)  # a bad file fails here, at start-up, with the reason
     stores = build_stores(settings, credential)

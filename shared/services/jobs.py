@@ -15,6 +15,7 @@ from shared.planning.planner import may_create, plan_deletion
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
+from shared.telemetry import log_event, record_job
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class JobService:
             log.exception("job %s failed", job_id)
             if job is not None:
                 await self.e.jobs.set_status(job_id, "failed", finished_at=utcnow(), detail=str(exc)[:500])
+                record_job(job.mapping, job.kind, "failed")
             return
         if job is None:
             return
@@ -123,7 +125,12 @@ class JobService:
             pending = _pending_cursors(job.detail)
             if pending:
                 await self._advance_all(job.mapping, pending)
-            await self.e.jobs.set_status(job_id, final_status(job.counts), finished_at=utcnow(), detail=None)
+            status = final_status(job.counts)
+            await self.e.jobs.set_status(job_id, status, finished_at=utcnow(), detail=None)
+            record_job(job.mapping, job.kind, status)
+            log_event(
+                log, f"job {status}", mapping=job.mapping, job_id=job_id, outcome=status, kind=job.kind, **job.counts
+            )
 
     async def _sync_batch(self, mapping: TableMapping, msg: dict[str, Any], job_id: str) -> SyncOutcome:
         if msg.get("scheduled"):  # a fanned-out page of changes: re-read the records, then as inline

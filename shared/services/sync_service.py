@@ -17,6 +17,7 @@ from shared.errors import SyncError
 from shared.mappings.config import TableMapping
 from shared.planning.planner import Changes, PairState, RecordPlan, detect_changes, plan_sync, suggest_direction
 from shared.services.engine import Engine, empty_counts, utcnow
+from shared.telemetry import log_event, record_sync_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -249,19 +250,28 @@ class SyncService:
             await self.e.errors.record_many(errors)
         if succeeded:
             await self.e.errors.close_for_records(mapping.name, succeeded)
-        log.info(
-            "synchronized %d records of %s %s",
-            len(couplings),
-            mapping.name,
-            direction.value,
-            extra={
-                "custom_dimensions": {
-                    "mapping": mapping.name,
-                    "jobId": job_id,
-                    "direction": direction.value,
-                    **outcome.counts,
-                }
-            },
+        record_sync_outcomes(mapping.name, direction.value, outcome.counts)
+        for r in outcome.results:
+            if r.status not in ("updated", "unchanged"):
+                log_event(
+                    log,
+                    f"record {r.status}: {r.error_code}",
+                    mapping=mapping.name,
+                    job_id=job_id,
+                    record_ids=[x for x in (r.bc_id, r.dataverse_id) if x],
+                    direction=r.direction,
+                    outcome=r.status,
+                    code=r.error_code,
+                    level=logging.WARNING,
+                )
+        log_event(
+            log,
+            f"synchronized {len(couplings)} records",
+            mapping=mapping.name,
+            job_id=job_id,
+            direction=direction.value,
+            outcome="partial" if outcome.counts["failed"] else "succeeded",
+            **outcome.counts,
         )
         return outcome
 

@@ -328,3 +328,18 @@ async def test_large_change_set_fans_out_and_watermark_moves_after_the_last_batc
     assert done.status == "succeeded" and done.counts["inserted"] == 10 and done.counts["coupled"] == 10
     assert (await engine.watermarks.get("CUSTOMER", Side.BC)).cursor is not None
     assert len(dv_of(engine).rows["accounts"]) == 10
+
+
+async def test_sync_logs_carry_custom_dimensions(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    b, d = await couple_synced(engine)
+    bc_of(engine).update("customers", b, phoneNumber="1")
+    dv_of(engine).update("accounts", d, telephone1="2")
+    with caplog.at_level(logging.INFO, logger="shared.services.sync_service"):
+        _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)
+    summary = [r for r in caplog.records if r.getMessage().startswith("synchronized")]
+    assert summary and summary[-1].mapping == "CUSTOMER" and summary[-1].job_id == ans["jobId"]
+    assert summary[-1].direction == "bidirectional" and summary[-1].outcome == "partial"
+    conflict = [r for r in caplog.records if getattr(r, "outcome", None) == "conflict"]
+    assert conflict and b in conflict[0].record_ids and conflict[0].code == "update_conflict"
