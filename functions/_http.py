@@ -14,6 +14,7 @@ import azure.functions as func
 import pydantic
 
 from shared.domain.errors import ServiceError, ValidationFailedError
+from shared.errors import ConfigurationError, SyncError
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,26 @@ def parse_json_body(req: func.HttpRequest, model: type[ModelT]) -> ModelT:
         raise ValidationFailedError(f"{first['field']}: {first['message']}", errors=errors) from None
 
 
+def adapter_error_response(error: SyncError | ConfigurationError) -> func.HttpResponse:
+    """A dependency failed after the retries: 503 (retry later) or 502, never a stack trace or a secret."""
+    if isinstance(error, ConfigurationError):
+        log.error("Configuration error: %s", error)
+        return problem(
+            503, "service_misconfigured", "Service misconfigured", "The service is not configured correctly."
+        )
+    service = error.service or "a dependency"
+    if error.transient:
+        log.warning("Dependency %s unavailable: %s", service, error)
+        retry = getattr(error, "retry_after", None)
+        resp = problem(503, "upstream_unavailable", "Dependency unavailable", f"{service} is unavailable; retry later.")
+        resp.headers["Retry-After"] = str(int(retry or 5))
+        return resp
+    log.warning("Dependency %s refused: %s", service, error)
+    return problem(
+        502, "upstream_error", "Dependency error", f"{service} refused the request ({error.code or error.status})."
+    )
+
+
 def _internal_error() -> func.HttpResponse:
     trace_id = uuid.uuid4().hex
     log.exception("Unhandled error (traceId=%s)", trace_id)
@@ -97,6 +118,8 @@ def handle_errors(handler: Handler) -> Handler:
                 return await handler(*args, **kwargs)
             except ServiceError as exc:
                 return error_response(exc)
+            except (SyncError, ConfigurationError) as exc:
+                return adapter_error_response(exc)
             except Exception:
                 return _internal_error()
 
@@ -108,6 +131,8 @@ def handle_errors(handler: Handler) -> Handler:
             return handler(*args, **kwargs)
         except ServiceError as exc:
             return error_response(exc)
+        except (SyncError, ConfigurationError) as exc:
+            return adapter_error_response(exc)
         except Exception:
             return _internal_error()
 

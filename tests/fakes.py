@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.domain.errors import AlreadyCoupledError, JobNotFoundError
+from shared.domain.errors import AlreadyCoupledError, InvalidContinuationError, JobNotFoundError
 from shared.domain.model import COUNT_KEYS, Coupling, Job, MappingSettings, Side, SyncErrorEntry, Watermark
 from shared.errors import ConflictError, PreconditionFailedError
 
@@ -46,7 +46,7 @@ def _untoken(token: str) -> Any:
     try:
         return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError("invalid continuation token") from e
+        raise InvalidContinuationError("continuation is not a token this service issued.") from e
 
 
 def _json_copy(values: dict[str, Any]) -> dict[str, Any]:

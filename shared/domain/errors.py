@@ -52,3 +52,9 @@ class CannotAutoCoupleError(NotCoupledError):
     """Sync from Dataverse of an uncoupled row whose mapping forbids coupling it automatically."""
 
     status = 409
+
+
+class InvalidContinuationError(ValidationFailedError, ValueError):
+    """A paging token that this service did not issue (or that was tampered with)."""
+
+    code = "invalid_continuation"

@@ -32,6 +32,7 @@ from azure.core.pipeline import PipelineRequest
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from shared.domain.errors import InvalidContinuationError
 from shared.errors import (
     ConflictError,
     NotFoundError,
@@ -113,7 +114,7 @@ def decode_token(token: str) -> Any:
     try:
         return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError("invalid continuation token") from e
+        raise InvalidContinuationError("continuation is not a token this service issued.") from e
 
 
 # ----------------------------------------------------------------------------- values
