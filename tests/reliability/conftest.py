@@ -1,0 +1,49 @@
+"""Fixtures of the reliability suite: one local stack on free ports (shared with tests/security) and a
+summary of the session's fault cases in the terminal report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from local.stack import StackError
+from tests.reliability.harness import (
+    TALLY,
+    ReliabilityStack,
+    World,
+    make_world,
+    shared_stack,
+    stop_shared_stack,
+    summary_lines,
+)
+
+
+@pytest.fixture(scope="session")
+def rel_stack() -> Iterator[ReliabilityStack]:
+    try:
+        instance = shared_stack()
+    except StackError as exc:
+        pytest.fail(f"The local stack did not start: {exc}", pytrace=False)
+    yield instance
+    stop_shared_stack()
+
+
+@pytest.fixture(scope="session")
+def world(rel_stack: ReliabilityStack) -> World:
+    return make_world(rel_stack)
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    # A failing case must not leave faults behind for the next one.
+    yield
+    if "world" in request.fixturenames:
+        request.getfixturevalue("world").ctl.clear()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TALLY.cases or TALLY.bad_inputs:
+        terminalreporter.section("reliability & security summary")
+        for line in summary_lines():
+            terminalreporter.write_line(line)
