@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast test-faults lint bench deploy-check clean
+.PHONY: setup run status test test-fast test-faults lint bench deploy-check clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -20,8 +20,12 @@ node_modules/.installed: package.json package-lock.json
 setup: $(STAMP) node_modules/.installed
 
 ## Start the whole local stack with demo data (Ctrl-C stops everything it started).
+RUN_ARGS ?=
 run: setup
-	$(PY) -m local.stack run --demo-data
+	$(PY) -m local.stack run --demo-data $(RUN_ARGS)
+
+status: setup
+	$(PY) -m local.stack status
 
 lint: setup
 	$(PY) -m ruff check .
@@ -31,7 +35,7 @@ test: setup lint
 	$(PY) -m pytest -q
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not stack"
 
 test-faults: setup
 	$(PY) -m pytest -q -m slow
