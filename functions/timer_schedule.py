@@ -4,8 +4,9 @@ import logging
 
 import azure.functions as func
 
-from shared.bootstrap import get_engine
+from shared.bootstrap import get_runtime
 from shared.services.schedule import start_due_syncs
+from shared.services.webhooks import ensure_bc_subscriptions
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -13,5 +14,9 @@ log = logging.getLogger(__name__)
 
 @bp.timer_trigger(arg_name="timer", schedule="%SYNC_TIMER_SCHEDULE%", run_on_startup=False)
 async def scheduled_sync(timer: func.TimerRequest) -> None:
-    started = await start_due_syncs(await get_engine())
+    runtime = await get_runtime()
+    started = await start_due_syncs(runtime.engine)
     log.info("Scheduled syncs started: %s", ", ".join(started) or "none due")
+    if runtime.engine.settings.scheduled_sync:
+        subscriptions = await ensure_bc_subscriptions(runtime.engine, runtime.bc)
+        log.info("BC webhook subscriptions: %s", subscriptions)

@@ -41,13 +41,13 @@ _lock: asyncio.Lock | None = None
 def build_runtime(settings: Settings) -> Runtime:
     from shared.connectors.business_central import BusinessCentralClient
     from shared.connectors.dataverse import DataverseClient
-    from shared.identity import get_credential
+    from shared.identity import AsyncMsalCredential, TokenProvider
     from shared.messaging.publisher import ServiceBusPublisher
     from shared.stores import build_stores
     from shared.telemetry import configure_telemetry
 
     configure_telemetry(settings)  # only when APPLICATIONINSIGHTS_CONNECTION_STRING is set
-    credential = get_credential()
+    credential = AsyncMsalCredential(TokenProvider.from_settings(settings))
     mappings = load_mapping_file(settings.mappings_file)  # a bad file fails here, at start-up, with the reason
     stores = build_stores(settings, credential)
     bc = BusinessCentralClient(settings, credential)

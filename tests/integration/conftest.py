@@ -66,3 +66,11 @@ class ApiClient:
 @pytest.fixture(scope="session")
 def api(stack: Any) -> ApiClient:
     return ApiClient(stack.host_url, stack.function_key)
+
+
+@pytest.fixture(scope="session")
+def world(stack: Any) -> dict[str, Any]:
+    """BC and Dataverse helpers talking to the simulators with tokens from the local authority."""
+    from tests.integration.sims import SimClients
+
+    return {"sims": SimClients.for_stack(stack)}

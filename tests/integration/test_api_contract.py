@@ -32,14 +32,6 @@ def assert_problem(resp: requests.Response, status: int, code: str | None = None
     return body
 
 
-@pytest.fixture(scope="module")
-def world(stack: Any) -> dict[str, Any]:
-    """BC and Dataverse helpers talking to the simulators with tokens from the local authority."""
-    from tests.integration.sims import SimClients
-
-    return {"sims": SimClients.for_stack(stack)}
-
-
 def couple_pair(api: Any, sims: Any, **extra: Any) -> tuple[str, str]:
     name = f"Acc {uuid.uuid4().hex[:10]}"
     b = sims.bc_create("customers", displayName=name, phoneNumber="+45 1")
