@@ -89,3 +89,20 @@ class SimClients:
     def dv_all(self, entity_set: str) -> list[dict[str, Any]]:
         r = self._dv("GET", f"{self.dv_api}/{entity_set}", headers={"Prefer": "odata.maxpagesize=5000"})
         return r.json()["value"]
+
+    def dv_count(self, entity_set: str, filter_: str) -> int:
+        url: str | None = f"{self.dv_api}/{entity_set}"
+        params: dict[str, str] | None = {"$filter": filter_, "$select": "name"}
+        total = 0
+        while url:
+            r = self._dv("GET", url, params=params, headers={"Prefer": "odata.maxpagesize=5000"})
+            assert r.status_code == 200, r.text
+            total += len(r.json()["value"])
+            url, params = r.json().get("@odata.nextLink"), None
+        return total
+
+    def seed(self, which: str, base_url: str, entity: str, count: int, prefix: str) -> None:
+        r = self.http.post(
+            f"{base_url}/_sim/seed", json={"entity": entity, "count": count, "prefix": prefix}, timeout=60
+        )
+        assert r.status_code == 200, r.text

@@ -1,0 +1,59 @@
+"""The timer's choice of due mappings: parents first, paused skipped, one job in flight per mapping."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from shared.config import Settings
+from shared.mappings.config import load_mapping_file
+from shared.services.engine import Engine
+from shared.services.registry import MappingRegistry
+from shared.services.schedule import start_due_syncs
+from tests.fake_services import FakePublisher, FakeRecordService
+from tests.fakes import FakeStores
+
+
+def _engine(**settings: object) -> Engine:
+    s = Settings(**settings)
+    stores = FakeStores()
+    return Engine(
+        s,
+        MappingRegistry(load_mapping_file(s.mappings_file), stores.settings),
+        FakeRecordService("bc"),
+        FakeRecordService("dv"),
+        stores.couplings,
+        stores.errors,
+        stores.jobs,
+        stores.watermarks,
+        FakePublisher(),
+    )
+
+
+async def test_due_mappings_start_in_dependency_order_once() -> None:
+    e = _engine()
+    assert await start_due_syncs(e) == ["CUSTOMER", "CONTACT", "ITEM-PRODUCT"]
+    msgs = e.publisher.take()  # type: ignore[attr-defined]
+    assert [(m["kind"], m["mapping"]) for m in msgs] == [
+        ("mapping-sync", "CUSTOMER"),
+        ("mapping-sync", "CONTACT"),
+        ("mapping-sync", "ITEM-PRODUCT"),
+    ]
+    assert await start_due_syncs(e) == []  # queued jobs are in flight
+
+
+async def test_not_due_until_the_interval_passed_and_paused_is_skipped() -> None:
+    e = _engine()
+    await start_due_syncs(e)
+    for job in list(e.jobs.jobs.values()):  # type: ignore[attr-defined]
+        await e.jobs.set_status(job.job_id, "succeeded")
+    assert await start_due_syncs(e) == []  # finished, but the 5-minute interval has not passed
+    for job in e.jobs.jobs.values():  # type: ignore[attr-defined]
+        job.created_at -= timedelta(minutes=6)
+    await e.registry.update("CONTACT", state="paused")
+    assert await start_due_syncs(e) == ["CUSTOMER", "ITEM-PRODUCT"]
+
+
+async def test_scheduled_sync_off_starts_nothing() -> None:
+    e = _engine(SYNC_SCHEDULED_SYNC=False)
+    assert await start_due_syncs(e) == []
+    assert e.publisher.take() == []  # type: ignore[attr-defined]
