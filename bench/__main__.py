@@ -1,0 +1,50 @@
+"""``python -m bench [--small] [--n N] [--no-latency] [--no-throttle] [--no-memory] [--out DIR]`` (``make bench``).
+
+Starts its own Azurite, token authority, simulators and AMQP peer on free ports, runs every scenario next to
+the per-record baseline, prints the figures vs targets and writes bench/results/latest.{md,json} and
+throughput.png. The stores micro-benchmark stays separate: ``python -m bench.bench_stores``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+from pathlib import Path
+
+from bench.report import RESULTS_DIR, table, write
+from bench.run import SMALL, Config, run_all
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="the CI-sized run (500 records, counts only)")
+    parser.add_argument("--n", type=int, help="records per side in the main scenario")
+    parser.add_argument("--baseline-n", type=int)
+    parser.add_argument("--memory-n", type=int)
+    parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--no-throttle", action="store_true")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    cfg = SMALL if args.small else Config()
+    changes = {
+        "n": args.n,
+        "baseline_n": args.baseline_n,
+        "memory_n": args.memory_n,
+        "latency": False if args.no_latency else None,
+        "throttle": False if args.no_throttle else None,
+        "memory": False if args.no_memory else None,
+    }
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    results = asyncio.run(run_all(cfg))
+    path = write(results, args.out)
+    print(table(results["figures"]))
+    print(f"\nreport: {path}")
+    return 0 if all(f["pass"] is not False for f in results["figures"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""The benchmark's world: the local stack's processes on free ports, the engine built on them, and helpers
+to drive the simulators' ``/_sim/`` control routes.
+
+The simulators, Azurite, the token authority and the AMQP peer run as separate processes (``local.stack``),
+so the engine's process (this one) is the only thing measured for RSS and CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from local.stack import Component, Stack
+from shared.bootstrap import Runtime
+from shared.config import Settings, settings_from_env
+from shared.identity import AsyncMsalCredential, TokenProvider
+from shared.mappings.config import load_mapping_file
+from shared.messaging.publisher import ServiceBusPublisher
+from shared.services.engine import Engine
+from shared.services.registry import MappingRegistry
+
+COMPONENTS = {"azurite", "authority", "bc_sim", "dv_sim", "amqp_peer"}
+
+
+class BenchStack(Stack):
+    """``Stack`` whose Dataverse simulator accepts tokens for its own (free-port) URL: the simulator's
+    default audience is the contract's ``http://127.0.0.1:7082``, which only fits the fixed ports."""
+
+    def components(self) -> list[Component]:
+        out = super().components()
+        for c in out:
+            if c.name == "dv_sim" and "--no-auth" not in c.argv:
+                c.argv += ["--audience", self.url("dv_sim")]
+        return out
+
+
+class SimControl:
+    """The unauthenticated ``/_sim/`` routes of one simulator."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base.rstrip("/")
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.session.request(method, f"{self.base}{path}", json=body) as r:
+            if r.status >= 300:
+                raise RuntimeError(f"{method} {path}: {r.status} {await r.text()}")
+            return await r.json() if r.content_type == "application/json" else None
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.call("GET", "/_sim/stats")
+
+    async def reset(self, *, data: bool = False) -> None:
+        await self.call("POST", "/_sim/reset" + ("?data=true" if data else ""))
+
+    async def latency(self, ms: float) -> None:
+        if ms:
+            await self.call("POST", "/_sim/faults", {"latencyMs": ms})
+        else:
+            await self.call("DELETE", "/_sim/faults")
+
+    async def limits(self, **values: Any) -> dict[str, Any]:
+        return await self.call("POST", "/_sim/limits", values) if values else await self.call("GET", "/_sim/limits")
+
+    async def seed(self, entity: str, count: int, prefix: str, fields: dict[str, Any] | None = None) -> None:
+        # The seed route holds every row in one answer; chunks keep each answer small.
+        for start in range(0, count, 20_000):
+            body = {"entity": entity, "count": min(20_000, count - start), "prefix": f"{prefix}{start}-"}
+            if fields:
+                body["fields"] = fields
+            await self.call("POST", "/_sim/seed", body)
+
+
+class RecordingPublisher:
+    """The real ``ServiceBusPublisher`` (every message really goes to the AMQP peer and is counted there),
+    plus a copy of each message so the benchmark can play the worker and handle it inline, in place of the
+    Service Bus trigger."""
+
+    def __init__(self, inner: ServiceBusPublisher) -> None:
+        self.inner = inner
+        self.pending: list[dict[str, Any]] = []
+
+    @property
+    def message_count(self) -> int:
+        return self.inner.message_count
+
+    @property
+    def send_count(self) -> int:
+        return self.inner.send_count
+
+    async def publish(self, messages: Sequence[dict[str, Any]]) -> None:
+        await self.inner.publish(messages)
+        self.pending.extend(dict(m) for m in messages)
+
+    def take(self) -> list[dict[str, Any]]:
+        out, self.pending = self.pending, []
+        return out
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@dataclass
+class Snapshot:
+    """Counters of every channel at one moment (differences give a phase's cost)."""
+
+    bc_requests: int
+    bc_throttled: int
+    bc_by_route: dict[str, int]
+    dv_requests: int
+    dv_throttled: int
+    dv_by_route: dict[str, int]
+    bc_client: int
+    dv_client: int
+    table_ops: int
+    sb_messages: int
+    sb_sends: int
+
+    def minus(self, before: Snapshot) -> dict[str, Any]:
+        def routes(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return {k: v - b.get(k, 0) for k, v in a.items() if v - b.get(k, 0)}
+
+        return {
+            "bcRequests": self.bc_requests - before.bc_requests,
+            "bcThrottled": self.bc_throttled - before.bc_throttled,
+            "bcByRoute": routes(self.bc_by_route, before.bc_by_route),
+            "dvRequests": self.dv_requests - before.dv_requests,
+            "dvThrottled": self.dv_throttled - before.dv_throttled,
+            "dvByRoute": routes(self.dv_by_route, before.dv_by_route),
+            "bcClientCalls": self.bc_client - before.bc_client,
+            "dvClientCalls": self.dv_client - before.dv_client,
+            "tableOps": self.table_ops - before.table_ops,
+            "sbMessages": self.sb_messages - before.sb_messages,
+            "sbSends": self.sb_sends - before.sb_sends,
+        }
+
+
+@dataclass
+class BenchEnv:
+    stack: Stack
+    settings: Settings
+    credential: AsyncMsalCredential
+    runtime: Runtime
+    bc_sim: SimControl
+    dv_sim: SimControl
+    session: aiohttp.ClientSession
+
+    @property
+    def engine(self) -> Engine:
+        return self.runtime.engine
+
+    @property
+    def publisher(self) -> RecordingPublisher:
+        return self.runtime.publisher  # type: ignore[no-any-return]
+
+    async def snapshot(self) -> Snapshot:
+        bc, dv = await asyncio.gather(self.bc_sim.stats(), self.dv_sim.stats())
+        return Snapshot(
+            bc["requests"],
+            bc["throttled"],
+            dict(bc["byRoute"]),
+            dv["requests"],
+            dv["throttled"],
+            dict(dv["byRoute"]),
+            self.runtime.bc.calls.total,
+            self.runtime.dv.calls.total,
+            self.runtime.stores.op_counter.count,
+            self.runtime.publisher.message_count,
+            self.runtime.publisher.send_count,
+        )
+
+    async def fresh_tables(self) -> None:
+        """New, empty tables for the next scenario (a new prefix: no deletes of big tables needed)."""
+        await self.runtime.aclose()
+        self.settings = self.settings.model_copy(update={"table_prefix": f"b{uuid.uuid4().hex[:10]}"})
+        self.runtime = build_bench_runtime(self.settings, self.credential)
+
+    async def reset_sims(self) -> None:
+        for sim in (self.bc_sim, self.dv_sim):
+            await sim.reset(data=True)
+            await sim.latency(0)
+        await self.bc_sim.limits(requestsPerWindow=1_000_000, windowSeconds=300, maxConcurrent=100)
+        await self.dv_sim.limits(requestsPerWindow=1_000_000, windowSeconds=300, maxConcurrent=52)
+
+
+def build_bench_runtime(settings: Settings, credential: AsyncMsalCredential) -> Runtime:
+    """``shared.bootstrap.build_runtime`` with this run's settings and credential (not the process env)."""
+    from shared.connectors.business_central import BusinessCentralClient
+    from shared.connectors.dataverse import DataverseClient
+    from shared.stores import build_stores
+
+    stores = build_stores(settings, credential)
+    bc = BusinessCentralClient(settings, credential)
+    dv = DataverseClient(settings, credential)
+    publisher = RecordingPublisher(ServiceBusPublisher.from_settings(settings, credential))
+    engine = Engine(
+        settings=settings,
+        registry=MappingRegistry(load_mapping_file(settings.mappings_file), stores.settings),
+        bc=bc,
+        dv=dv,
+        couplings=stores.couplings,
+        errors=stores.errors,
+        jobs=stores.jobs,
+        watermarks=stores.watermarks,
+        publisher=publisher,
+    )
+    return Runtime(engine, stores, bc, dv, publisher)
+
+
+@contextlib.asynccontextmanager
+async def bench_env() -> AsyncIterator[BenchEnv]:
+    """Starts the stack's backing services on free ports (not the host: the engine runs in this process)."""
+    stack = BenchStack.on_free_ports(only=COMPONENTS, readiness_timeout=60)
+    await asyncio.to_thread(stack.start)
+    try:
+        env = stack.child_env()
+        env["SYNC_TABLE_PREFIX"] = f"b{uuid.uuid4().hex[:10]}"
+        settings = settings_from_env(env)
+        credential = AsyncMsalCredential(TokenProvider.from_settings(settings))
+        runtime = build_bench_runtime(settings, credential)
+        async with aiohttp.ClientSession(trust_env=False) as session:
+            bench = BenchEnv(
+                stack,
+                settings,
+                credential,
+                runtime,
+                SimControl(session, stack.url("bc_sim")),
+                SimControl(session, stack.url("dv_sim")),
+                session,
+            )
+            try:
+                yield bench
+            finally:
+                await bench.runtime.aclose()
+    finally:
+        await asyncio.to_thread(stack.stop)

@@ -1,0 +1,226 @@
+"""All scenarios of ``make bench``, each next to the naive baseline in the same run, and the figures vs targets."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import platform
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psutil
+
+from bench.baseline import NaiveSync, baseline_scenario
+from bench.cpu import engine_cpu
+from bench.engine_runs import engine_scenario, engine_sync, sample_progress, seed
+from bench.env import BenchEnv, RecordingPublisher, bench_env
+
+
+@dataclass(frozen=True)
+class Config:
+    n: int = 10_000  # records per side in the main scenario
+    baseline_n: int = 200  # the baseline's records per side (per-record figures extrapolate)
+    latency_ms: float = 20
+    latency_n: int = 2_000
+    latency_baseline_n: int = 50
+    throttle_n: int = 2_000
+    throttle_baseline_n: int = 10
+    # Scaled service protection (the real ones: 6,000 / 5 min). Scaled so that the engine's few calls
+    # still span several windows: the bound is then set by the limits, not by the engine.
+    throttle_requests: int = 10
+    throttle_window_s: float = 5
+    throttle_bc_concurrent: int = 5
+    memory_n: int = 100_000
+    cpu_n: int = 5_000
+    latency: bool = True
+    throttle: bool = True
+    memory: bool = True
+
+
+SMALL = Config(n=500, baseline_n=30, latency=False, throttle=False, memory=False, cpu_n=500)
+
+
+class PeakRss:
+    """Peak RSS of this process (the engine's), sampled every 50 ms in a thread."""
+
+    def __init__(self) -> None:
+        self.proc = psutil.Process()
+        self.peak = self.proc.memory_info().rss
+        self.start = self.peak
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+def _say(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+async def _fresh(env: BenchEnv) -> None:
+    await env.reset_sims()
+    await env.fresh_tables()
+
+
+def _phase(result: dict[str, Any], word: str) -> dict[str, Any]:
+    return next(p for p in result["phases"] if word in p["name"])
+
+
+async def main_scenarios(env: BenchEnv, cfg: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _say(f"baseline: {cfg.baseline_n} records per side")
+    await _fresh(env)
+    out["baseline"] = _clean(await baseline_scenario(env, cfg.baseline_n, label="baseline"))
+    _say(f"engine: {cfg.n} records per side")
+    await _fresh(env)
+    out["engine"] = _clean(await engine_scenario(env, cfg.n, label="engine"))
+    if cfg.latency:
+        _say(f"{cfg.latency_ms:g} ms latency: baseline {cfg.latency_baseline_n}, engine {cfg.latency_n} per side")
+        await _fresh(env)
+        await env.bc_sim.latency(cfg.latency_ms)
+        await env.dv_sim.latency(cfg.latency_ms)
+        out["latencyBaseline"] = _clean(await baseline_scenario(env, cfg.latency_baseline_n, label="baseline 20ms"))
+        await _fresh(env)
+        await env.bc_sim.latency(cfg.latency_ms)
+        await env.dv_sim.latency(cfg.latency_ms)
+        out["latencyEngine"] = _clean(await engine_scenario(env, cfg.latency_n, label="engine 20ms"))
+    if cfg.throttle:
+        out.update(await throttled(env, cfg))
+    return out
+
+
+def _clean(result: dict[str, Any]) -> dict[str, Any]:
+    result.pop("_phases", None)
+    return result
+
+
+async def _limit(env: BenchEnv, cfg: Config) -> dict[str, Any]:
+    common = {"requestsPerWindow": cfg.throttle_requests, "windowSeconds": cfg.throttle_window_s}
+    bc = await env.bc_sim.limits(**common, maxConcurrent=cfg.throttle_bc_concurrent)
+    dv = await env.dv_sim.limits(**common, maxConcurrent=52)
+    return {"bc": bc, "dv": dv, "dvDopHint": "x-ms-dop-hint 4 (simulator default), followed by the client"}
+
+
+def bound_seconds(accepted: int, per_window: int, window: float) -> float:
+    """The least time a sliding window of ``per_window`` requests per ``window`` seconds allows for
+    ``accepted`` requests: the first window's worth at once, then one window per further batch."""
+    return max(0, math.ceil(accepted / per_window) - 1) * window
+
+
+async def throttled(env: BenchEnv, cfg: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    series: dict[str, list[dict[str, float]]] = {}
+    for who, n in (("baseline", cfg.throttle_baseline_n), ("engine", cfg.throttle_n)):
+        _say(f"throttled ({cfg.throttle_requests}/{cfg.throttle_window_s:g}s): {who} {n} per side")
+        await _fresh(env)
+        limits = await _limit(env, cfg)
+        samples: list[dict[str, float]] = []
+        stop = asyncio.Event()
+        if who == "engine":
+            sampler = asyncio.create_task(sample_progress(env, samples, who, stop))
+            result = await engine_scenario(env, n, label="engine throttled")
+        else:
+            watch: list[NaiveSync] = []
+            sampler = asyncio.create_task(_sample_baseline(watch, samples, stop))
+            result = await baseline_scenario(env, n, label="baseline throttled", watch=watch)
+        stop.set()
+        await sampler
+        _clean(result)
+        full = result["phases"][0]
+        bc_ok = full["bcRequests"] - full["bcThrottled"]
+        dv_ok = full["dvRequests"] - full["dvThrottled"]
+        bound = max(
+            bound_seconds(bc_ok, cfg.throttle_requests, cfg.throttle_window_s),
+            bound_seconds(dv_ok, cfg.throttle_requests, cfg.throttle_window_s),
+        )
+        result["limits"] = limits
+        result["boundSeconds"] = bound
+        result["ofBound"] = round(bound / full["seconds"], 3) if bound and full["seconds"] else None
+        out["throttled" + who.capitalize()] = result
+        series[who] = samples
+    out["throttleSeries"] = series
+    await env.reset_sims()
+    return out
+
+
+async def _sample_baseline(watch: list[NaiveSync], samples: list[dict[str, float]], stop: asyncio.Event) -> None:
+    t0 = time.perf_counter()
+    while not stop.is_set():
+        written = watch[0].counts.records_written if watch else 0
+        samples.append({"t": time.perf_counter() - t0, "written": written})
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except TimeoutError:
+            pass
+
+
+async def memory_scenario(env: BenchEnv, cfg: Config) -> dict[str, Any]:
+    """100k BC customers, full sync to Dataverse (create + couple), then the Dataverse side's pass over them.
+    The stores are the in-memory fakes here (Azurite would take hours for 200k index rows; see the report):
+    the couplings therefore live in THIS process, so the RSS figure is an upper bound."""
+    from tests.fakes import FakeStores
+
+    _say(f"memory: {cfg.memory_n} records full sync (in-memory stores)")
+    await env.reset_sims()
+    stores = FakeStores()
+    e = env.engine
+    real = (e.couplings, e.errors, e.jobs, e.watermarks)
+    e.couplings, e.errors, e.jobs, e.watermarks = stores.couplings, stores.errors, stores.jobs, stores.watermarks
+    try:
+        await seed(env, cfg.memory_n, 0)
+        with PeakRss() as rss:
+            phase = await engine_sync(env, "100k full sync, create + couple", full=True, records=cfg.memory_n)
+    finally:
+        e.couplings, e.errors, e.jobs, e.watermarks = real
+        await env.reset_sims()
+    out = phase.as_json()
+    out["rssStartMB"] = round(rss.start / 2**20, 1)
+    out["rssPeakMB"] = round(rss.peak / 2**20, 1)
+    out["stores"] = "in-memory fakes (couplings held in the engine process)"
+    return out
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpuCount": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "memoryGB": round(psutil.virtual_memory().total / 2**30, 1),
+    }
+
+
+async def run_all(cfg: Config) -> dict[str, Any]:
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "generatedAt": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "config": cfg.__dict__,
+    }
+    _say(f"engine CPU over in-memory fakes: {cfg.cpu_n} records")
+    results["cpu"] = await engine_cpu(cfg.cpu_n)
+    async with bench_env() as env:
+        assert isinstance(env.publisher, RecordingPublisher)
+        results.update(await main_scenarios(env, cfg))
+        if cfg.memory:
+            results["memory"] = await memory_scenario(env, cfg)
+    results["wallSeconds"] = round(time.perf_counter() - started, 1)
+    from bench.report import figures
+
+    results["figures"] = figures(results)
+    return results
