@@ -14,8 +14,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from bench.env import BenchEnv
 from shared.config import STORAGE_AUDIENCE
 from shared.stores.tables import OpCounter, build_service_client
@@ -140,7 +138,7 @@ class NaiveSync:
     async def _coupling_by_bc(self, bc_id: str) -> str | None:
         try:
             return str((await self._table.get_entity("pair", bc_id))["DvId"])
-        except Exception:  # noqa: BLE001 -- not found: not coupled
+        except Exception:
             return None
 
     async def _coupling_by_dv(self, dv_id: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +39,8 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         key = f"{side}RequestsPerRecord"
         for phase, what in ((create, "create + couple"), (existing, "existing couplings")):
             if phase:
-                out.append(_fig(f"{label} calls/record, full sync ({what})", phase[key], "≤ 0.03", lambda v: v <= 0.03))
+                name = f"{label} calls/record, full sync ({what})"
+                out.append(_fig(name, phase[key], "≤ 0.03", lambda v: v <= 0.03))
         if create and b_create:
             out.append(
                 _fig(
@@ -62,12 +64,12 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_fig("Table ops/record, full sync of existing couplings", existing["tableOpsPerRecord"], "≤ 0.015",
                         lambda v: v <= 0.015))  # fmt: skip
     if create:
-        out.append(_fig("Table ops/record, full sync create + couple", create["tableOpsPerRecord"], "~0.02 (2 index rows)",
-                        lambda v: v <= 0.02))  # fmt: skip
+        out.append(_fig("Table ops/record, full sync create + couple", create["tableOpsPerRecord"],
+                        "~0.02 (2 index rows)", lambda v: v <= 0.02))  # fmt: skip
     for phase, what in ((create, "create + couple"), (existing, "existing couplings")):
         if phase:
-            out.append(_fig(f"Service Bus messages/record, full sync ({what})", phase["sbMessagesPerRecord"], "≤ 0.002",
-                            lambda v: v <= 0.002))  # fmt: skip
+            out.append(_fig(f"Service Bus messages/record, full sync ({what})", phase["sbMessagesPerRecord"],
+                            "≤ 0.002", lambda v: v <= 0.002))  # fmt: skip
     if tick:
         worst = max(tick["bcRequests"], tick["dvRequests"])
         out.append(_fig("No-change tick: calls per side (max of BC, Dataverse)", worst, "≤ 2", lambda v: v <= 2,
@@ -85,12 +87,13 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         )
     te = r.get("throttledEngine")
     if te:
+        took = te["phases"][0]["seconds"]
         out.append(_fig("Throttled: engine full sync time vs the limits' bound", te["ofBound"], "≥ 0.8",
-                        lambda v: v >= 0.8, f"bound {te['boundSeconds']} s, took {te['phases'][0]['seconds']} s"))  # fmt: skip
+                        lambda v: v >= 0.8, f"bound {te['boundSeconds']} s, took {took} s"))  # fmt: skip
         v = te["verify"]
         out.append(_fig("Throttled: lost updates", v["lostUpdates"], "0", lambda x: x == 0))
-        out.append(_fig("Throttled: duplicate records + couplings", v["duplicateRecords"] + v["duplicateCouplings"], "0",
-                        lambda x: x == 0))  # fmt: skip
+        dups = v["duplicateRecords"] + v["duplicateCouplings"]
+        out.append(_fig("Throttled: duplicate records + couplings", dups, "0", lambda x: x == 0))
         tb = r.get("throttledBaseline")
         if tb:
             out.append(_fig("Throttled: engine ÷ baseline records/s (full sync)",
@@ -107,8 +110,9 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_fig(f"{m['records']:,} full sync: records/s", m["recordsPerSecond"], "report", None))
     c = r.get("cpu")
     if c:
+        note = f"{c['fullSyncCpuMsPerVisit']} ms per pair visit; fakes included"
         out.append(_fig("Engine CPU ms/record (full sync, network excluded)", c["fullSyncCpuMsPerRecord"], "≤ 0.35",
-                        lambda v: v <= 0.35, f"{c['fullSyncCpuMsPerVisit']} ms per pair visit; fakes included"))  # fmt: skip
+                        lambda v: v <= 0.35, note))  # fmt: skip
     return out
 
 
@@ -211,8 +215,7 @@ def chart(results: dict[str, Any], path: Path) -> bool:
             continue
         ts = [s["t"] for s in samples]
         rate = [0.0] + [
-            (b["written"] - a["written"]) / max(b["t"] - a["t"], 1e-6)
-            for a, b in zip(samples, samples[1:], strict=False)
+            (b["written"] - a["written"]) / max(b["t"] - a["t"], 1e-6) for a, b in itertools.pairwise(samples)
         ]
         ax.plot(ts, rate, label=f"{who}: records written/s")
     ax.set_xlabel("seconds since start")
