@@ -35,7 +35,7 @@ class BenchStack(Stack):
     def components(self) -> list[Component]:
         out = super().components()
         for c in out:
-            if c.name == "dv_sim" and "--no-auth" not in c.argv:
+            if c.name == "dv_sim" and "--no-auth" not in c.argv and "--audience" not in c.argv:
                 c.argv += ["--audience", self.url("dv_sim")]
         return out
 
