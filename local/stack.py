@@ -408,6 +408,23 @@ class Stack:
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
 
+    def restart(self, name: str, *, hard: bool = True) -> None:
+        """Kills one component (SIGKILL by default: a crash, not a shutdown) and starts it again, same ports
+        and environment — for fault tests (a worker dying mid-batch, Azurite restarting)."""
+        with self._lock:
+            component = next(c for c in self.started if c.name == name)
+            self.started.remove(component)
+        assert component.process is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(component.process.pid, signal.SIGKILL if hard else signal.SIGTERM)
+        component.process.wait(timeout=10)
+        env = self.child_env()
+        if not self._available("amqp_peer"):
+            env.setdefault("SYNC_LOCAL_QUEUE_SOURCE", "memory")
+        fresh = {c.name: c for c in self.components()}[name]
+        self._launch(fresh, env)
+        self._wait_ready(fresh)
+
     def __enter__(self) -> Stack:
         return self.start()
 
