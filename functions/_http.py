@@ -23,6 +23,14 @@ _MAX_REPORTED_ERRORS = 10
 _MAX_MESSAGE_CHARS = 200
 
 
+# 1,000 GUIDs in a JSON array are ~40 KB; anything far above that is not a request of this API.
+MAX_BODY_BYTES = 1_000_000
+
+
+class PayloadTooLargeError(ServiceError):
+    code, status, title = "payload_too_large", 413, "Request body too large"
+
+
 class InvalidJsonError(ServiceError):
     code, status, title = "invalid_json", 400, "The body is not valid JSON"
 
@@ -62,6 +70,8 @@ def _summarise(errors: list[Any]) -> list[dict[str, str]]:
 def parse_json_body(req: func.HttpRequest, model: type[ModelT]) -> ModelT:
     """The body validated as `model`; raises `InvalidJsonError` / `ValidationFailedError` (both 400)."""
     raw = req.get_body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLargeError(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
     try:
         data = json.loads(raw) if raw.strip() else None
     except (ValueError, UnicodeDecodeError):

@@ -245,7 +245,7 @@ def parse_json_object(req: func.HttpRequest, max_bytes: int = 1_000_000) -> dict
     """A JSON object body (for free-form payloads such as a RemoteExecutionContext), or a 4xx problem."""
     import json
 
-    from functions._http import InvalidJsonError
+    from functions._http import InvalidJsonError, PayloadTooLargeError
 
     raw = req.get_body()
     if len(raw) > max_bytes:
@@ -257,7 +257,3 @@ def parse_json_object(req: func.HttpRequest, max_bytes: int = 1_000_000) -> dict
     if not isinstance(data, dict):
         raise InvalidJsonError("The request body must be a JSON object.")
     return data
-
-
-class PayloadTooLargeError(ValidationFailedError):
-    code, status, title = "payload_too_large", 413, "Request body too large"

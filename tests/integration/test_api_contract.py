@@ -119,6 +119,8 @@ def test_error_codes_of_the_contract(api: Any, world: dict[str, Any]) -> None:
         ("POST", "/api/dataverse/sync", {"PrimaryEntityName": "account"}),
         ("POST", "/api/dataverse/sync", [1, 2]),
         ("POST", "/api/mappings/NOPE/sync", {"bcIds": [str(uuid.uuid4())], "direction": "toDataverse"}),
+        ("POST", "/api/mappings/CUSTOMER/sync", b'{"bcIds": ["' + b"a" * 2_000_000 + b'"]}'),
+        ("POST", "/api/dataverse/sync", b'{"entityName": "' + b"a" * 2_000_000 + b'"}'),
     ],
 )
 def test_bad_input_is_a_4xx_problem_and_writes_nothing(api: Any, stack: Any, method: str, path: str, body: Any) -> None:
