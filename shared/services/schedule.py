@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from shared.services.engine import Engine, utcnow
 from shared.services.jobs import JobService
@@ -11,13 +11,14 @@ from shared.services.jobs import JobService
 STALE_AFTER = timedelta(hours=1)
 
 
-async def start_due_syncs(engine: Engine) -> list[str]:
-    """Starts one incremental job per running, due mapping that has no job in flight; returns their names.
-    ``SYNC_SCHEDULED_SYNC=false`` turns this off (API-started jobs still run)."""
+async def start_due_syncs(engine: Engine, *, now: datetime | None = None) -> dict[str, str]:
+    """Starts one incremental job per running, due mapping that has no job in flight; returns
+    ``{mapping: job id}`` in the order started. ``SYNC_SCHEDULED_SYNC=false`` turns this off (API-started
+    jobs still run)."""
     if not engine.settings.scheduled_sync:
-        return []
-    started: list[str] = []
-    now = utcnow()
+        return {}
+    started: dict[str, str] = {}
+    now = now or utcnow()
     jobs = JobService(engine)
     for mapping in await engine.registry.list():  # dependency order: parents first
         if mapping.state != "running":
@@ -29,6 +30,6 @@ async def start_due_syncs(engine: Engine) -> list[str]:
             not_due = now - last.created_at < timedelta(minutes=mapping.schedule_minutes)
             if in_flight or (not_due and last.kind == "incremental"):
                 continue
-        await jobs.start(mapping.name, "incremental", mapping.direction.value, full=False)
-        started.append(mapping.name)
+        job = await jobs.start(mapping.name, "incremental", mapping.direction.value, full=False)
+        started[mapping.name] = job.job_id
     return started

@@ -17,7 +17,25 @@ def _run_incremental(api: Any, mapping: str = "CUSTOMER") -> dict[str, Any]:
     return api.wait_for_job(resp.json()["jobId"], timeout=240)
 
 
-def test_five_thousand_changes_fan_out_and_count_exactly(stack: Any, api: Any, world: dict[str, Any]) -> None:
+async def _timer_started_job(stack: Any) -> str:
+    """Runs the timer's logic (as the scheduled function would, with scheduled syncs on) against the stack."""
+    from datetime import timedelta
+
+    from shared.bootstrap import build_runtime
+    from shared.config import settings_from_env
+    from shared.services.engine import utcnow
+    from shared.services.schedule import start_due_syncs
+
+    runtime = build_runtime(settings_from_env({**stack.child_env(), "SYNC_SCHEDULED_SYNC": "true"}))
+    try:
+        started = await start_due_syncs(runtime.engine, now=utcnow() + timedelta(minutes=10))
+    finally:
+        await runtime.aclose()
+    assert "CUSTOMER" in started, started
+    return started["CUSTOMER"]
+
+
+async def test_five_thousand_changes_fan_out_and_count_exactly(stack: Any, api: Any, world: dict[str, Any]) -> None:
     sims = world["sims"]
     _run_incremental(api)  # drain whatever earlier tests left, so the next job sees only our seed
     settle = _run_incremental(api)
@@ -25,8 +43,8 @@ def test_five_thousand_changes_fan_out_and_count_exactly(stack: Any, api: Any, w
     prefix = f"Fan{uuid.uuid4().hex[:6]}"
     sims.seed("bc", stack.url("bc_sim"), "customers", 5000, prefix)
 
-    job = _run_incremental(api)
-    assert job["status"] == "succeeded", job
+    job = api.wait_for_job(await _timer_started_job(stack), timeout=240)
+    assert job["status"] == "succeeded" and job["kind"] == "incremental", job
     assert job["counts"]["inserted"] == 5000 and job["counts"]["coupled"] == 5000, job
     assert job["counts"]["failed"] == 0, job
     assert job["batches"]["expected"] >= 6 and job["batches"]["completed"] == job["batches"]["expected"], job

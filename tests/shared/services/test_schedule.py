@@ -31,14 +31,14 @@ def _engine(**settings: object) -> Engine:
 
 async def test_due_mappings_start_in_dependency_order_once() -> None:
     e = _engine()
-    assert await start_due_syncs(e) == ["CUSTOMER", "CONTACT", "ITEM-PRODUCT"]
+    assert list(await start_due_syncs(e)) == ["CUSTOMER", "CONTACT", "ITEM-PRODUCT"]
     msgs = e.publisher.take()  # type: ignore[attr-defined]
     assert [(m["kind"], m["mapping"]) for m in msgs] == [
         ("mapping-sync", "CUSTOMER"),
         ("mapping-sync", "CONTACT"),
         ("mapping-sync", "ITEM-PRODUCT"),
     ]
-    assert await start_due_syncs(e) == []  # queued jobs are in flight
+    assert await start_due_syncs(e) == {}  # queued jobs are in flight
 
 
 async def test_not_due_until_the_interval_passed_and_paused_is_skipped() -> None:
@@ -46,14 +46,14 @@ async def test_not_due_until_the_interval_passed_and_paused_is_skipped() -> None
     await start_due_syncs(e)
     for job in list(e.jobs.jobs.values()):  # type: ignore[attr-defined]
         await e.jobs.set_status(job.job_id, "succeeded")
-    assert await start_due_syncs(e) == []  # finished, but the 5-minute interval has not passed
+    assert await start_due_syncs(e) == {}  # finished, but the 5-minute interval has not passed
     for job in e.jobs.jobs.values():  # type: ignore[attr-defined]
         job.created_at -= timedelta(minutes=6)
     await e.registry.update("CONTACT", state="paused")
-    assert await start_due_syncs(e) == ["CUSTOMER", "ITEM-PRODUCT"]
+    assert list(await start_due_syncs(e)) == ["CUSTOMER", "ITEM-PRODUCT"]
 
 
 async def test_scheduled_sync_off_starts_nothing() -> None:
     e = _engine(SYNC_SCHEDULED_SYNC=False)
-    assert await start_due_syncs(e) == []
+    assert await start_due_syncs(e) == {}
     assert e.publisher.take() == []  # type: ignore[attr-defined]
