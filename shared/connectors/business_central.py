@@ -122,6 +122,12 @@ class BusinessCentralClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    async def ping(self) -> None:
+        """One cheap authenticated call (health check): raises the mapped ``SyncError`` when unusable."""
+        await self._http.request(
+            "GET", f"{self.api_root}/companies", params={"$top": "1", "$select": "id"}, kind="meta"
+        )
+
     # ------------------------------------------------------------------ company
     async def company_id(self) -> str:
         """The configured company, else the first one (resolved once)."""

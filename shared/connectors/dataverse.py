@@ -178,6 +178,10 @@ class DataverseClient:
             if next_url:
                 seen.add(next_url)
 
+    async def ping(self) -> None:
+        """One cheap authenticated call (health check, ``WhoAmI``): raises the mapped ``SyncError``."""
+        await self._http.request("GET", f"{self.api_root}/WhoAmI", kind="meta")
+
     async def list_records(
         self, entity: str, *, select: Sequence[str] | None = None, filter: str | None = None
     ) -> AsyncIterator[list[RemoteRecord]]:

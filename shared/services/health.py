@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.config import Settings, get_settings
-from shared.errors import ConfigurationError, TransientError, UnauthorizedError
+from shared.errors import ConfigurationError, SyncError, TransientError, UnauthorizedError
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,41 @@ async def check_tables(settings: Settings) -> str:
     return OK
 
 
+async def check_service(settings: Settings, name: str, *, use_runtime: bool, limit_seconds: float) -> str:
+    """Reachable (TCP, fast), then one authenticated call through the service's own client: token,
+    audience and routing all proven."""
+    host, port = _url_host_port(settings.bc_base_url if name == "businessCentral" else settings.dataverse_url)
+    reachable = await tcp_reachable(host, port, limit_seconds)
+    if reachable != OK:
+        return reachable
+    from shared.bootstrap import get_runtime
+    from shared.connectors.business_central import BusinessCentralClient
+    from shared.connectors.dataverse import DataverseClient
+    from shared.identity import AsyncMsalCredential, TokenProvider
+
+    if use_runtime:
+        runtime = await get_runtime()
+        client, owned = (runtime.bc if name == "businessCentral" else runtime.dv), False
+    else:  # explicit settings (tests, tools): a short-lived client of those settings
+        credential = AsyncMsalCredential(TokenProvider.from_settings(settings))
+        cls = BusinessCentralClient if name == "businessCentral" else DataverseClient
+        client, owned = cls(settings, credential, retry_total_timeout=limit_seconds), True
+    try:
+        await client.ping()
+    except UnauthorizedError:
+        return "unauthorized"
+    except TransientError:
+        return "unavailable"
+    except ConfigurationError:
+        return "misconfigured"
+    except SyncError:
+        return "error"
+    finally:
+        if owned:
+            await client.aclose()
+    return OK
+
+
 async def _bounded(name: str, check: Callable[[], Awaitable[str]], limit_seconds: float) -> str:
     try:
         return await asyncio.wait_for(check(), limit_seconds)
@@ -98,15 +133,16 @@ async def check_health(
     settings: Settings | None = None, *, limit_seconds: float = CHECK_TIMEOUT_SECONDS
 ) -> dict[str, Any]:
     """`{"status": "ok"|"degraded", "checks": {"tables", "serviceBus", "businessCentral", "dataverse"}}`."""
+    use_runtime = settings is None
     s = settings or get_settings()
     sb_host, sb_port = servicebus_host_port(s)
-    bc_host, bc_port = _url_host_port(s.bc_base_url)
-    dv_host, dv_port = _url_host_port(s.dataverse_url)
     checks: dict[str, Callable[[], Awaitable[str]]] = {
         "tables": lambda: check_tables(s),
         "serviceBus": lambda: tcp_reachable(sb_host, sb_port, limit_seconds),
-        "businessCentral": lambda: tcp_reachable(bc_host, bc_port, limit_seconds),
-        "dataverse": lambda: tcp_reachable(dv_host, dv_port, limit_seconds),
+        "businessCentral": lambda: check_service(
+            s, "businessCentral", use_runtime=use_runtime, limit_seconds=limit_seconds
+        ),
+        "dataverse": lambda: check_service(s, "dataverse", use_runtime=use_runtime, limit_seconds=limit_seconds),
     }
     results = await asyncio.gather(*(_bounded(name, check, limit_seconds) for name, check in checks.items()))
     outcome = dict(zip(checks, results, strict=True))

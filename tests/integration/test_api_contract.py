@@ -203,3 +203,13 @@ def test_sync_now_to_dataverse_then_unchanged(api: Any, world: dict[str, Any]) -
     assert r.json()["results"][0]["status"] == "unchanged"
     jobs = api.get("/api/jobs", params={"mapping": "CUSTOMER", "top": 1}).json()
     assert jobs["value"][0]["counts"]["unchanged"] == 1 and "nextLink" in jobs
+
+
+def test_health_is_ok_with_real_authenticated_checks(stack: Any) -> None:
+    anon = requests.Session()
+    anon.trust_env = False
+    body = anon.get(stack.host_url + "/api/health", timeout=30).json()
+    assert body == {
+        "status": "ok",
+        "checks": dict.fromkeys(["tables", "serviceBus", "businessCentral", "dataverse"], "ok"),
+    }
