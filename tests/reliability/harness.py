@@ -77,6 +77,22 @@ class Tally:
     bad_inputs: int = 0
     status_counts: Counter[int] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    # What the known-bug (xfail) cases saw: kept out of the totals above, shown separately.
+    known_bug_cases: int = 0
+    known_bug_lost: int = 0
+    known_bug_duplicated: int = 0
+    known_bug_five_xx: int = 0
+
+    def marks(self) -> tuple[int, int, int]:
+        return self.lost, self.duplicated, self.five_xx
+
+    def move_to_known_bugs(self, before: tuple[int, int, int]) -> None:
+        lost, dup, five = (now - then for now, then in zip(self.marks(), before, strict=True))
+        self.lost, self.duplicated, self.five_xx = before
+        self.known_bug_cases += 1
+        self.known_bug_lost += lost
+        self.known_bug_duplicated += dup
+        self.known_bug_five_xx += five
 
 
 TALLY = Tally()
@@ -189,6 +205,11 @@ def summary_lines() -> list[str]:
         f"reliability: {t.cases} fault cases, {t.faults_injected} injected faults survived, {t.jobs} jobs checked, "
         f"{t.lost} lost, {t.duplicated} duplicated, {t.five_xx} x 5xx",
     ]
+    if t.known_bug_cases:
+        lines.append(
+            f"known bugs (xfail, reported): {t.known_bug_cases} cases saw {t.known_bug_lost} lost, "
+            f"{t.known_bug_duplicated} duplicated, {t.known_bug_five_xx} x 5xx"
+        )
     if t.bad_inputs:
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(t.status_counts.items()))
         lines.append(f"bad-input corpus: {t.bad_inputs} hostile requests -> {statuses}")
