@@ -15,7 +15,7 @@ from tests.reliability.harness import (
     make_world,
     shared_stack,
     stop_shared_stack,
-    summary_lines,
+    write_summary,
 )
 
 
@@ -57,7 +57,4 @@ def _per_case(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if TALLY.cases or TALLY.bad_inputs:
-        terminalreporter.section("reliability & security summary")
-        for line in summary_lines():
-            terminalreporter.write_line(line)
+    write_summary(terminalreporter)

@@ -215,3 +215,17 @@ def summary_lines() -> list[str]:
         lines.append(f"bad-input corpus: {t.bad_inputs} hostile requests -> {statuses}")
     lines += t.notes
     return lines
+
+
+_printed = False
+
+
+def write_summary(terminalreporter: Any) -> None:
+    """The session's counts in the terminal report, once (both suites' conftests call this)."""
+    global _printed
+    if _printed or not (TALLY.cases or TALLY.bad_inputs):
+        return
+    _printed = True
+    terminalreporter.section("reliability & security summary")
+    for line in summary_lines():
+        terminalreporter.write_line(line)
