@@ -84,6 +84,13 @@ async def test_webhooks_reach_the_other_side_without_bouncing(stack: Any, api: A
     assert sims.bc_get("customers", b)["@odata.etag"] == bc_before["@odata.etag"]
     assert sims.dv_get("accounts", d)["@odata.etag"] == dv_before["@odata.etag"]
     assert bc_before["phoneNumber"] == dv_before["telephone1"] == "+1 22"
+    # Leave no subscriptions behind: later tests watch one action at a time.
+    runtime = build_runtime(settings_from_env(stack.child_env()))
+    try:
+        for sub in await runtime.bc.list_subscriptions():
+            await runtime.bc.delete_subscription(sub["subscriptionId"])
+    finally:
+        await runtime.aclose()
 
     all_latency = sorted(bc_latency + dv_latency)
     p50 = statistics.median(all_latency)
