@@ -26,8 +26,11 @@ class FakeRecordService:
     Supports the ``in`` filters the engine builds (``field in ('a','b')``); ``fail_writes`` makes the
     next writes of the given ids fail with the given error."""
 
-    def __init__(self, name: str, *, primary_keys: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, *, primary_keys: dict[str, str] | None = None, numbering: dict[str, str] | None = None
+    ) -> None:
         self.name = name
+        self.numbering = numbering or {}  # entity -> number prefix the service assigns on create (like BC)
         self.rows: dict[str, dict[str, dict[str, Any]]] = {}
         self.meta: dict[str, dict[str, tuple[str, datetime]]] = {}
         self.deleted: dict[str, list[tuple[int, str]]] = {}
@@ -114,6 +117,8 @@ class FakeRecordService:
                 rid = (op.id or str(uuid.uuid4())).lower()
                 fields = {k: v for k, v in op.fields.items() if k != self.primary_keys.get(entity)}
                 rows[rid] = _apply_binds(fields)
+                if entity in self.numbering and not rows[rid].get("number"):
+                    rows[rid]["number"] = f"{self.numbering[entity]}{self.version:05d}"
                 self._touch(entity, rid)
                 out.append(WriteResult(op.ref, True, self._record(entity, rid)))
             elif op.kind == "update":

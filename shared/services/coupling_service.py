@@ -11,9 +11,10 @@ from shared.domain.errors import (
     NotCoupledError,
     RecordNotFoundError,
 )
-from shared.domain.model import Coupling, Direction, RemoteRecord, WriteOp
+from shared.domain.model import Coupling, Direction, RemoteRecord, WriteOp, WriteResult
 from shared.mappings.config import TableMapping
 from shared.planning.planner import best_match, plan_create, snapshot_after_create
+from shared.planning.transform import convert, same
 from shared.services.codec import dataverse_id_for, odata_string
 from shared.services.engine import Engine, utcnow
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
@@ -168,6 +169,8 @@ class CouplingService:
             ops = [WriteOp("create", ref=rec.id, fields=payloads[rec.id]) for rec in sources]
             written = await self.e.bc.write_many(mapping.bc_entity, ops)
             pairs = [(rec.id, w) for rec, w in zip(sources, written, strict=True)]
+            created_bc = await codec.bc_values_many([w.record for w in written if w.ok and w.record is not None])
+            await self._write_back_assigned(mapping, sources, written, created_bc, src_values)
 
         couplings: list[Coupling] = []
         for (src_id, w), rec in zip(pairs, sources, strict=True):
@@ -193,7 +196,7 @@ class CouplingService:
             else:
                 bc_id, dv_id = target.id, rec.id
                 dv_vals = src_values[rec.id]
-                bc_vals = {**plan_create(mapping.fields, direction, dv_vals)}
+                bc_vals = created_bc.get(target.id) or {**plan_create(mapping.fields, direction, dv_vals)}
                 bc_etag, dv_etag = target.etag, rec.etag
             bc_snap, dv_snap = snapshot_after_create(mapping.fields, bc_vals, dv_vals)
             couplings.append(
@@ -218,6 +221,40 @@ class CouplingService:
             else:
                 outcome.add(RecordResult(c.bc_id, c.dataverse_id, "created", direction.value))
         return outcome
+
+    async def _write_back_assigned(
+        self,
+        mapping: TableMapping,
+        sources: Sequence[RemoteRecord],
+        written: Sequence[WriteResult],
+        created_bc: dict[str, dict[str, Any]],
+        dv_values: dict[str, dict[str, Any]],
+    ) -> None:
+        """Values BC assigned on create (e.g. the customer number) flow to Dataverse at once, in one batch,
+        instead of on a later pass that would race with other writes to the new pair."""
+        one_way = [
+            f
+            for f in mapping.fields
+            if f.direction == Direction.TO_DATAVERSE and f.bc and f.dataverse and f.constant is None
+        ]
+        ops: list[WriteOp] = []
+        for rec, w in zip(sources, written, strict=True):
+            if not (w.ok and w.record is not None and w.record.id in created_bc):
+                continue
+            fix = {}
+            for f in one_way:
+                value = convert(f, created_bc[w.record.id].get(f.key), Direction.TO_DATAVERSE)
+                if not same(value, dv_values[rec.id].get(f.key)):
+                    fix[f.key] = value
+            if fix:
+                ops.append(WriteOp("update", ref=rec.id, id=rec.id, fields=self.e.codec(mapping).dv_payload(fix)))
+                dv_values[rec.id].update(fix)
+        if ops:
+            results = await self.e.dv.write_many(mapping.dataverse_entity_set, ops)
+            for op, r in zip(ops, results, strict=True):
+                if not r.ok:  # left for the next pass: the snapshot must not claim Dataverse has it
+                    for f in one_way:
+                        dv_values[op.ref].pop(f.key, None)
 
     # ------------------------------------------------------------------ match-based coupling
     async def match_couple(self, mapping: TableMapping, bc_records: Sequence[RemoteRecord]) -> SyncOutcome:

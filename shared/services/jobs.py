@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.domain.errors import JobNotFoundError
-from shared.domain.model import Direction, Job, RemoteRecord, Side, Watermark
+from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side, Watermark
 from shared.errors import PreconditionFailedError
 from shared.mappings.config import TableMapping
 from shared.planning.planner import may_create, plan_deletion
@@ -296,7 +296,9 @@ class JobService:
         else:
             coupled = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, ids)
         sync_dir = mapping.direction
-        couplings = [coupled[i] for i in ids if i in coupled]
+        by_id = {r.id: r for r in records}
+        couplings = [coupled[i] for i in ids if i in coupled and _newer(by_id[i], coupled[i], side)]
+        outcome.counts["unchanged"] += sum(1 for i in ids if i in coupled) - len(couplings)
         for start in range(0, len(couplings), 1000):
             chunk = couplings[start : start + 1000]
             result = await self.sync.sync_couplings(mapping, chunk, sync_dir, job_id=job_id, scheduled=True)
@@ -395,6 +397,12 @@ class JobService:
         else:
             recs = await self.e.dv.get_many(mapping.dataverse_entity_set, ids, select=mapping.dataverse_select)
         return await self.process_changes(mapping, side, list(recs.values()), [], job_id)
+
+
+def _newer(record: RemoteRecord, coupling: Coupling, side: Side) -> bool:
+    """Whether a change is newer than what the last sync of this pair saw (feeds overlap and echo our writes)."""
+    seen = coupling.bc_modified_on if side == Side.BC else coupling.dv_modified_on
+    return record.modified_on is None or seen is None or record.modified_on > seen
 
 
 def _pending_cursors(detail: str | None) -> dict[str, str]:

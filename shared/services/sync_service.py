@@ -239,13 +239,22 @@ class SyncService:
                     transient=True,
                 )
             outcome.add(result)
+            before = _state_key(c)
             self._bookkeep(c, plan, result, now, dv_results.get(c.bc_id), bc_results.get(c.bc_id))
-            to_save.append(c)
+            read_bc, read_dv = bc_recs.get(c.bc_id), dv_recs.get(c.dataverse_id)
+            if result.status in ("updated", "unchanged"):
+                # Remember what was seen, so the change feeds' overlap and our own echoes are skipped cheaply.
+                c.bc_modified_on = _latest(c.bc_modified_on, read_bc.modified_on if read_bc else None)
+                c.dv_modified_on = _latest(c.dv_modified_on, read_dv.modified_on if read_dv else None)
+            # A scheduled pass that found nothing new writes no table row (user actions always record it).
+            if not (scheduled and result.status == "unchanged" and _state_key(c) == before):
+                to_save.append(c)
             if result.status in ("updated", "unchanged"):
                 succeeded.append(c.bc_id)
             elif result.error_code and result.error_code not in ("record_skipped",):
                 errors.append(self._error_entry(mapping, c, result, job_id, now))
-        await self.e.couplings.save_sync_state(to_save)
+        if to_save:
+            await self.e.couplings.save_sync_state(to_save)
         if errors:
             await self.e.errors.record_many(errors)
         if succeeded:
@@ -349,6 +358,26 @@ class SyncService:
             last_occurred_at=now,
             job_id=job_id,
         )
+
+
+def _latest(a: Any, b: Any) -> Any:
+    return b if a is None or (b is not None and b > a) else a
+
+
+def _state_key(c: Coupling) -> tuple[Any, ...]:
+    """What of a coupling matters to later syncs (not the timestamp of the last look)."""
+    return (
+        c.bc_values,
+        c.dv_values,
+        c.bc_etag,
+        c.dv_etag,
+        c.bc_modified_on,
+        c.dv_modified_on,
+        c.last_sync_result,
+        c.last_error,
+        c.skipped,
+        c.consecutive_failures,
+    )
 
 
 def _error_code(err: Exception | None) -> str:

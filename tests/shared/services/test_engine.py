@@ -343,3 +343,40 @@ async def test_sync_logs_carry_custom_dimensions(engine: Engine, caplog: pytest.
     assert summary[-1].direction == "bidirectional" and summary[-1].outcome == "partial"
     conflict = [r for r in caplog.records if getattr(r, "outcome", None) == "conflict"]
     assert conflict and b in conflict[0].record_ids and conflict[0].code == "update_conflict"
+
+
+async def test_changes_already_seen_are_skipped_without_reads_or_table_writes(engine: Engine) -> None:
+    b, d = await couple_synced(engine)
+    mapping = await engine.registry.get("CUSTOMER")
+    jobs = JobService(engine)
+    await jobs.run_mapping_sync(mapping, full=True, job_id=None)  # sees both records once
+    record = (await engine.bc.get_many("customers", [b]))[b]
+    reads = dict(bc_of(engine).calls), dict(dv_of(engine).calls)
+    saved = []
+    original = engine.couplings.save_sync_state
+
+    async def spy(couplings: list) -> None:
+        saved.extend(couplings)
+        await original(couplings)
+
+    engine.couplings.save_sync_state = spy  # type: ignore[method-assign]
+    # The BC feed's overlap window hands the same record over again: no re-read, no table write.
+    outcome = await jobs.process_changes(mapping, Side.BC, [record], [], None)
+    assert outcome.counts["unchanged"] == 1 and saved == []
+    assert (dict(bc_of(engine).calls), dict(dv_of(engine).calls)) == reads
+    bc_of(engine).update("customers", b, phoneNumber="777")  # a real change is newer: synced
+    newer = (await engine.bc.get_many("customers", [b]))[b]
+    outcome = await jobs.process_changes(mapping, Side.BC, [newer], [], None)
+    assert outcome.counts["modified"] == 1 and dv_of(engine).get("accounts", d)["telephone1"] == "777"
+
+
+async def test_number_assigned_by_bc_on_create_reaches_dataverse_at_once(engine: Engine) -> None:
+    bc_of(engine).numbering["customers"] = "C"
+    d = dv_of(engine).put("accounts", {"name": "Numbered", "accountnumber": None})
+    status, body = await actions.sync_from_dataverse(engine, {"entityName": "account", "id": d})
+    assert status == 201
+    number = bc_of(engine).get("customers", body["bcId"])["number"]
+    assert number and dv_of(engine).get("accounts", d)["accountnumber"] == number
+    writes = len(dv_of(engine).writes)
+    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[body["bcId"]], direction=Direction.TO_DATAVERSE)
+    assert ans["results"][0]["status"] == "unchanged" and len(dv_of(engine).writes) == writes
