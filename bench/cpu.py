@@ -11,31 +11,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from shared.config import Settings
-from shared.mappings.config import load_mapping_file
 from shared.services.engine import Engine
 from shared.services.jobs import JobService
-from shared.services.registry import MappingRegistry
-from tests.fake_services import FakePublisher, FakeRecordService
-from tests.fakes import FakeStores
-
-PKS = {"accounts": "accountid", "contacts": "contactid", "products": "productid"}
+from tests.fake_services import FakeRecordService
 
 
 def fake_engine() -> Engine:
-    settings = Settings()
-    stores = FakeStores()
-    return Engine(
-        settings=settings,
-        registry=MappingRegistry(load_mapping_file(settings.mappings_file), stores.settings),
-        bc=FakeRecordService("bc"),
-        dv=FakeRecordService("dv", primary_keys=PKS),
-        couplings=stores.couplings,
-        errors=stores.errors,
-        jobs=stores.jobs,
-        watermarks=stores.watermarks,
-        publisher=FakePublisher(),
-    )
+    from tests.fake_services import fake_engine as build
+
+    return build()
 
 
 async def engine_cpu(n: int = 5000) -> dict[str, Any]:

@@ -17,13 +17,11 @@ from typing import Any
 import aiohttp
 
 from local.stack import Component, Stack
-from shared.bootstrap import Runtime
+from shared.bootstrap import Runtime, build_runtime
 from shared.config import Settings, settings_from_env
 from shared.identity import AsyncMsalCredential, TokenProvider
-from shared.mappings.config import load_mapping_file
 from shared.messaging.publisher import ServiceBusPublisher
 from shared.services.engine import Engine
-from shared.services.registry import MappingRegistry
 
 COMPONENTS = {"azurite", "authority", "bc_sim", "dv_sim", "amqp_peer"}
 
@@ -190,27 +188,8 @@ class BenchEnv:
 
 
 def build_bench_runtime(settings: Settings, credential: AsyncMsalCredential) -> Runtime:
-    """``shared.bootstrap.build_runtime`` with this run's settings and credential (not the process env)."""
-    from shared.connectors.business_central import BusinessCentralClient
-    from shared.connectors.dataverse import DataverseClient
-    from shared.stores import build_stores
-
-    stores = build_stores(settings, credential)
-    bc = BusinessCentralClient(settings, credential)
-    dv = DataverseClient(settings, credential)
-    publisher = RecordingPublisher(ServiceBusPublisher.from_settings(settings, credential))
-    engine = Engine(
-        settings=settings,
-        registry=MappingRegistry(load_mapping_file(settings.mappings_file), stores.settings),
-        bc=bc,
-        dv=dv,
-        couplings=stores.couplings,
-        errors=stores.errors,
-        jobs=stores.jobs,
-        watermarks=stores.watermarks,
-        publisher=publisher,
-    )
-    return Runtime(engine, stores, bc, dv, publisher)
+    """``shared.bootstrap.build_runtime`` with this run's settings and credential, recording published messages."""
+    return build_runtime(settings, credential=credential, wrap_publisher=RecordingPublisher)
 
 
 @contextlib.asynccontextmanager

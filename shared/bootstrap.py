@@ -7,6 +7,7 @@ Nothing here runs at import time, so indexing the function app never does I/O. T
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,14 @@ _runtime: Runtime | None = None
 _lock: asyncio.Lock | None = None
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(
+    settings: Settings,
+    *,
+    credential: Any = None,
+    wrap_publisher: Callable[[Any], Any] | None = None,
+) -> Runtime:
+    """Everything from ``settings``; ``credential`` (default: MSAL over these settings) and ``wrap_publisher``
+    (e.g. a recording wrapper in benchmarks) let tools reuse the one composition."""
     from shared.connectors.business_central import BusinessCentralClient
     from shared.connectors.dataverse import DataverseClient
     from shared.identity import AsyncMsalCredential, TokenProvider
@@ -47,12 +55,14 @@ def build_runtime(settings: Settings) -> Runtime:
     from shared.telemetry import configure_telemetry
 
     configure_telemetry(settings)  # only when APPLICATIONINSIGHTS_CONNECTION_STRING is set
-    credential = AsyncMsalCredential(TokenProvider.from_settings(settings))
+    credential = credential or AsyncMsalCredential(TokenProvider.from_settings(settings))
     mappings = load_mapping_file(settings.mappings_file)  # a bad file fails here, at start-up, with the reason
     stores = build_stores(settings, credential)
     bc = BusinessCentralClient(settings, credential)
     dv = DataverseClient(settings, credential)
     publisher = ServiceBusPublisher.from_settings(settings, credential)
+    if wrap_publisher is not None:
+        publisher = wrap_publisher(publisher)
     engine = Engine(
         settings=settings,
         registry=MappingRegistry(mappings, stores.settings),

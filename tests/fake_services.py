@@ -167,3 +167,29 @@ class FakePublisher:
 
     async def aclose(self) -> None:
         return None
+
+
+DV_PRIMARY_KEYS = {"accounts": "accountid", "contacts": "contactid", "products": "productid"}
+
+
+def fake_engine(**settings: Any) -> Any:
+    """An ``Engine`` with the shipped mappings over in-memory fakes of every port (``settings`` by env name)."""
+    from shared.config import Settings
+    from shared.mappings.config import load_mapping_file
+    from shared.services.engine import Engine
+    from shared.services.registry import MappingRegistry
+    from tests.fakes import FakeStores
+
+    s = Settings(**settings)
+    stores = FakeStores()
+    return Engine(
+        settings=s,
+        registry=MappingRegistry(load_mapping_file(s.mappings_file), stores.settings),
+        bc=FakeRecordService("bc"),
+        dv=FakeRecordService("dv", primary_keys=DV_PRIMARY_KEYS),
+        couplings=stores.couplings,
+        errors=stores.errors,
+        jobs=stores.jobs,
+        watermarks=stores.watermarks,
+        publisher=FakePublisher(),
+    )

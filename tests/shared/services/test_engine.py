@@ -15,34 +15,17 @@ from shared.domain.errors import (
 )
 from shared.domain.model import Direction, Side
 from shared.errors import PermanentError
-from shared.mappings.config import load_mapping_file
 from shared.services import actions
 from shared.services.codec import dataverse_id_for
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine
 from shared.services.jobs import JobService
-from shared.services.registry import MappingRegistry
-from tests.fake_services import FakePublisher, FakeRecordService
-from tests.fakes import FakeStores
-
-PKS = {"accounts": "accountid", "contacts": "contactid", "products": "productid"}
+from tests.fake_services import FakeRecordService, fake_engine
 
 
 @pytest.fixture
 def engine() -> Engine:
-    settings = Settings()
-    stores = FakeStores()
-    return Engine(
-        settings=settings,
-        registry=MappingRegistry(load_mapping_file(settings.mappings_file), stores.settings),
-        bc=FakeRecordService("bc"),
-        dv=FakeRecordService("dv", primary_keys=PKS),
-        couplings=stores.couplings,
-        errors=stores.errors,
-        jobs=stores.jobs,
-        watermarks=stores.watermarks,
-        publisher=FakePublisher(),
-    )
+    return fake_engine()
 
 
 def bc_of(e: Engine) -> FakeRecordService:

@@ -4,29 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from shared.config import Settings
-from shared.mappings.config import load_mapping_file
 from shared.services.engine import Engine
-from shared.services.registry import MappingRegistry
 from shared.services.schedule import start_due_syncs
-from tests.fake_services import FakePublisher, FakeRecordService
-from tests.fakes import FakeStores
+from tests.fake_services import fake_engine
 
 
 def _engine(**settings: object) -> Engine:
-    s = Settings(**settings)
-    stores = FakeStores()
-    return Engine(
-        s,
-        MappingRegistry(load_mapping_file(s.mappings_file), stores.settings),
-        FakeRecordService("bc"),
-        FakeRecordService("dv"),
-        stores.couplings,
-        stores.errors,
-        stores.jobs,
-        stores.watermarks,
-        FakePublisher(),
-    )
+    return fake_engine(**settings)
 
 
 async def test_due_mappings_start_in_dependency_order_once() -> None:
