@@ -11,7 +11,7 @@ import pytest
 
 from tests.reliability.harness import TALLY, World, consistency, count_5xx, tag
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 @dataclass

@@ -17,6 +17,7 @@ from tests.reliability.test_fault_matrix import couple_new
 
 pytestmark = [
     pytest.mark.stack,
+    pytest.mark.slow,
     pytest.mark.xfail(
         strict=True,
         reason="BUG shared/messaging/publisher.py ServiceBusPublisher.publish: one ServiceBusSender is used by "
