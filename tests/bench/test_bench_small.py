@@ -67,4 +67,4 @@ def test_table_ops_per_record_on_full_sync_of_existing_couplings(results: dict[s
     full = _phase(results, "engine", "existing couplings")
     fixed = _phase(results, "engine", "no-change")["tableOps"]
     assert (full["tableOps"] - fixed) / full["records"] <= 0.015, (full, fixed)
-    assert fixed <= 20
+    assert fixed <= 30  # per job, independent of the number of records
