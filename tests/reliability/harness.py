@@ -193,7 +193,6 @@ def assert_problem_4xx(resp: requests.Response) -> None:
 
 
 def count_5xx(resp: requests.Response) -> requests.Response:
-    TALLY.status_counts[resp.status_code] += 1
     if resp.status_code >= 500:
         TALLY.five_xx += 1
     return resp
