@@ -67,15 +67,20 @@ def _summarise(errors: list[Any]) -> list[dict[str, str]]:
     return out
 
 
-def parse_json_body(req: func.HttpRequest, model: type[ModelT]) -> ModelT:
-    """The body validated as `model`; raises `InvalidJsonError` / `ValidationFailedError` (both 400)."""
+def load_json_body(req: func.HttpRequest) -> Any:
+    """The parsed JSON body (None when empty); too large -> 413, not JSON (or absurdly nested) -> 400."""
     raw = req.get_body()
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLargeError(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
     try:
-        data = json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError):
+        return json.loads(raw) if raw.strip() else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidJsonError("The request body is not valid JSON.") from None
+
+
+def parse_json_body(req: func.HttpRequest, model: type[ModelT]) -> ModelT:
+    """The body validated as `model`; raises `InvalidJsonError` / `ValidationFailedError` (both 400)."""
+    data = load_json_body(req)
     if data is None:
         raise InvalidJsonError("A JSON request body is required.")
     try:

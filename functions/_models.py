@@ -241,19 +241,11 @@ def accepted(job_id: str) -> func.HttpResponse:
     )
 
 
-def parse_json_object(req: func.HttpRequest, max_bytes: int = 1_000_000) -> dict[str, Any]:
+def parse_json_object(req: func.HttpRequest) -> dict[str, Any]:
     """A JSON object body (for free-form payloads such as a RemoteExecutionContext), or a 4xx problem."""
-    import json
+    from functions._http import InvalidJsonError, load_json_body
 
-    from functions._http import InvalidJsonError, PayloadTooLargeError
-
-    raw = req.get_body()
-    if len(raw) > max_bytes:
-        raise PayloadTooLargeError(f"The body is larger than {max_bytes} bytes.")
-    try:
-        data = json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidJsonError("The request body is not valid JSON.") from None
+    data = load_json_body(req)
     if not isinstance(data, dict):
         raise InvalidJsonError("The request body must be a JSON object.")
     return data

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.domain.model import ChangePage, RemoteRecord, WriteOp, WriteResult
-from shared.errors import NotFoundError, PreconditionFailedError, SyncError
+from shared.errors import NotFoundError, PermanentError, PreconditionFailedError, SyncError
 
 _clock = itertools.count(1)
 _BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -114,6 +114,10 @@ class FakeRecordService:
                 continue
             rows = self.rows.setdefault(entity, {})
             if op.kind == "create":
+                number = op.fields.get("number")
+                if entity in self.numbering and number and any(r.get("number") == number for r in rows.values()):
+                    out.append(WriteResult(op.ref, False, error=PermanentError("duplicate No.", status=400)))
+                    continue
                 rid = (op.id or str(uuid.uuid4())).lower()
                 fields = {k: v for k, v in op.fields.items() if k != self.primary_keys.get(entity)}
                 rows[rid] = _apply_binds(fields)

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 from azure.core import AsyncPipelineClient
@@ -424,8 +424,11 @@ class ServiceHttp:
     ) -> AsyncHttpResponse:
         """Sends one call. Statuses outside ``expect`` (default: < 300) raise the mapped ``SyncError``;
         transport failures that outlived the retries raise ``TransientError``."""
-        request = HttpRequest(method, url, params=dict(params) if params else None, headers=dict(headers or {}),
-                              json=json, content=content)  # fmt: skip
+        if params:
+            # azure-core does not percent-encode params: a value with ', &, # or % would break (or inject into)
+            # a $filter. Encode every value here, once.
+            url += ("&" if "?" in url else "?") + urlencode(dict(params), quote_via=quote, safe="$(),'=:")
+        request = HttpRequest(method, url, headers=dict(headers or {}), json=json, content=content)
         options: dict[str, Any] = {"call_kind": kind, "idempotent": idempotent}
         if not self._enforce_https:
             options["enforce_https"] = False

@@ -98,6 +98,9 @@ class TableMapping(_Model):
     match_fields: tuple[MatchField, ...] = Field((), alias="matchFields")
     fields: tuple[FieldMap, ...]
     state: Literal["running", "paused"] = "running"
+    # BC field that identifies a record besides its id; records created from Dataverse get a deterministic
+    # value, so two workers creating the same row at once produce one record (the second is refused).
+    bc_natural_key: str | None = Field("number", alias="bcNaturalKey")
 
     @model_validator(mode="after")
     def _check(self) -> TableMapping:

@@ -8,6 +8,7 @@ link's maximum message size (256 KB on Standard), so no send exceeds the tier's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -89,6 +90,7 @@ class ServiceBusPublisher:
         self._client: ServiceBusClient | None = None
         self._sender: ServiceBusSender | None = None
         self._lock: asyncio.Lock | None = None
+        self._send_lock: asyncio.Lock | None = None
         self.send_count = 0  # batches sent (benchmarks: messages per send)
         self.message_count = 0
 
@@ -125,23 +127,44 @@ class ServiceBusPublisher:
         if not messages:
             return
         outgoing = [to_service_bus_message(m) for m in messages]  # validate all first: all or nothing
-        try:
-            sender = await self._get_sender()
-            batch = await sender.create_message_batch(max_size_in_bytes=self._max_batch_bytes)
-            for message in outgoing:
+        if self._send_lock is None:
+            self._send_lock = asyncio.Lock()
+        # One AMQP link is not safe for concurrent sends (concurrent webhooks broke it): send one at a time.
+        # A failed link is dropped and rebuilt once; re-sending is harmless (message ids are deduplicated).
+        async with self._send_lock:
+            for attempt in (1, 2):
                 try:
-                    batch.add_message(message)
-                    continue
-                except MessageSizeExceededError:
-                    if len(batch) == 0:
-                        raise  # alone too big for the tier: permanent
-                await self._send(sender, batch)
-                batch = await sender.create_message_batch(max_size_in_bytes=self._max_batch_bytes)
-                batch.add_message(message)  # fits an empty batch, else raises (permanent)
-            if len(batch):
-                await self._send(sender, batch)
-        except (ServiceBusError, OSError, TimeoutError) as e:
-            raise translate_error(e) from e
+                    await self._send_all(outgoing)
+                    return
+                except (ServiceBusError, OSError, TimeoutError) as e:
+                    await self._drop_link()
+                    error = translate_error(e)
+                    if attempt == 2 or not getattr(error, "transient", False):
+                        raise error from e
+
+    async def _send_all(self, outgoing: list[Any]) -> None:
+        sender = await self._get_sender()
+        batch = await sender.create_message_batch(max_size_in_bytes=self._max_batch_bytes)
+        for message in outgoing:
+            try:
+                batch.add_message(message)
+                continue
+            except MessageSizeExceededError:
+                if len(batch) == 0:
+                    raise  # alone too big for the tier: permanent
+            await self._send(sender, batch)
+            batch = await sender.create_message_batch(max_size_in_bytes=self._max_batch_bytes)
+            batch.add_message(message)  # fits an empty batch, else raises (permanent)
+        if len(batch):
+            await self._send(sender, batch)
+
+    async def _drop_link(self) -> None:
+        sender, client = self._sender, self._client
+        self._sender = self._client = None
+        for closable in (sender, client):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    await closable.close()
 
     async def _send(self, sender: ServiceBusSender, batch: Any) -> None:
         await sender.send_messages(batch)

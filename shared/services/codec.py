@@ -19,6 +19,11 @@ def dataverse_id_for(mapping: str, bc_id: str) -> str:
     return str(uuid.uuid5(_DV_ID_NAMESPACE, f"{mapping}:{bc_id.lower()}"))
 
 
+def bc_number_for(dataverse_id: str) -> str:
+    """A deterministic BC No. (Code[20]) for a record created from a Dataverse row."""
+    return "DV" + dataverse_id.replace("-", "").upper()[:18]
+
+
 def odata_string(value: str) -> str:
     """An OData string literal; single quotes doubled so a value can't end the literal (no filter injection)."""
     return "'" + value.replace("'", "''") + "'"

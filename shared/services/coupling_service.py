@@ -15,7 +15,7 @@ from shared.domain.model import Coupling, Direction, RemoteRecord, WriteOp, Writ
 from shared.mappings.config import TableMapping
 from shared.planning.planner import best_match, plan_create, snapshot_after_create
 from shared.planning.transform import convert, same
-from shared.services.codec import dataverse_id_for, odata_string
+from shared.services.codec import bc_number_for, dataverse_id_for, odata_string
 from shared.services.engine import Engine, utcnow
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 
@@ -136,6 +136,8 @@ class CouplingService:
             await self.e.couplings.uncouple_many(mapping.name, [existing.bc_id])
         outcome = await self.create_counterparts(mapping, direction, [rec])
         result = outcome.results[0]
+        if result.error_code == "already_coupled":  # a concurrent call coupled it first
+            raise AlreadyCoupledError("The record was coupled meanwhile by another request.")
         if result.status != "created" or result.bc_id is None:
             raise RecordNotFoundError(result.error_message or "The counterpart could not be created.")
         coupling = await self.e.couplings.get_by_bc_id(mapping.name, result.bc_id)
@@ -166,9 +168,17 @@ class CouplingService:
             src_values = {rec.id: codec.dv_values(rec) for rec in sources}
             new_values = {rec.id: plan_create(mapping.fields, direction, src_values[rec.id]) for rec in sources}
             payloads = await codec.bc_payloads(new_values)
+            if mapping.bc_natural_key:
+                for rec in sources:
+                    payloads[rec.id].setdefault(mapping.bc_natural_key, bc_number_for(rec.id))
             ops = [WriteOp("create", ref=rec.id, fields=payloads[rec.id]) for rec in sources]
             written = await self.e.bc.write_many(mapping.bc_entity, ops)
-            pairs = [(rec.id, w) for rec, w in zip(sources, written, strict=True)]
+            written, lost = await self._recover_refused_creates(mapping, sources, written, payloads)
+            for dv_id in lost:  # another worker created and coupled it at the same time: nothing to do here
+                outcome.add(RecordResult(None, dv_id, "unchanged", direction.value))
+            kept = [(rec, w) for rec, w in zip(sources, written, strict=True) if rec.id not in lost]
+            sources, written = [rec for rec, _ in kept], [w for _, w in kept]
+            pairs = [(rec.id, w) for rec, w in kept]
             created_bc = await codec.bc_values_many([w.record for w in written if w.ok and w.record is not None])
             await self._write_back_assigned(mapping, sources, written, created_bc, src_values)
 
@@ -215,12 +225,47 @@ class CouplingService:
                 )
             )
         stored = await self.e.couplings.couple_many(couplings) if couplings else []
-        for c, s in zip(couplings, stored, strict=True):
-            if isinstance(s, Exception):
-                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "failed", direction.value, "already_coupled", str(s)))
-            else:
+        refused = [c.bc_id for c, st in zip(couplings, stored, strict=True) if isinstance(st, Exception)]
+        now_coupled = await self.e.couplings.get_many_by_bc_ids(mapping.name, refused) if refused else {}
+        for c, st in zip(couplings, stored, strict=True):
+            if not isinstance(st, Exception):
                 outcome.add(RecordResult(c.bc_id, c.dataverse_id, "created", direction.value))
+            elif (other := now_coupled.get(c.bc_id)) is not None and other.dataverse_id == c.dataverse_id:
+                # A concurrent worker coupled exactly this pair first: the same outcome, counted once (there).
+                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "unchanged", direction.value))
+            else:
+                outcome.add(
+                    RecordResult(c.bc_id, c.dataverse_id, "failed", direction.value, "already_coupled", str(st))
+                )
         return outcome
+
+    async def _recover_refused_creates(
+        self,
+        mapping: TableMapping,
+        sources: Sequence[RemoteRecord],
+        written: Sequence[WriteResult],
+        payloads: dict[str, dict[str, Any]],
+    ) -> tuple[list[WriteResult], set[str]]:
+        """A refused BC create whose natural key already exists was created before (a concurrent worker, or an
+        attempt that died before coupling): coupled meanwhile -> nothing to do; else adopt that record."""
+        key = mapping.bc_natural_key
+        failed = {rec.id: payloads[rec.id].get(key) for rec, w in zip(sources, written, strict=True) if not w.ok}
+        if not key or not failed:
+            return list(written), set()
+        coupled = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(failed))
+        lost = set(coupled)
+        wanted = {str(v): dv for dv, v in failed.items() if dv not in coupled and v}
+        found: dict[str, RemoteRecord] = {}
+        for chunk in _chunks(sorted(wanted), 15):
+            filt = f"{key} in ({','.join(odata_string(v) for v in chunk)})"
+            async for page in self.e.bc.list_records(mapping.bc_entity, select=mapping.bc_select, filter=filt):
+                for rec in page:
+                    found[wanted[str(rec.fields.get(key))]] = rec
+        out = [
+            WriteResult(w.ref, True, found[rec.id]) if not w.ok and rec.id in found else w
+            for rec, w in zip(sources, written, strict=True)
+        ]
+        return out, lost
 
     async def _write_back_assigned(
         self,

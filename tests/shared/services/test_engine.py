@@ -363,3 +363,29 @@ async def test_number_assigned_by_bc_on_create_reaches_dataverse_at_once(engine:
     writes = len(dv_of(engine).writes)
     _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[body["bcId"]], direction=Direction.TO_DATAVERSE)
     assert ans["results"][0]["status"] == "unchanged" and len(dv_of(engine).writes) == writes
+
+
+async def test_two_workers_creating_the_same_row_at_once_make_one_bc_record(engine: Engine) -> None:
+    import asyncio
+
+    bc_of(engine).numbering["customers"] = "C"
+    d = dv_of(engine).put("accounts", {"name": "Raced"})
+    mapping = await engine.registry.get("CUSTOMER")
+    row = (await engine.dv.get_many("accounts", [d]))[d]
+    svc = CouplingService(engine)
+    first, second = await asyncio.gather(
+        svc.create_counterparts(mapping, Direction.FROM_DATAVERSE, [row]),
+        svc.create_counterparts(mapping, Direction.FROM_DATAVERSE, [row]),
+    )
+    statuses = sorted(r.status for r in first.results + second.results)
+    assert statuses == ["created", "unchanged"], (first.results, second.results)
+    assert len(bc_of(engine).rows["customers"]) == 1
+    assert (await engine.couplings.get_by_dataverse_id("CUSTOMER", d)) is not None
+    # an attempt that died after the BC create but before coupling is adopted, not duplicated
+    d2 = dv_of(engine).put("accounts", {"name": "Orphan"})
+    from shared.services.codec import bc_number_for
+
+    bc_of(engine).put("customers", {"displayName": "Orphan", "number": bc_number_for(d2)})
+    row2 = (await engine.dv.get_many("accounts", [d2]))[d2]
+    outcome = await svc.create_counterparts(mapping, Direction.FROM_DATAVERSE, [row2])
+    assert [r.status for r in outcome.results] == ["created"] and len(bc_of(engine).rows["customers"]) == 2
