@@ -136,7 +136,7 @@ class CouplingService:
             await self.e.couplings.uncouple_many(mapping.name, [existing.bc_id])
         outcome = await self.create_counterparts(mapping, direction, [rec])
         result = outcome.results[0]
-        if result.error_code == "already_coupled":  # a concurrent call coupled it first
+        if result.error_code == "already_coupled" or result.status == "unchanged":  # a concurrent call won
             raise AlreadyCoupledError("The record was coupled meanwhile by another request.")
         if result.status != "created" or result.bc_id is None:
             raise RecordNotFoundError(result.error_message or "The counterpart could not be created.")

@@ -18,12 +18,6 @@ from tests.reliability.test_fault_matrix import couple_new
 pytestmark = [
     pytest.mark.stack,
     pytest.mark.slow,
-    pytest.mark.xfail(
-        strict=True,
-        reason="BUG shared/messaging/publisher.py ServiceBusPublisher.publish: one ServiceBusSender is used by "
-        "concurrent coroutines (azure-servicebus senders are not coroutine-safe); concurrent webhook posts "
-        "break the link ('NoneType' object has no attribute 'create_sender_link'), one request never answers",
-    ),
 ]
 
 

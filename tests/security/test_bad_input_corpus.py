@@ -258,12 +258,6 @@ def test_every_hostile_request_is_a_4xx_problem_and_changes_nothing(world: World
     assert after == before, "a rejected request changed state"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG 500 on bad input: (1) functions/_http.py parse_json_body and functions/_models.py "
-    "parse_json_object do not catch RecursionError from json.loads (deeply nested JSON); (2) "
-    "shared/services/actions.py check_secret calls .encode() on a non-string clientState (int/list/bool)",
-)
 def test_known_bad_inputs_are_4xx_problems(world: World) -> None:
     five_xx = 0
     for case in known_bug_corpus():
