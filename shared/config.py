@@ -92,7 +92,7 @@ class Settings(BaseModel):
     sync_inline_limit: int = Field(100, alias="SYNC_INLINE_LIMIT", ge=1)
     # A change page larger than this is fanned out to workers in batches of fanout_batch_size records.
     fanout_min_records: int = Field(1000, alias="SYNC_FANOUT_MIN_RECORDS", ge=1)
-    fanout_batch_size: int = Field(1000, alias="SYNC_FANOUT_BATCH_SIZE", ge=1, le=5000)
+    fanout_batch_size: int = Field(2000, alias="SYNC_FANOUT_BATCH_SIZE", ge=1, le=5000)
 
     @property
     def dataverse_audience(self) -> str:

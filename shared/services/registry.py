@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from shared.domain.errors import MappingNotFoundError
 from shared.domain.model import MappingSettings
 from shared.mappings.config import MappingFile, TableMapping, dependency_order
@@ -9,10 +11,22 @@ from shared.ports import MappingSettingsStore
 
 
 class MappingRegistry:
-    def __init__(self, config: MappingFile, settings_store: MappingSettingsStore) -> None:
+    def __init__(
+        self, config: MappingFile, settings_store: MappingSettingsStore, *, cache_seconds: float = 5.0
+    ) -> None:
         self._config = config
         self._by_name = {m.name: m for m in config.mappings}
         self._store = settings_store
+        # Overrides are read once per few seconds, not per message: another process's PATCH is seen within
+        # cache_seconds; this process's own PATCH at once.
+        self._cache_seconds = cache_seconds
+        self._cached: tuple[float, dict[str, MappingSettings]] | None = None
+
+    async def _overrides(self) -> dict[str, MappingSettings]:
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] > self._cache_seconds:
+            self._cached = (now, await self._store.get_all())
+        return self._cached[1]
 
     def names(self) -> list[str]:
         return list(self._by_name)
@@ -25,11 +39,10 @@ class MappingRegistry:
 
     async def get(self, name: str) -> TableMapping:
         base = self.shipped(name)
-        overrides = (await self._store.get_all()).get(name)
-        return _apply(base, overrides)
+        return _apply(base, (await self._overrides()).get(name))
 
     async def list(self) -> list[TableMapping]:
-        overrides = await self._store.get_all()
+        overrides = await self._overrides()
         return [_apply(m, overrides.get(m.name)) for m in dependency_order(self._config.mappings)]
 
     def for_dataverse_table(self, logical_name: str) -> TableMapping | None:
@@ -45,6 +58,7 @@ class MappingRegistry:
         for key, value in changes.items():
             setattr(current, key, value)
         await self._store.put(current)
+        self._cached = None
         return await self.get(name)
 
 
