@@ -1,5 +1,5 @@
-"""Fixtures of the reliability suite: one local stack on free ports (shared with tests/security) and a
-summary of the session's fault cases in the terminal report."""
+"""Fixtures of the reliability and security suites (tests/security imports them): one local stack on free
+ports per session, faults cleared after each case, and the session summary in the terminal report."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.reliability.harness import (
 
 
 @pytest.fixture(scope="session")
-def rel_stack() -> Iterator[ReliabilityStack]:
+def suite_stack() -> Iterator[ReliabilityStack]:
     try:
         instance = shared_stack()
     except StackError as exc:
@@ -30,8 +30,8 @@ def rel_stack() -> Iterator[ReliabilityStack]:
 
 
 @pytest.fixture(scope="session")
-def world(rel_stack: ReliabilityStack) -> World:
-    return make_world(rel_stack)
+def world(suite_stack: ReliabilityStack) -> World:
+    return make_world(suite_stack)
 
 
 @pytest.hookimpl(wrapper=True)
