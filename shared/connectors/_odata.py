@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -90,3 +91,15 @@ def in_filter(field: str, ids: Sequence[str]) -> str:
 
 def normalise_guid(value: str) -> str:
     return value.strip().strip("{}").lower()
+
+
+async def gather_by_chunks(
+    ids: Sequence[str], fetch: Callable[[list[str]], Awaitable[list[RemoteRecord]]], *, field: str, base_len: int
+) -> dict[str, RemoteRecord]:
+    """``get_many`` of both clients: ids split so every URL stays short, chunks fetched concurrently."""
+    chunks = list(chunk_ids_by_url(ids, field=field, base_len=base_len))
+    found: dict[str, RemoteRecord] = {}
+    for records in await asyncio.gather(*(fetch(c) for c in chunks)):
+        for rec in records:
+            found[rec.id] = rec
+    return found

@@ -31,8 +31,8 @@ from azure.core.credentials_async import AsyncTokenCredential
 
 from shared.config import Settings
 from shared.connectors._odata import (
-    chunk_ids_by_url,
     format_timestamp,
+    gather_by_chunks,
     in_filter,
     normalise_guid,
     parse_timestamp,
@@ -225,12 +225,7 @@ class BusinessCentralClient:
                 out += [self._record(r) for r in rows]
             return out
 
-        chunks = list(chunk_ids_by_url(wanted, field="id", base_len=base_len))
-        found: dict[str, RemoteRecord] = {}
-        for records in await asyncio.gather(*(fetch(c) for c in chunks)):
-            for rec in records:
-                found[rec.id] = rec
-        return found
+        return await gather_by_chunks(wanted, fetch, field="id", base_len=base_len)
 
     # ------------------------------------------------------------------ writes
     async def write_many(self, entity: str, ops: Sequence[WriteOp]) -> list[WriteResult]:

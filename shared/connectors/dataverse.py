@@ -32,7 +32,13 @@ from azure.core.credentials_async import AsyncTokenCredential
 
 from shared.config import Settings
 from shared.connectors._multipart import BatchPart, build_batch, parse_batch_response
-from shared.connectors._odata import chunk_ids_by_url, in_filter, normalise_guid, to_record, with_required
+from shared.connectors._odata import (
+    gather_by_chunks,
+    in_filter,
+    normalise_guid,
+    to_record,
+    with_required,
+)
 from shared.connectors.http import CallCounter, ServiceHttp, error_from_payload
 from shared.domain.model import ChangePage, RemoteRecord, WriteOp, WriteResult
 from shared.errors import (
@@ -252,12 +258,7 @@ class DataverseClient:
                 out += [self._record(entity, r) for r in body.get("value", [])]
             return out
 
-        chunks = list(chunk_ids_by_url(wanted, field=info.primary_key, base_len=base_len))
-        found: dict[str, RemoteRecord] = {}
-        for records in await asyncio.gather(*(fetch(c) for c in chunks)):
-            for rec in records:
-                found[rec.id] = rec
-        return found
+        return await gather_by_chunks(wanted, fetch, field=info.primary_key, base_len=base_len)
 
     # ------------------------------------------------------------------ writes
     async def write_many(self, entity: str, ops: Sequence[WriteOp]) -> list[WriteResult]:
