@@ -39,6 +39,7 @@ class FakeRecordService:
         self.calls: dict[str, int] = {"read": 0, "write": 0}
         self.writes: list[tuple[str, WriteOp]] = []
         self.fail_writes: dict[str, SyncError] = {}
+        self.fail_writes_once: dict[str, SyncError] = {}
 
     # -------------------------------------------------------------- test helpers
     def put(self, entity: str, fields: dict[str, Any], record_id: str | None = None) -> str:
@@ -109,8 +110,9 @@ class FakeRecordService:
         for op in ops:
             self.writes.append((entity, op))
             key = (op.id or op.ref).lower()
-            if key in self.fail_writes:
-                out.append(WriteResult(op.ref, False, error=self.fail_writes[key]))
+            if key in self.fail_writes or key in self.fail_writes_once:
+                error = self.fail_writes.get(key) or self.fail_writes_once.pop(key)
+                out.append(WriteResult(op.ref, False, error=error))
                 continue
             rows = self.rows.setdefault(entity, {})
             if op.kind == "create":

@@ -222,6 +222,9 @@ class CouplingService:
                     dv_values=dv_snap,
                     bc_etag=bc_etag,
                     dv_etag=dv_etag,
+                    # What the change feeds will show for this pair: its echo there is skipped without reads.
+                    bc_modified_on=(rec if direction == Direction.TO_DATAVERSE else target).modified_on,
+                    dv_modified_on=(target if direction == Direction.TO_DATAVERSE else rec).modified_on,
                 )
             )
         stored = await self.e.couplings.couple_many(couplings) if couplings else []

@@ -171,9 +171,13 @@ class SyncService:
         honour_skipped: bool = True,
         job_id: str | None = None,
         scheduled: bool = False,
+        _attempt: int = 0,
     ) -> SyncOutcome:
-        """Synchronizes these coupled pairs in ``direction``; one result per coupling, in order."""
+        """Synchronizes these coupled pairs in ``direction``; one result per coupling. A write refused because
+        the record changed after it was read (412: another worker, or a change in between) is re-read and
+        re-planned once, so a concurrent writer's values are merged, not lost and not reported as failures."""
         outcome = SyncOutcome()
+        stale: list[Coupling] = []
         if not couplings:
             return outcome
         bc_recs, dv_recs, bc_values = await self._load(mapping, couplings)
@@ -238,6 +242,9 @@ class SyncService:
                     dependency_errors[c.bc_id],
                     transient=True,
                 )
+            if result.status == "failed" and result.error_code == "target_changed" and _attempt == 0:
+                stale.append(c)  # re-planned below with fresh reads; nothing recorded for this attempt
+                continue
             outcome.add(result)
             before = _state_key(c)
             self._bookkeep(c, plan, result, now, dv_results.get(c.bc_id), bc_results.get(c.bc_id))
@@ -259,6 +266,19 @@ class SyncService:
             await self.e.errors.record_many(errors)
         if succeeded:
             await self.e.errors.close_for_records(mapping.name, succeeded)
+        if stale:
+            outcome.merge(
+                await self.sync_couplings(
+                    mapping,
+                    stale,
+                    direction,
+                    force=force,
+                    honour_skipped=honour_skipped,
+                    job_id=job_id,
+                    scheduled=scheduled,
+                    _attempt=1,
+                )
+            )
         record_sync_outcomes(mapping.name, direction.value, outcome.counts)
         for r in outcome.results:
             if r.status not in ("updated", "unchanged"):

@@ -389,3 +389,17 @@ async def test_two_workers_creating_the_same_row_at_once_make_one_bc_record(engi
     row2 = (await engine.dv.get_many("accounts", [d2]))[d2]
     outcome = await svc.create_counterparts(mapping, Direction.FROM_DATAVERSE, [row2])
     assert [r.status for r in outcome.results] == ["created"] and len(bc_of(engine).rows["customers"]) == 2
+
+
+async def test_a_write_refused_as_stale_is_re_read_and_re_planned_once(engine: Engine) -> None:
+    from shared.errors import PreconditionFailedError
+
+    b, d = await couple_synced(engine)
+    bc_of(engine).update("customers", b, phoneNumber="222")
+    dv_of(engine).fail_writes_once[d] = PreconditionFailedError("changed meanwhile", status=412)
+    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    assert ans["results"][0]["status"] == "updated" and ans["counts"]["failed"] == 0
+    assert dv_of(engine).get("accounts", d)["telephone1"] == "222"
+    assert (await engine.errors.list_page(mapping="CUSTOMER"))[0] == []
+    coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
+    assert coupling.consecutive_failures == 0 and coupling.last_sync_result == "succeeded"
