@@ -12,6 +12,7 @@ from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side, Wa
 from shared.errors import PreconditionFailedError
 from shared.mappings.config import TableMapping
 from shared.planning.planner import may_create, plan_deletion
+from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
@@ -297,11 +298,14 @@ class JobService:
             coupled = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, ids)
         sync_dir = mapping.direction
         by_id = {r.id: r for r in records}
-        couplings = [coupled[i] for i in ids if i in coupled and _newer(by_id[i], coupled[i], side)]
+        candidates = [coupled[i] for i in ids if i in coupled and _newer(by_id[i], coupled[i], side)]
+        couplings = await self._not_echoes(mapping, side, candidates, by_id)
         outcome.counts["unchanged"] += sum(1 for i in ids if i in coupled) - len(couplings)
         for start in range(0, len(couplings), 1000):
             chunk = couplings[start : start + 1000]
-            result = await self.sync.sync_couplings(mapping, chunk, sync_dir, job_id=job_id, scheduled=True)
+            result = await self.sync.sync_couplings(
+                mapping, chunk, sync_dir, job_id=job_id, scheduled=True, known=by_id
+            )
             outcome.merge(await self._deletions_from_results(mapping, chunk, result))
         create_dir = Direction.TO_DATAVERSE if side == Side.BC else Direction.FROM_DATAVERSE
         uncoupled = [r for r in records if r.id not in coupled]
@@ -316,6 +320,26 @@ class JobService:
             gone = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(deleted_ids))
             outcome.merge(await self._apply_deletions(mapping, list(gone.values()), deleted_side=Side.DATAVERSE))
         return outcome
+
+    async def _not_echoes(
+        self, mapping: TableMapping, side: Side, couplings: list[Coupling], records: dict[str, RemoteRecord]
+    ) -> list[Coupling]:
+        """Drops the pairs whose changed record still holds exactly the values of the last sync (our own write
+        coming back, or a change to unmapped fields): nothing to do, and the other side is not even read.
+        A change on the other side arrives through its own feed."""
+        codec = self.e.codec(mapping)
+        keys = [f.key for f in mapping.fields if f.bc and f.dataverse and f.constant is None]
+        if side == Side.BC:
+            values = await codec.bc_values_many([records[c.bc_id] for c in couplings])
+        else:
+            values = {c.dataverse_id: codec.dv_values(records[c.dataverse_id]) for c in couplings}
+        out = []
+        for c in couplings:
+            snap = c.bc_values if side == Side.BC else c.dv_values
+            now = values[c.bc_id if side == Side.BC else c.dataverse_id]
+            if not (keys and all(k in snap and same(now.get(k), snap[k]) for k in keys)):
+                out.append(c)
+        return out
 
     async def _deletions_from_results(self, mapping: TableMapping, couplings: list, result: SyncOutcome) -> SyncOutcome:
         """Scheduled syncs turn ``not_found`` results into the mapping's deletion policy."""

@@ -92,12 +92,20 @@ class SyncService:
 
     # ------------------------------------------------------------------ reading both sides
     async def _load(
-        self, mapping: TableMapping, couplings: Sequence[Coupling]
+        self, mapping: TableMapping, couplings: Sequence[Coupling], known: dict[str, RemoteRecord] | None = None
     ) -> tuple[dict[str, RemoteRecord], dict[str, RemoteRecord], dict[str, dict[str, Any]]]:
-        bc_recs = await self.e.bc.get_many(mapping.bc_entity, [c.bc_id for c in couplings], select=mapping.bc_select)
-        dv_recs = await self.e.dv.get_many(
-            mapping.dataverse_entity_set, [c.dataverse_id for c in couplings], select=mapping.dataverse_select
-        )
+        """Both sides of these pairs; ``known`` records (just read from a change feed) are not read again."""
+        known = known or {}
+        bc_recs = {c.bc_id: known[c.bc_id] for c in couplings if c.bc_id in known}
+        dv_recs = {c.dataverse_id: known[c.dataverse_id] for c in couplings if c.dataverse_id in known}
+        missing_bc = [c.bc_id for c in couplings if c.bc_id not in bc_recs]
+        missing_dv = [c.dataverse_id for c in couplings if c.dataverse_id not in dv_recs]
+        if missing_bc:
+            bc_recs.update(await self.e.bc.get_many(mapping.bc_entity, missing_bc, select=mapping.bc_select))
+        if missing_dv:
+            dv_recs.update(
+                await self.e.dv.get_many(mapping.dataverse_entity_set, missing_dv, select=mapping.dataverse_select)
+            )
         bc_values = await self.e.codec(mapping).bc_values_many(bc_recs.values())
         return bc_recs, dv_recs, bc_values
 
@@ -171,6 +179,7 @@ class SyncService:
         honour_skipped: bool = True,
         job_id: str | None = None,
         scheduled: bool = False,
+        known: dict[str, RemoteRecord] | None = None,
         _attempt: int = 0,
     ) -> SyncOutcome:
         """Synchronizes these coupled pairs in ``direction``; one result per coupling. A write refused because
@@ -180,7 +189,7 @@ class SyncService:
         stale: list[Coupling] = []
         if not couplings:
             return outcome
-        bc_recs, dv_recs, bc_values = await self._load(mapping, couplings)
+        bc_recs, dv_recs, bc_values = await self._load(mapping, couplings, known if _attempt == 0 else None)
         pairs = self._pairs(mapping, couplings, bc_recs, dv_recs, bc_values)
         plans = plan_sync(
             mapping.fields,
