@@ -222,10 +222,14 @@ class JobService:
                 if page.full_resync_required:
                     log.warning("change tracking of %s expired; full resync", mapping.name)
                     return await self.run_mapping_sync(mapping, full=True, job_id=job_id)
-                if job_id and len(page.records) > self.e.settings.fanout_min_records:
-                    batches += self._batch_messages(mapping, side, page.records, page.deleted_ids, job_id, len(batches))
-                else:
-                    outcome.merge(await self.process_changes(mapping, side, page.records, page.deleted_ids, job_id))
+                # Changes already seen (feed overlap) and our own writes coming back need no work: dropped
+                # here, before any fan-out or re-read.
+                work, seen = await self._work_of(mapping, side, page.records)
+                outcome.counts["unchanged"] += seen
+                if job_id and len(work) > self.e.settings.fanout_min_records:
+                    batches += self._batch_messages(mapping, side, work, page.deleted_ids, job_id, len(batches))
+                elif work or page.deleted_ids:
+                    outcome.merge(await self.process_changes(mapping, side, work, page.deleted_ids, job_id))
                 if page.next_cursor:
                     cursors[side.value] = page.next_cursor
         if batches and job_id:
@@ -320,6 +324,26 @@ class JobService:
             gone = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(deleted_ids))
             outcome.merge(await self._apply_deletions(mapping, list(gone.values()), deleted_side=Side.DATAVERSE))
         return outcome
+
+    async def _work_of(
+        self, mapping: TableMapping, side: Side, records: Sequence[RemoteRecord]
+    ) -> tuple[list[RemoteRecord], int]:
+        """The records of a change page that need work (uncoupled, or coupled and really changed), and how
+        many coupled ones don't."""
+        if not records:
+            return [], 0
+        by_id = {r.id: r for r in records}
+        if side == Side.BC:
+            coupled = await self.e.couplings.get_many_by_bc_ids(mapping.name, list(by_id))
+        else:
+            coupled = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(by_id))
+        candidates = [c for i, c in coupled.items() if _newer(by_id[i], c, side)]
+        changed = {
+            c.bc_id if side == Side.BC else c.dataverse_id
+            for c in await self._not_echoes(mapping, side, candidates, by_id)
+        }
+        work = [r for r in records if r.id not in coupled or r.id in changed]
+        return work, len(coupled) - len(changed)
 
     async def _not_echoes(
         self, mapping: TableMapping, side: Side, couplings: list[Coupling], records: dict[str, RemoteRecord]
