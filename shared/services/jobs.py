@@ -224,12 +224,12 @@ class JobService:
                     return await self.run_mapping_sync(mapping, full=True, job_id=job_id)
                 # Changes already seen (feed overlap) and our own writes coming back need no work: dropped
                 # here, before any fan-out or re-read.
-                work, seen = await self._work_of(mapping, side, page.records)
+                work, seen, coupled = await self._work_of(mapping, side, page.records)
                 outcome.counts["unchanged"] += seen
                 if job_id and len(work) > self.e.settings.fanout_min_records:
                     batches += self._batch_messages(mapping, side, work, page.deleted_ids, job_id, len(batches))
                 elif work or page.deleted_ids:
-                    outcome.merge(await self.process_changes(mapping, side, work, page.deleted_ids, job_id))
+                    outcome.merge(await self.process_changes(mapping, side, work, page.deleted_ids, job_id, coupled))
                 if page.next_cursor:
                     cursors[side.value] = page.next_cursor
         if batches and job_id:
@@ -291,14 +291,17 @@ class JobService:
         records: Sequence[RemoteRecord],
         deleted_ids: Sequence[str],
         job_id: str | None,
+        coupled: dict[str, Coupling] | None = None,
     ) -> SyncOutcome:
+        """Syncs the coupled records of a change set and creates+couples the uncoupled ones the mapping allows;
+        ``coupled`` (by this side's id) when the caller already looked the couplings up."""
         outcome = SyncOutcome()
         if mapping.state == "paused" and job_id is None:
             return outcome
         ids = [r.id for r in records]
-        if side == Side.BC:
+        if coupled is None and side == Side.BC:
             coupled = await self.e.couplings.get_many_by_bc_ids(mapping.name, ids)
-        else:
+        elif coupled is None:
             coupled = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, ids)
         sync_dir = mapping.direction
         by_id = {r.id: r for r in records}
@@ -327,11 +330,11 @@ class JobService:
 
     async def _work_of(
         self, mapping: TableMapping, side: Side, records: Sequence[RemoteRecord]
-    ) -> tuple[list[RemoteRecord], int]:
-        """The records of a change page that need work (uncoupled, or coupled and really changed), and how
-        many coupled ones don't."""
+    ) -> tuple[list[RemoteRecord], int, dict[str, Coupling]]:
+        """The records of a change page that need work (uncoupled, or coupled and really changed), how many
+        coupled ones don't, and the couplings found."""
         if not records:
-            return [], 0
+            return [], 0, {}
         by_id = {r.id: r for r in records}
         if side == Side.BC:
             coupled = await self.e.couplings.get_many_by_bc_ids(mapping.name, list(by_id))
@@ -343,7 +346,7 @@ class JobService:
             for c in await self._not_echoes(mapping, side, candidates, by_id)
         }
         work = [r for r in records if r.id not in coupled or r.id in changed]
-        return work, len(coupled) - len(changed)
+        return work, len(coupled) - len(changed), coupled
 
     async def _not_echoes(
         self, mapping: TableMapping, side: Side, couplings: list[Coupling], records: dict[str, RemoteRecord]
