@@ -150,12 +150,16 @@ class Stack:
         ports: Mapping[str, int] | None = None,
         env: Mapping[str, str] | None = None,
         only: set[str] | None = None,
+        extra_args: Mapping[str, list[str]] | None = None,
         readiness_timeout: float = 30.0,
         python: str = sys.executable,
     ) -> None:
         self.root = Path(root)
         self.ports = {**DEFAULT_PORTS, **(ports or {})}
         self.extra_env = dict(env or {})
+        self.extra_args = {
+            k: list(v) for k, v in (extra_args or {}).items()
+        }  # e.g. {"authority": ["--token-lifetime", "5"]}
         self.only = only
         self.readiness_timeout = readiness_timeout
         self.python = python
@@ -209,6 +213,9 @@ class Stack:
 
     # ----- component table -----
     def components(self) -> list[Component]:
+        return self._with_extra_args(self._base_components())
+
+    def _base_components(self) -> list[Component]:
         p, py = self.ports, self.python
         jwks = f"https://127.0.0.1:{p['authority']}/{LOCAL_TENANT_ID}/discovery/v2.0/keys"
         discovery = f"https://127.0.0.1:{p['authority']}/{LOCAL_TENANT_ID}/v2.0/.well-known/openid-configuration"
@@ -281,6 +288,11 @@ class Stack:
                 module="local.host",
             ),
         ]
+
+    def _with_extra_args(self, components: list[Component]) -> list[Component]:
+        for c in components:
+            c.argv = [*c.argv, *self.extra_args.get(c.name, [])]
+        return components
 
     def _available(self, name: str) -> bool:
         if self.only is not None and name not in self.only:

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from local.stack import Component, Stack
+from local.stack import Stack
 from shared.config import PROJECT_ROOT
 from tests.integration.conftest import ApiClient
 from tests.integration.sims import SimClients
@@ -26,20 +26,8 @@ PROBLEM = "application/problem+json"
 SIMS = ("bc_sim", "dv_sim")
 
 
-class ReliabilityStack(Stack):
-    """`Stack` whose Dataverse simulator accepts tokens for its own (free-port) URL.
-
-    local/stack.py starts dv_sim without `--audience`, so on free ports it expects the audience
-    `http://127.0.0.1:7082` while the service asks for its real URL: every Dataverse call is a 401
-    (reported to the lead). Passing the audience here keeps this suite independent of that fix.
-    """
-
-    def components(self) -> list[Component]:
-        out = super().components()
-        for c in out:
-            if c.name == "dv_sim" and "--no-auth" not in c.argv and "--audience" not in c.argv:
-                c.argv += ["--audience", f"http://127.0.0.1:{self.ports['dv_sim']}"]
-        return out
+# The suites' stack is the project's own launcher (it passes each simulator its free-port audience).
+ReliabilityStack = Stack
 
 
 _lock = threading.Lock()
