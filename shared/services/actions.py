@@ -12,7 +12,7 @@ from shared.domain.errors import CannotAutoCoupleError, MappingNotFoundError, Se
 from shared.domain.model import Direction, Job
 from shared.mappings.config import TableMapping
 from shared.services.coupling_service import CouplingService
-from shared.services.engine import Engine, utcnow
+from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.jobs import BATCH_SIZE, JobService, message
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService, resolve_direction
 
@@ -99,7 +99,7 @@ async def sync_now(
         job = await JobService(engine).start(mapping.name, "syncNow", chosen.value, messages=msgs)
         return 202, {"jobId": job.job_id, "status": "queued"}, job
     job = Job(
-        job_id=_new_id(),
+        job_id=new_job_id(),
         mapping=mapping.name,
         kind="syncNow",
         direction=chosen.value,
@@ -114,12 +114,6 @@ async def sync_now(
     status = "partial" if outcome.counts["failed"] else "succeeded"
     await engine.jobs.set_status(job.job_id, status, finished_at=utcnow())
     return 200, {"jobId": job.job_id, "results": [r.as_json() for r in outcome.results], "counts": outcome.counts}, None
-
-
-def _new_id() -> str:
-    from shared.services.engine import new_job_id
-
-    return new_job_id()
 
 
 # ------------------------------------------------------------------ synchronize from Dataverse
@@ -148,8 +142,8 @@ def parse_dataverse_request(body: dict[str, Any]) -> tuple[str, str, str, dict[s
     return entity, row_id.lower(), "Update", {}
 
 
-def is_echo(context: dict[str, Any], coupling_dv_modified: Any) -> bool:
-    """A change this service made itself: tagged by our writes, or not newer than what we last wrote."""
+def is_echo(context: dict[str, Any]) -> bool:
+    """A change this service made itself: its write carried our tag (shared variable ``tag``)."""
     for var in context.get("SharedVariables") or []:
         if isinstance(var, dict) and var.get("key") == "tag" and var.get("value") == ECHO_TAG:
             return True
@@ -163,7 +157,7 @@ async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int
         raise MappingNotFoundError(f"No table mapping synchronizes the Dataverse table '{entity[:60]}'.")
     mapping = await engine.registry.get(base.name)
     coupling = await engine.couplings.get_by_dataverse_id(mapping.name, row_id)
-    if context and is_echo(context, coupling.dv_modified_on if coupling else None):
+    if context and is_echo(context):
         return 200, {"ignored": True}
     if coupling is not None:
         direction = Direction.FROM_DATAVERSE if mapping.allows(Direction.FROM_DATAVERSE) else Direction.TO_DATAVERSE
@@ -253,7 +247,7 @@ async def bc_notification(engine: Engine, body: dict[str, Any]) -> int:
 async def dataverse_notification(engine: Engine, body: dict[str, Any]) -> int:
     entity, row_id, msg_name, context = parse_dataverse_request(body)
     base = engine.registry.for_dataverse_table(entity)
-    if base is None or is_echo(context, None):
+    if base is None or is_echo(context):
         return 0
     op = str(context.get("OperationId") or context.get("CorrelationId") or "")
     await engine.publisher.publish(

@@ -60,7 +60,6 @@ class JobService:
             list(messages) if messages is not None else [message(_message_kind(kind), job.job_id, mapping, **payload)]
         )
         for i, m in enumerate(msgs):
-            m.setdefault("jobId", job.job_id)
             m["jobId"] = job.job_id
             m["messageId"] = f"{job.job_id}:{m['kind']}:{m.get('batch', i)}"
         job.expected_batches = len(msgs)
@@ -137,10 +136,7 @@ class JobService:
         if msg.get("scheduled"):  # a fanned-out page of changes: re-read the records, then as inline
             side = Side(msg["side"])
             ids = [i.lower() for i in (msg.get("bcIds") or msg.get("dataverseIds") or [])]
-            if side == Side.BC:
-                recs = await self.e.bc.get_many(mapping.bc_entity, ids, select=mapping.bc_select)
-            else:
-                recs = await self.e.dv.get_many(mapping.dataverse_entity_set, ids, select=mapping.dataverse_select)
+            recs = await self._read(mapping, side, ids)
             return await self.process_changes(mapping, side, list(recs.values()), msg.get("deletedIds") or [], job_id)
         direction = Direction(msg["direction"])
         bc_ids = [i.lower() for i in msg.get("bcIds") or []]
@@ -209,6 +205,8 @@ class JobService:
         processed here; a large page is fanned out to workers as ``sync-batch`` messages. Watermarks move
         only after every page (and, when fanned out, every batch) succeeded: the last batch moves them."""
         outcome = SyncOutcome()
+        if mapping.state == "paused" and job_id is None:
+            return outcome  # paused: nothing read, so no watermark moves past unsynced changes
         batches: list[dict[str, Any]] = []
         cursors: dict[str, str] = {}
         for side in self._sides(mapping):
@@ -229,7 +227,7 @@ class JobService:
                 if job_id and len(work) > self.e.settings.fanout_min_records:
                     batches += self._batch_messages(mapping, side, work, page.deleted_ids, job_id, len(batches))
                 elif work or page.deleted_ids:
-                    outcome.merge(await self.process_changes(mapping, side, work, page.deleted_ids, job_id, coupled))
+                    outcome.merge(await self._apply_work(mapping, side, work, 0, coupled, page.deleted_ids, job_id))
                 if page.next_cursor:
                     cursors[side.value] = page.next_cursor
         if batches and job_id:
@@ -291,31 +289,38 @@ class JobService:
         records: Sequence[RemoteRecord],
         deleted_ids: Sequence[str],
         job_id: str | None,
-        coupled: dict[str, Coupling] | None = None,
     ) -> SyncOutcome:
-        """Syncs the coupled records of a change set and creates+couples the uncoupled ones the mapping allows;
-        ``coupled`` (by this side's id) when the caller already looked the couplings up."""
-        outcome = SyncOutcome()
+        """Syncs the changed coupled records of a change set and creates+couples the uncoupled ones the
+        mapping allows; changes already seen and our own echoes cost nothing."""
         if mapping.state == "paused" and job_id is None:
-            return outcome
-        ids = [r.id for r in records]
-        if coupled is None and side == Side.BC:
-            coupled = await self.e.couplings.get_many_by_bc_ids(mapping.name, ids)
-        elif coupled is None:
-            coupled = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, ids)
-        sync_dir = mapping.direction
-        by_id = {r.id: r for r in records}
-        candidates = [coupled[i] for i in ids if i in coupled and _newer(by_id[i], coupled[i], side)]
-        couplings = await self._not_echoes(mapping, side, candidates, by_id)
-        outcome.counts["unchanged"] += sum(1 for i in ids if i in coupled) - len(couplings)
+            return SyncOutcome()
+        work, seen, coupled = await self._work_of(mapping, side, records)
+        return await self._apply_work(mapping, side, work, seen, coupled, deleted_ids, job_id)
+
+    async def _apply_work(
+        self,
+        mapping: TableMapping,
+        side: Side,
+        work: Sequence[RemoteRecord],
+        seen: int,
+        coupled: dict[str, Coupling],
+        deleted_ids: Sequence[str],
+        job_id: str | None,
+    ) -> SyncOutcome:
+        """Applies what ``_work_of`` found: ``work`` are the records that need it, ``seen`` the coupled ones
+        that don't, ``coupled`` the couplings by this side's id."""
+        outcome = SyncOutcome()
+        outcome.counts["unchanged"] += seen
+        by_id = {r.id: r for r in work}
+        couplings = [coupled[r.id] for r in work if r.id in coupled]
         for start in range(0, len(couplings), 1000):
             chunk = couplings[start : start + 1000]
             result = await self.sync.sync_couplings(
-                mapping, chunk, sync_dir, job_id=job_id, scheduled=True, known=by_id
+                mapping, chunk, mapping.direction, job_id=job_id, scheduled=True, known=by_id
             )
             outcome.merge(await self._deletions_from_results(mapping, chunk, result))
         create_dir = Direction.TO_DATAVERSE if side == Side.BC else Direction.FROM_DATAVERSE
-        uncoupled = [r for r in records if r.id not in coupled]
+        uncoupled = [r for r in work if r.id not in coupled]
         if uncoupled and may_create(create_dir, mapping.direction, mapping.sync_only_coupled, mapping.create_new):
             for start in range(0, len(uncoupled), 1000):
                 outcome.merge(
@@ -324,9 +329,20 @@ class JobService:
                     )
                 )
         if deleted_ids:
-            gone = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(deleted_ids))
+            gone = await self._couplings_by(mapping, Side.DATAVERSE, deleted_ids)
             outcome.merge(await self._apply_deletions(mapping, list(gone.values()), deleted_side=Side.DATAVERSE))
         return outcome
+
+    async def _read(self, mapping: TableMapping, side: Side, ids: Sequence[str]) -> dict[str, RemoteRecord]:
+        if side == Side.BC:
+            return await self.e.bc.get_many(mapping.bc_entity, ids, select=mapping.bc_select)
+        return await self.e.dv.get_many(mapping.dataverse_entity_set, ids, select=mapping.dataverse_select)
+
+    async def _couplings_by(self, mapping: TableMapping, side: Side, ids: Sequence[str]) -> dict[str, Coupling]:
+        """Couplings keyed by this side's id."""
+        if side == Side.BC:
+            return await self.e.couplings.get_many_by_bc_ids(mapping.name, list(ids))
+        return await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(ids))
 
     async def _work_of(
         self, mapping: TableMapping, side: Side, records: Sequence[RemoteRecord]
@@ -336,10 +352,7 @@ class JobService:
         if not records:
             return [], 0, {}
         by_id = {r.id: r for r in records}
-        if side == Side.BC:
-            coupled = await self.e.couplings.get_many_by_bc_ids(mapping.name, list(by_id))
-        else:
-            coupled = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(by_id))
+        coupled = await self._couplings_by(mapping, side, list(by_id))
         candidates = [c for i, c in coupled.items() if _newer(by_id[i], c, side)]
         changed = {
             c.bc_id if side == Side.BC else c.dataverse_id
@@ -438,15 +451,9 @@ class JobService:
         side = Side.BC if msg.get("bcIds") else Side.DATAVERSE
         ids = [i.lower() for i in (msg.get("bcIds") or msg.get("dataverseIds") or [])]
         if msg.get("deleted"):
-            if side == Side.DATAVERSE:
-                gone = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, ids)
-            else:
-                gone = await self.e.couplings.get_many_by_bc_ids(mapping.name, ids)
+            gone = await self._couplings_by(mapping, side, ids)
             return await self._apply_deletions(mapping, list(gone.values()), deleted_side=side)
-        if side == Side.BC:
-            recs = await self.e.bc.get_many(mapping.bc_entity, ids, select=mapping.bc_select)
-        else:
-            recs = await self.e.dv.get_many(mapping.dataverse_entity_set, ids, select=mapping.dataverse_select)
+        recs = await self._read(mapping, side, ids)
         return await self.process_changes(mapping, side, list(recs.values()), [], job_id)
 
 
