@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -10,7 +11,7 @@ import azure.functions as func
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from shared.domain.errors import ValidationFailedError
-from shared.domain.model import Coupling, Direction, Job, SyncErrorEntry
+from shared.domain.model import COUNT_KEYS, Coupling, Direction, Job, SyncErrorEntry
 from shared.mappings.config import TableMapping
 
 MAX_IDS = 1000
@@ -169,8 +170,6 @@ def coupling_json(c: Coupling) -> dict[str, Any]:
 
 
 def job_json(j: Job) -> dict[str, Any]:
-    from shared.domain.model import COUNT_KEYS
-
     return {
         "jobId": j.job_id,
         "mapping": j.mapping,
@@ -231,8 +230,6 @@ def mapping_json(m: TableMapping) -> dict[str, Any]:
 
 
 def accepted(job_id: str) -> func.HttpResponse:
-    import json
-
     return func.HttpResponse(
         json.dumps({"jobId": job_id, "status": "queued"}),
         status_code=202,
