@@ -190,7 +190,7 @@ def fake_engine(**settings: Any) -> Any:
     stores = FakeStores()
     return Engine(
         settings=s,
-        registry=MappingRegistry(load_mapping_file(s.mappings_file), stores.settings),
+        registry=MappingRegistry(load_mapping_file(s.mappings_file), stores.documents),
         bc=FakeRecordService("bc"),
         dv=FakeRecordService("dv", primary_keys=DV_PRIMARY_KEYS),
         couplings=stores.couplings,

@@ -99,6 +99,12 @@ class JobService:
                 outcome.counts["uncoupled"] = n
             elif kind == "match-couple":
                 outcome = await self._match(mapping, msg)
+            elif kind == "delete-mapping":
+                from shared.services.mapping_admin import admin_for
+
+                outcome = SyncOutcome()
+                outcome.counts["uncoupled"] = await self.e.couplings.delete_all(mapping.name)
+                await admin_for(self.e).remove(mapping.name)
             elif kind == "retry-errors":
                 outcome = await self._retry(mapping, msg, job_id)
             else:
@@ -146,16 +152,28 @@ class JobService:
         return await sync_ids(self.e, mapping, bc_ids, dv_ids, direction, force=bool(msg.get("force")), job_id=job_id)
 
     async def _match(self, mapping: TableMapping, msg: dict[str, Any]) -> SyncOutcome:
+        from shared.services.match_service import MatchService, criteria_from_body
+
+        criteria = criteria_from_body(msg["matchFields"]) if msg.get("matchFields") else None
+        options = {
+            "criteria": criteria,
+            "create_new": msg.get("createNewIfNoMatch"),
+            "sync_after": msg.get("syncAfter"),
+            "job_id": msg.get("jobId"),
+        }
+        select = sorted({*mapping.bc_select, *(c.bc for c in criteria or ())})
+        matcher = MatchService(self.e)
         outcome = SyncOutcome()
         ids = msg.get("bcIds")
         if ids:
-            recs = await self.e.bc.get_many(mapping.bc_entity, ids, select=mapping.bc_select)
-            outcome.merge(await self.coupling.match_couple(mapping, list(recs.values())))
+            recs = await self.e.bc.get_many(mapping.bc_entity, ids, select=select)
+            outcome.merge(await matcher.match(mapping, list(recs.values()), **options))
+            missing = [i for i in dict.fromkeys(x.lower() for x in ids) if i not in recs]
+            for bc_id in missing:
+                outcome.add(RecordResult(bc_id, None, "not_found", None, "record_not_found", "No such BC record."))
             return outcome
-        async for page in self.e.bc.list_records(
-            mapping.bc_entity, select=mapping.bc_select, filter=mapping.table_filter
-        ):
-            outcome.merge(await self.coupling.match_couple(mapping, page))
+        async for page in self.e.bc.list_records(mapping.bc_entity, select=select, filter=mapping.table_filter):
+            outcome.merge(await matcher.match(mapping, page, **options))
         return outcome
 
     async def _retry(self, mapping: TableMapping, msg: dict[str, Any], job_id: str) -> SyncOutcome:
@@ -481,4 +499,5 @@ def _message_kind(kind: str) -> str:
         "retryErrors": "retry-errors",
         "record": "record-changed",
         "syncNow": "sync-batch",
+        "deleteMapping": "delete-mapping",
     }[kind]
