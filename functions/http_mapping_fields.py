@@ -33,7 +33,7 @@ async def create_mapping(req: func.HttpRequest) -> func.HttpResponse:
 async def delete_mapping(req: func.HttpRequest) -> func.HttpResponse:
     engine = await get_engine()
     mapping = await admin_for(engine).check_deletable(req.route_params["mapping"])
-    job = await JobService(engine).start(mapping.name, "deleteMapping", None)
+    job = await JobService(engine).start(mapping.name, "deleteMapping", None, deleteMapping=True)
     return accepted(job.job_id)
 
 

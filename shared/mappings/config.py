@@ -99,7 +99,7 @@ class MatchField(_Model):
 
 
 class TableMapping(_Model):
-    name: str = Field(pattern=r"^[A-Z0-9][A-Z0-9_-]{0,49}$")
+    name: str = Field(pattern=r"^[A-Z0-9][A-Z0-9 _-]{0,49}$")
     bc_entity: str = Field(alias="bcEntity")
     dataverse_table: str = Field(alias="dataverseTable")
     dataverse_entity_set: str = Field(alias="dataverseEntitySet")

@@ -97,14 +97,12 @@ class JobService:
                 n = await self.e.couplings.delete_all(mapping.name)
                 outcome = SyncOutcome()
                 outcome.counts["uncoupled"] = n
+                if msg.get("deleteMapping"):  # DELETE /api/mappings/{m}: its couplings first, then the mapping
+                    from shared.services.mapping_admin import admin_for
+
+                    await admin_for(self.e).remove(mapping.name)
             elif kind == "match-couple":
                 outcome = await self._match(mapping, msg)
-            elif kind == "delete-mapping":
-                from shared.services.mapping_admin import admin_for
-
-                outcome = SyncOutcome()
-                outcome.counts["uncoupled"] = await self.e.couplings.delete_all(mapping.name)
-                await admin_for(self.e).remove(mapping.name)
             elif kind == "retry-errors":
                 outcome = await self._retry(mapping, msg, job_id)
             else:
@@ -499,5 +497,5 @@ def _message_kind(kind: str) -> str:
         "retryErrors": "retry-errors",
         "record": "record-changed",
         "syncNow": "sync-batch",
-        "deleteMapping": "delete-mapping",
+        "deleteMapping": "uncouple-all",
     }[kind]

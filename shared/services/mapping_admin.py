@@ -223,13 +223,11 @@ class MappingAdmin:
         doc, _ = await self._current(name, if_match)
         if not self.registry.is_shipped(name):
             raise NotShippedError(f"The mapping {name} is user-defined; it has no shipped definition to reset to.")
-        if doc.version:
-            try:
-                await self.registry.documents.delete(name, doc.row_etag)
-            except StorePreconditionFailed:
-                raise PreconditionFailedError(f"The mapping {name} was changed by another request meanwhile.") from None
-        self.registry.invalidate()
-        return await self.registry.get(name), self.registry.etag(name, None)
+        if not doc.version:
+            return await self.registry.get(name), self.registry.etag(name, None)
+        # A reset is a new version with nothing overridden (versions never restart, so caches keyed by
+        # version never see an old one again).
+        return await self._store(MappingDocument(name=name, version=doc.version, row_etag=doc.row_etag))
 
     async def create(self, body: dict[str, Any]) -> tuple[TableMapping, str]:
         name = str(body["name"])

@@ -36,7 +36,7 @@ class MappingRegistry:
         self._cache_seconds = cache_seconds
         self._cached: tuple[float, dict[str, MappingDocument]] | None = None
         # Effective mappings by (name, version): a document is validated once, not on every message.
-        self._built: dict[tuple[str, int], TableMapping] = {}
+        self._built: dict[tuple[str, int, str | None], TableMapping] = {}
         self._known: dict[str, TableMapping] = {}
         self._listeners: list[Any] = []
 
@@ -72,7 +72,7 @@ class MappingRegistry:
         return self.shipped(name)
 
     def _build(self, name: str, doc: MappingDocument | None) -> TableMapping:
-        key = (name, doc.version if doc else 0)
+        key = (name, doc.version if doc else 0, doc.row_etag if doc else None)
         built = self._built.get(key)
         if built is None:
             try:
