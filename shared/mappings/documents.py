@@ -108,11 +108,10 @@ def effective_mapping(shipped: TableMapping | None, doc: MappingDocument | None)
     make a valid mapping (callers validate a change this way before storing it)."""
     if shipped is None and (doc is None or doc.base is None):
         raise ValueError("a mapping needs a shipped definition or a stored base")
-    if doc is None:
-        return _with_catalog(shipped, list(shipped.fields))  # type: ignore[arg-type]
+    doc = doc or MappingDocument(name=shipped.name)  # type: ignore[union-attr]
     if shipped is not None:
         raw = mapping_base_json(shipped)
-        fields = [field_json(f) for f in shipped.fields]
+        fields = _match_flags(raw, [field_json(f) for f in shipped.fields])
     else:
         raw = dict(doc.base or {})
         fields = []
@@ -129,9 +128,23 @@ def effective_mapping(shipped: TableMapping | None, doc: MappingDocument | None)
     return TableMapping.model_validate(raw)
 
 
-def _with_catalog(m: TableMapping, catalog: list[FieldMap]) -> TableMapping:
-    enabled = tuple(f for f in catalog if f.status == "enabled")
-    return m.model_copy(update={"fields": enabled, "field_catalog": tuple(catalog)})
+def _match_flags(raw: dict[str, Any], fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Shipped ``matchFields`` on a pair that is also a field mapping become that field mapping's
+    ``useForMatch``/``matchPriority`` (so an administrator can change them like BC's page does); the rest
+    stay criteria of their own."""
+    rest = []
+    by_pair = {(f.get("bc"), f.get("dataverse")): f for f in fields}
+    for m in raw.get("matchFields") or []:
+        f = by_pair.get((m.get("bc"), m.get("dataverse")))
+        if f is None:
+            rest.append(m)
+            continue
+        f["useForMatch"] = True
+        f["matchPriority"] = m.get("priority", 1)
+        if m.get("caseSensitive"):
+            f["caseSensitive"] = True
+    raw["matchFields"] = rest
+    return fields
 
 
 def mapping_etag(version: int, shipped: TableMapping | None) -> str:

@@ -82,6 +82,26 @@ def check_field(
     if f.dataverse and dv_f is None:
         return FieldProblem("unknown_field", 422, f"{_label(dv)} has no attribute '{f.dataverse}'.")
     to_dv, to_bc = writes(f, mapping_direction)
+    for other in others:
+        if other.id == f.id:
+            if other is not f:
+                return FieldProblem("field_already_mapped", 409, f"The field mapping '{f.id}' exists already.")
+            continue
+        if other.status != "enabled":
+            continue
+        o_dv, o_bc = writes(other, mapping_direction)
+        if to_dv and o_dv and f.dataverse and other.dataverse == f.dataverse:
+            return FieldProblem(
+                "field_already_mapped",
+                409,
+                f"{_label(dv)} attribute '{f.dataverse}' is already written by the field mapping '{other.id}'.",
+            )
+        if to_bc and o_bc and f.bc and other.bc == f.bc:
+            return FieldProblem(
+                "field_already_mapped",
+                409,
+                f"{_label(bc)} field '{f.bc}' is already written by the field mapping '{other.id}'.",
+            )
 
     for target, meta, written in ((dv_f, dv, to_dv), (bc_f, bc, to_bc)):
         if written and target is not None and not target.writable:
@@ -107,26 +127,6 @@ def check_field(
         if problem is not None:
             return problem
 
-    for other in others:
-        if other.id == f.id:
-            if other is not f:
-                return FieldProblem("field_already_mapped", 409, f"The field mapping '{f.id}' exists already.")
-            continue
-        if other.status != "enabled":
-            continue
-        o_dv, o_bc = writes(other, mapping_direction)
-        if to_dv and o_dv and f.dataverse and other.dataverse == f.dataverse:
-            return FieldProblem(
-                "field_already_mapped",
-                409,
-                f"{_label(dv)} attribute '{f.dataverse}' is already written by the field mapping '{other.id}'.",
-            )
-        if to_bc and o_bc and f.bc and other.bc == f.bc:
-            return FieldProblem(
-                "field_already_mapped",
-                409,
-                f"{_label(bc)} field '{f.bc}' is already written by the field mapping '{other.id}'.",
-            )
     return None
 
 

@@ -5,6 +5,7 @@ a custom BC API page and a custom Dataverse table syncing both ways, reset, dele
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -286,3 +287,22 @@ def test_custom_mapping_over_a_custom_page_and_table_syncs_both_ways(api: Any, w
         assert done["kind"] == "deleteMapping" and done["counts"]["uncoupled"] >= 1, done
     assert_problem(api.get(f"/api/mappings/{name}"), 404, "mapping_not_found")
     assert_problem(api.delete("/api/mappings/CUSTOMER"), 409, "not_user_defined")
+
+
+async def test_other_processes_see_a_change_within_five_seconds(api: Any, stack: Any, customer: str) -> None:
+    """A second engine (another process's registry, same tables) picks the change up from its cache in <= 5 s."""
+    import time
+
+    from shared.bootstrap import build_runtime
+    from shared.config import settings_from_env
+
+    rt = build_runtime(settings_from_env(stack.child_env()))
+    try:
+        assert (await rt.engine.registry.get("CUSTOMER")).schedule_minutes == 5  # now cached in that process
+        assert api.patch("/api/mappings/CUSTOMER", json={"scheduleMinutes": 42}).status_code == 200
+        answered = time.monotonic()
+        while (await rt.engine.registry.get("CUSTOMER")).schedule_minutes != 42:
+            assert time.monotonic() - answered < 5.5, "not seen within 5 s"
+            await asyncio.sleep(0.2)
+    finally:
+        await rt.aclose()

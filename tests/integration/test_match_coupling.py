@@ -104,6 +104,13 @@ def test_ambiguous_first_priority_is_resolved_by_the_second(api: Any, world: dic
 
 def test_field_mappings_with_use_for_match_are_the_criteria(api: Any, world: dict[str, Any], customer: str) -> None:
     sims = world["sims"]
+    shipped = {f["id"]: f for f in api.get("/api/mappings/CUSTOMER/fields").json()["value"]}
+    assert (shipped["number~accountnumber"]["useForMatch"], shipped["number~accountnumber"]["matchPriority"]) == (
+        True,
+        1,
+    )  # the shipped criteria are flags of the field mappings, changeable like any other
+    resp = api.patch("/api/mappings/CUSTOMER/fields/number~accountnumber", json={"useForMatch": False})
+    assert resp.status_code == 200 and resp.json()["useForMatch"] is False
     for fid, prio in (("displayName~name", 1), ("city~address1_city", 1)):
         resp = api.patch(f"/api/mappings/CUSTOMER/fields/{fid}", json={"useForMatch": True, "matchPriority": prio})
         assert resp.status_code == 200 and resp.json()["useForMatch"] is True, resp.text
