@@ -63,7 +63,7 @@ def build_runtime(
     publisher = ServiceBusPublisher.from_settings(settings, credential)
     if wrap_publisher is not None:
         publisher = wrap_publisher(publisher)
-    registry = MappingRegistry(mappings, _document_store(settings, stores))
+    registry = MappingRegistry(mappings, _document_store(settings, stores), legacy_settings=stores.settings)
     registry.on_mapping(lambda m: _register_custom_table(dv, m))
     engine = Engine(
         settings=settings,

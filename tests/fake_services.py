@@ -194,7 +194,7 @@ def fake_engine(**settings: Any) -> Any:
     stores = FakeStores()
     return Engine(
         settings=s,
-        registry=MappingRegistry(load_mapping_file(s.mappings_file), stores.documents),
+        registry=MappingRegistry(load_mapping_file(s.mappings_file), stores.documents, legacy_settings=stores.settings),
         bc=FakeRecordService("bc"),
         dv=FakeRecordService("dv", primary_keys=DV_PRIMARY_KEYS),
         couplings=stores.couplings,

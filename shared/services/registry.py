@@ -29,7 +29,17 @@ class MappingDocumentStore(Protocol):
 
 
 class MappingRegistry:
-    def __init__(self, config: MappingFile, documents: MappingDocumentStore, *, cache_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        config: MappingFile,
+        documents: MappingDocumentStore,
+        *,
+        cache_seconds: float = 5.0,
+        legacy_settings: Any = None,
+    ) -> None:
+        # ``legacy_settings``: the part-1 settings store (direction, syncOnlyCoupled, state); its rows count as a
+        # document's settings until the mapping's first document is written (which then carries them).
+        self._legacy = legacy_settings
         self._config = config
         self._by_name = {m.name: m for m in config.mappings}
         self.documents = documents
@@ -47,8 +57,28 @@ class MappingRegistry:
     async def _docs(self) -> dict[str, MappingDocument]:
         now = time.monotonic()
         if self._cached is None or now - self._cached[0] > self._cache_seconds:
-            self._cached = (now, await self.documents.get_all())
+            docs = await self.documents.get_all()
+            for name, legacy in (await self._legacy_docs()).items():
+                docs.setdefault(name, legacy)
+            self._cached = (now, docs)
         return self._cached[1]
+
+    async def _legacy_docs(self) -> dict[str, MappingDocument]:
+        if self._legacy is None:
+            return {}
+        out: dict[str, MappingDocument] = {}
+        for name, row in (await self._legacy.get_all()).items():
+            if name not in self._by_name:
+                continue
+            settings = {
+                k: getattr(v, "value", v)
+                for k, v in (("direction", row.direction), ("syncOnlyCoupled", row.sync_only_coupled),
+                             ("state", row.state))
+                if v is not None
+            }  # fmt: skip
+            if settings:
+                out[name] = MappingDocument(name=name, settings=settings)
+        return out
 
     def invalidate(self) -> None:
         self._cached = None
@@ -98,7 +128,7 @@ class MappingRegistry:
     async def document(self, name: str, *, fresh: bool = False) -> MappingDocument | None:
         """The stored document of a mapping (``fresh``: read now, not from the cache)."""
         if fresh:
-            return await self.documents.get(name)
+            return await self.documents.get(name) or (await self._legacy_docs()).get(name)
         return (await self._docs()).get(name)
 
     def etag(self, name: str, doc: MappingDocument | None) -> str:

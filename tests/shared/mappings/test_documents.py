@@ -68,3 +68,17 @@ async def test_layers_apply_in_order_and_every_change_is_a_new_version(admin: Ma
     m, _ = await admin.reset("CUSTOMER")
     assert m.conflict_policy == "none" and "city~address1_city" in [x.id for x in m.fields]
     assert (await reg.documents.get("CUSTOMER")).version == 4  # a reset is a new version too
+
+
+async def test_part_1_settings_rows_are_kept_by_the_first_document() -> None:
+    from shared.domain.model import Direction, MappingSettings
+
+    engine: Any = fake_engine()
+    legacy = engine.registry._legacy
+    await legacy.put(MappingSettings(mapping="CUSTOMER", direction=Direction.TO_DATAVERSE, state="paused"))
+    engine.registry.invalidate()
+    m = await engine.registry.get("CUSTOMER")
+    assert (m.direction, m.state) == (Direction.TO_DATAVERSE, "paused")
+    admin = MappingAdmin(engine, FakeCatalog())  # type: ignore[arg-type]
+    m, _ = await admin.patch_settings("CUSTOMER", {"scheduleMinutes": 7}, None)
+    assert (m.direction, m.state, m.schedule_minutes) == (Direction.TO_DATAVERSE, "paused", 7)
