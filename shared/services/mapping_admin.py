@@ -73,7 +73,13 @@ class MappingAdmin:
                 f"The mapping {name} changed since it was read (its ETag is now {etag}); read it again.",
                 etag=etag,
             )
-        current = effective_mapping(self.registry.shipped(name) if self.registry.is_shipped(name) else None, doc)
+        shipped = self.registry.shipped(name) if self.registry.is_shipped(name) else None
+        try:
+            current = effective_mapping(shipped, doc)
+        except ValueError:
+            if shipped is None:
+                raise InvalidMappingError(f"The stored mapping {name} is not valid any more.") from None
+            current = effective_mapping(shipped, None)  # a stored document that no longer fits: start over
         return doc or MappingDocument(name=name), current
 
     def _build(self, doc: MappingDocument) -> TableMapping:

@@ -5,25 +5,15 @@ Each test uses fresh, unique values so it only ever matches its own records."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
 from tests.integration.test_api_contract import assert_problem
+from tests.integration.test_mapping_resources import customer, uid  # noqa: F401 -- customer is a fixture
 
 pytestmark = pytest.mark.stack
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix} {uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def customer(api: Any) -> Iterator[str]:
-    yield "CUSTOMER"
-    assert api.post("/api/mappings/CUSTOMER/reset").status_code == 200
 
 
 def match(api: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +92,8 @@ def test_ambiguous_first_priority_is_resolved_by_the_second(api: Any, world: dic
     assert dv_requests(stack) - before == 2  # one query per priority for the chunk
 
 
-def test_field_mappings_with_use_for_match_are_the_criteria(api: Any, world: dict[str, Any], customer: str) -> None:
+@pytest.mark.usefixtures("customer")
+def test_field_mappings_with_use_for_match_are_the_criteria(api: Any, world: dict[str, Any]) -> None:
     sims = world["sims"]
     shipped = {f["id"]: f for f in api.get("/api/mappings/CUSTOMER/fields").json()["value"]}
     assert (shipped["number~accountnumber"]["useForMatch"], shipped["number~accountnumber"]["matchPriority"]) == (
@@ -134,13 +125,12 @@ def test_create_new_if_no_match(api: Any, world: dict[str, Any]) -> None:
     assert d is not None and sims.dv_get("accounts", d)["telephone1"] == "+45 77"
 
 
+@pytest.mark.usefixtures("customer")
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [("bcWins", "bc"), ("dataverseWins", "dv"), ("none", "dv")],
 )
-def test_sync_after_follows_the_conflict_policy(
-    api: Any, world: dict[str, Any], customer: str, policy: str, expected: str
-) -> None:
+def test_sync_after_follows_the_conflict_policy(api: Any, world: dict[str, Any], policy: str, expected: str) -> None:
     """bcWins -> toDataverse; dataverseWins -> fromDataverse; none -> merge (a never-synced pair: the newer
     record wins, here the Dataverse row, created after the BC record)."""
     sims = world["sims"]
