@@ -16,6 +16,7 @@ from shared.mappings.config import TableMapping
 from shared.planning.planner import best_match, plan_create, snapshot_after_create
 from shared.planning.transform import convert, same
 from shared.services.codec import bc_number_for, dataverse_id_for, odata_string
+from shared.services.create_errors import create_error_entry, created_sources, failed_creates
 from shared.services.engine import Engine, utcnow
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 
@@ -240,7 +241,20 @@ class CouplingService:
                 outcome.add(
                     RecordResult(c.bc_id, c.dataverse_id, "failed", direction.value, "already_coupled", str(st))
                 )
+        await self._record_create_outcomes(mapping, outcome, job_id)
         return outcome
+
+    async def _record_create_outcomes(self, mapping: TableMapping, outcome: SyncOutcome, job_id: str | None) -> None:
+        """A create that failed keeps its place: it is listed as a sync error naming its source record (there
+        is no coupling yet), so retry-all re-does it and no watermark leaves it behind unrecorded; a create
+        that succeeded closes the error of an earlier failed attempt."""
+        now = utcnow()
+        failed = failed_creates(outcome.results)
+        if failed:
+            await self.e.errors.record_many([create_error_entry(mapping.name, r, job_id, now) for r in failed])
+        bc_ids, dv_ids = created_sources(outcome.results)
+        if bc_ids or dv_ids:
+            await self.e.errors.close_for_records(mapping.name, bc_ids, dv_ids)
 
     async def _recover_refused_creates(
         self,

@@ -190,6 +190,28 @@ class JobService:
                     mapping, unique, Direction(d), force=True, honour_skipped=False, job_id=job_id
                 )
             )
+        outcome.merge(await self._retry_creates(mapping, [x for x in entries if x.bc_id not in couplings], job_id))
+        return outcome
+
+    async def _retry_creates(self, mapping: TableMapping, entries: Sequence[Any], job_id: str) -> SyncOutcome:
+        """Errors naming a record without a coupling are failed creates: the record is created on the other
+        side again and coupled (a Dataverse row coupled meanwhile just has its error closed)."""
+        outcome = SyncOutcome()
+        bc_ids = sorted({x.bc_id for x in entries if x.bc_id})
+        dv_ids = sorted({x.dataverse_id for x in entries if not x.bc_id and x.dataverse_id})
+        if bc_ids and mapping.allows(Direction.TO_DATAVERSE):
+            recs = await self._read(mapping, Side.BC, bc_ids)
+            outcome.merge(
+                await self.coupling.create_counterparts(mapping, Direction.TO_DATAVERSE, list(recs.values()), job_id)
+            )
+        if dv_ids and mapping.allows(Direction.FROM_DATAVERSE):
+            coupled = await self._couplings_by(mapping, Side.DATAVERSE, dv_ids)
+            if coupled:
+                await self.e.errors.close_for_records(mapping.name, [], list(coupled))
+            recs = await self._read(mapping, Side.DATAVERSE, [i for i in dv_ids if i not in coupled])
+            outcome.merge(
+                await self.coupling.create_counterparts(mapping, Direction.FROM_DATAVERSE, list(recs.values()), job_id)
+            )
         return outcome
 
     # ------------------------------------------------------------------ mapping-wide sync
