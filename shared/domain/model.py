@@ -50,6 +50,7 @@ class WriteResult:
     ok: bool
     record: RemoteRecord | None = None  # state after the write (id, etag, modified_on) when ok
     error: Exception | None = None  # a shared.errors.SyncError when not ok
+    existed: bool = False  # a create answered by a record that was already there (same deterministic key)
 
 
 @dataclass(slots=True)

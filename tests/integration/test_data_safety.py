@@ -139,7 +139,11 @@ def test_create_new_when_the_old_counterpart_is_coupled_elsewhere_creates_a_fres
     old_row = first.json()["dataverseId"]
     assert api.delete(f"/api/mappings/CUSTOMER/couplings/{b1}").status_code == 204
     b2 = sims.bc_create("customers", displayName=_name("Other"))
-    resp = api.post("/api/mappings/CUSTOMER/couplings", json={"bcId": b2, "dataverseId": old_row, "syncAfter": "none"})
+    # Re-coupled to another customer and synchronized from it (its account number becomes b2's: the row's
+    # alternate key no longer names b1).
+    resp = api.post(
+        "/api/mappings/CUSTOMER/couplings", json={"bcId": b2, "dataverseId": old_row, "syncAfter": "toDataverse"}
+    )
     assert resp.status_code in (200, 201), resp.text
     for _ in range(2):  # not 409 on every attempt; the second answers the coupling made by the first
         again = _create_new(api, b1)
