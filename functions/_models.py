@@ -116,7 +116,7 @@ class JobRequest(_Request):
 # ------------------------------------------------------------------ query parameters
 def top_param(req: func.HttpRequest) -> int:
     raw = req.params.get("top", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:  # "²".isdigit() is True
         raise ValidationFailedError("top must be a whole number from 1 to 1000.")
     return int(raw)
 

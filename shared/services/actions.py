@@ -11,6 +11,7 @@ from typing import Any
 from shared.domain.errors import CannotAutoCoupleError, MappingNotFoundError, ServiceError, ValidationFailedError
 from shared.domain.model import Direction, Job
 from shared.mappings.config import TableMapping
+from shared.messaging.message_ids import bounded_message_id
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.jobs import BATCH_SIZE, JobService, message
@@ -132,6 +133,11 @@ def parse_dataverse_request(body: dict[str, Any]) -> tuple[str, str, str, dict[s
             raise ValidationFailedError("The execution context has no valid PrimaryEntityId (a GUID).")
         if not isinstance(msg, str):
             raise ValidationFailedError("MessageName must be a string.")
+        shared_vars = body.get("SharedVariables")
+        if shared_vars is not None and not (
+            isinstance(shared_vars, list) and all(isinstance(v, dict) for v in shared_vars)
+        ):
+            raise ValidationFailedError("SharedVariables must be a list of {key, value} objects.")
         return entity, row_id.lower(), msg, body
     entity = body.get("entityName")
     row_id = body.get("id")
@@ -184,6 +190,15 @@ async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int
         raise RecordNotFoundError(f"Dataverse {mapping.dataverse_entity_set} {row_id} does not exist.")
     outcome = await CouplingService(engine).create_counterparts(mapping, Direction.FROM_DATAVERSE, [rows[row_id]])
     result = outcome.results[0]
+    if result.status != "created" and (won := await engine.couplings.get_by_dataverse_id(mapping.name, row_id)):
+        # A concurrent call created and coupled it first: the same coupling, not created by this call.
+        return 200, {
+            "mapping": mapping.name,
+            "bcId": won.bc_id,
+            "dataverseId": row_id,
+            "created": False,
+            "result": RecordResult(won.bc_id, row_id, "unchanged", Direction.FROM_DATAVERSE.value).as_json(),
+        }
     if result.status != "created":
         from shared.errors import TransientError
 
@@ -234,7 +249,7 @@ async def bc_notification(engine: Engine, body: dict[str, Any]) -> int:
                 "kind": "record-changed",
                 "jobId": "",
                 "mapping": mapping.name,
-                "messageId": f"bc:{mapping.name}:{record_id}:{it.get('lastModifiedDateTime', '')}",
+                "messageId": bounded_message_id("bc", mapping.name, record_id, it.get("lastModifiedDateTime", "")),
                 "bcIds": [record_id],
                 "deleted": deleted,
             }
@@ -257,7 +272,7 @@ async def dataverse_notification(engine: Engine, body: dict[str, Any]) -> int:
                 "kind": "record-changed",
                 "jobId": "",
                 "mapping": base.name,
-                "messageId": f"dv:{base.name}:{row_id}:{op}",
+                "messageId": bounded_message_id("dv", base.name, row_id, op),
                 "dataverseIds": [row_id],
                 "deleted": msg_name.lower() == "delete",
             }

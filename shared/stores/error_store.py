@@ -15,6 +15,7 @@ from azure.core import MatchConditions
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from shared.domain.errors import InvalidContinuationError
 from shared.domain.model import SyncErrorEntry
 from shared.stores.tables import (
     Entity,
@@ -231,7 +232,10 @@ class TableSyncErrorStore:
             entries += [from_entity(r) for r in page]
         entries.sort(key=_newest_first, reverse=True)
         if continuation:
-            after = tuple(decode_token(continuation))
+            token = decode_token(continuation)
+            if not (isinstance(token, list) and len(token) == 2 and all(isinstance(t, str) for t in token)):
+                raise InvalidContinuationError("continuation is not a token this service issued.")
+            after = tuple(token)
             entries = [e for e in entries if _newest_first(e) < after]
         top = max(1, top)
         page_items = entries[:top]
