@@ -111,7 +111,7 @@ class SyncErrorEntry:
 
 COUNT_KEYS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "coupled", "uncoupled")
 JobStatus = Literal["queued", "running", "succeeded", "partial", "failed"]
-JobKind = Literal["syncNow", "full", "incremental", "uncoupleAll", "matchCouple", "record", "retryErrors"]
+JobKind = Literal["syncNow", "full", "incremental", "uncoupleAll", "matchCouple", "record", "retry"]
 
 
 @dataclass(slots=True)

@@ -40,11 +40,11 @@ async def sync_ids(
     """Synchronizes the coupled records among these ids; the others are ``not_coupled``. Order kept."""
     outcome = SyncOutcome()
     if bc_ids:
-        found = await engine.couplings.get_many_by_bc_ids(mapping.name, list(bc_ids))
-        keys = list(bc_ids)
+        keys = list(dict.fromkeys(bc_ids))  # a record named twice counts once
+        found = await engine.couplings.get_many_by_bc_ids(mapping.name, keys)
     else:
-        found = await engine.couplings.get_many_by_dataverse_ids(mapping.name, list(dv_ids))
-        keys = list(dv_ids)
+        keys = list(dict.fromkeys(dv_ids))
+        found = await engine.couplings.get_many_by_dataverse_ids(mapping.name, keys)
     couplings = [found[k] for k in dict.fromkeys(keys) if k in found]
     synced = await SyncService(engine).sync_couplings(mapping, couplings, direction, force=force, job_id=job_id)
     by_key = {(r.bc_id if bc_ids else r.dataverse_id): r for r in synced.results}

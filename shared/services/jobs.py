@@ -500,7 +500,8 @@ def _message_kind(kind: str) -> str:
         "incremental": "mapping-sync",
         "uncoupleAll": "uncouple-all",
         "matchCouple": "match-couple",
-        "retryErrors": "retry-errors",
+        "retry": "retry-errors",
+        "retryErrors": "retry-errors",  # the kind's name before #16
         "record": "record-changed",
         "syncNow": "sync-batch",
     }[kind]

@@ -248,7 +248,7 @@ async def test_repeated_failure_marks_skipped_and_retry_restores(engine: Engine)
     assert ans["results"][0]["error"]["code"] == "record_skipped"
     del dv_of(engine).fail_writes[d]
     errors, _ = await engine.errors.list_page(mapping="CUSTOMER")
-    job = await JobService(engine).start("CUSTOMER", "retryErrors", None, ids=[errors[0].id])
+    job = await JobService(engine).start("CUSTOMER", "retry", None, ids=[errors[0].id])
     await JobService(engine).handle(engine.publisher.take()[0])  # type: ignore[attr-defined]
     assert (await engine.jobs.get(job.job_id)).counts["modified"] == 1
     coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
