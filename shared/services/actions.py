@@ -12,6 +12,7 @@ from shared.domain.errors import CannotAutoCoupleError, MappingNotFoundError, Se
 from shared.domain.model import Direction, Job
 from shared.mappings.config import TableMapping
 from shared.messaging.message_ids import bounded_message_id
+from shared.planning.automatic import does_automatic_work
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.jobs import BATCH_SIZE, JobService, message
@@ -238,6 +239,8 @@ async def bc_notification(engine: Engine, body: dict[str, Any]) -> int:
         if not m or m.group(2) not in by_entity:
             continue
         mapping = by_entity[m.group(2)]
+        if not does_automatic_work(mapping.state):
+            continue  # paused: its next incremental run after resume catches up
         if it.get("changeType") == "collection" or not m.group(3):
             await jobs.start(mapping.name, "incremental", mapping.direction.value, full=False)
             continue
@@ -264,6 +267,8 @@ async def dataverse_notification(engine: Engine, body: dict[str, Any]) -> int:
     base = engine.registry.for_dataverse_table(entity)
     if base is None or is_echo(context):
         return 0
+    if not does_automatic_work((await engine.registry.get(base.name)).state):
+        return 0  # paused: its next incremental run after resume catches up
     op = str(context.get("OperationId") or context.get("CorrelationId") or "")
     await engine.publisher.publish(
         [

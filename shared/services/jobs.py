@@ -11,6 +11,7 @@ from shared.domain.errors import JobNotFoundError
 from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side, Watermark
 from shared.errors import PreconditionFailedError
 from shared.mappings.config import TableMapping
+from shared.planning.automatic import may_run
 from shared.planning.planner import may_create, plan_deletion
 from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
@@ -227,7 +228,7 @@ class JobService:
         processed here; a large page is fanned out to workers as ``sync-batch`` messages. Watermarks move
         only after every page (and, when fanned out, every batch) succeeded: the last batch moves them."""
         outcome = SyncOutcome()
-        if mapping.state == "paused" and job_id is None:
+        if not may_run(mapping.state, job_id):
             return outcome  # paused: nothing read, so no watermark moves past unsynced changes
         batches: list[dict[str, Any]] = []
         cursors: dict[str, str] = {}
@@ -314,7 +315,7 @@ class JobService:
     ) -> SyncOutcome:
         """Syncs the changed coupled records of a change set and creates+couples the uncoupled ones the
         mapping allows; changes already seen and our own echoes cost nothing."""
-        if mapping.state == "paused" and job_id is None:
+        if not may_run(mapping.state, job_id):
             return SyncOutcome()
         work, seen, coupled = await self._work_of(mapping, side, records)
         return await self._apply_work(mapping, side, work, seen, coupled, deleted_ids, job_id)
@@ -472,6 +473,8 @@ class JobService:
     async def record_changed(self, mapping: TableMapping, msg: dict[str, Any], job_id: str | None) -> SyncOutcome:
         side = Side.BC if msg.get("bcIds") else Side.DATAVERSE
         ids = [i.lower() for i in (msg.get("bcIds") or msg.get("dataverseIds") or [])]
+        if not may_run(mapping.state, job_id):
+            return SyncOutcome()  # a webhook's change while paused: the incremental run after resume has it
         if msg.get("deleted"):
             gone = await self._couplings_by(mapping, side, ids)
             return await self._apply_deletions(mapping, list(gone.values()), deleted_side=side)
