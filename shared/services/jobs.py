@@ -15,6 +15,7 @@ from shared.planning.automatic import may_run
 from shared.planning.planner import may_create, plan_deletion
 from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
+from shared.services.create_errors import create_error_entry
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 from shared.telemetry import log_event, record_job
@@ -439,6 +440,10 @@ class JobService:
                         "The record cannot be updated because it is coupled to a deleted record.",
                     )
                 )
+            # Listed like any failed record, so the change feed's watermark never leaves it unrecorded.
+            await self.e.errors.record_many(
+                [create_error_entry(mapping.name, r, None, utcnow()) for r in outcome.results]
+            )
             return outcome
         await self.e.couplings.uncouple_many(mapping.name, bc_ids)
         await self.e.errors.close_for_records(mapping.name, bc_ids)
