@@ -251,6 +251,7 @@ def test_custom_mapping_over_a_custom_page_and_table_syncs_both_ways(api: Any, w
     )
     assert_problem(api.post("/api/mappings", json={**body, "name": "lower case"}), 400)
     assert api.get("/api/mappings/X1").status_code == 404
+    assert name in [m["name"] for m in api.get("/api/mappings").json()["value"]]
     try:
         # A field added to the custom mapping (not in its first definition) arrives on the next sync.
         added = api.post(f"/api/mappings/{name}/fields", json={"bc": "addressLine2", "dataverse": "cr7a1_addressline2"})
