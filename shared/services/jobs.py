@@ -17,6 +17,7 @@ from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
 from shared.services.create_errors import create_error_entry
 from shared.services.engine import Engine, new_job_id, utcnow
+from shared.services.filters import within_filter
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 from shared.telemetry import log_event, record_job
 
@@ -399,6 +400,7 @@ class JobService:
             for c in await self._not_echoes(mapping, side, candidates, by_id)
         }
         work = [r for r in records if r.id not in coupled or r.id in changed]
+        work = await within_filter(self.e, mapping, side, work)  # the side's table / integration table filter
         return work, len(coupled) - len(changed), coupled
 
     async def _not_echoes(

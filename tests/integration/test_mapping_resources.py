@@ -307,3 +307,25 @@ async def test_other_processes_see_a_change_within_five_seconds(api: Any, stack:
             await asyncio.sleep(0.2)
     finally:
         await rt.aclose()
+
+
+def test_filters_decide_what_scheduled_syncs_touch(api: Any, world: dict[str, Any], customer: str) -> None:
+    """Records outside their side's filter are neither created on the other side nor synchronized."""
+    sims = world["sims"]
+    tag = uuid.uuid4().hex[:8]
+    resp = api.patch(
+        "/api/mappings/CUSTOMER",
+        json={"tableFilter": f"city ne 'Skip{tag}'", "integrationTableFilter": f"address1_city ne 'Skip{tag}'"},
+    )
+    assert resp.status_code == 200, resp.text
+    inside = sims.bc_create("customers", displayName=uid("In"), city="Aarhus")
+    outside = sims.bc_create("customers", displayName=uid("Out"), city=f"Skip{tag}")
+    dv_inside = sims.dv_create("accounts", name=uid("DvIn"), address1_city="Ribe")
+    dv_outside = sims.dv_create("accounts", name=uid("DvOut"), address1_city=f"Skip{tag}")
+    job = api.wait_for_job(api.post("/api/mappings/CUSTOMER/jobs", json={"kind": "incremental"}).json()["jobId"])
+    assert job["status"] in ("succeeded", "partial"), job
+    assert api.get(f"/api/mappings/CUSTOMER/couplings/{inside}").status_code == 200
+    assert api.get(f"/api/mappings/CUSTOMER/couplings/{outside}").status_code == 404
+    found = api.get("/api/mappings/CUSTOMER/couplings", params={"dataverseId": dv_inside}).json()["value"]
+    assert len(found) == 1
+    assert api.get("/api/mappings/CUSTOMER/couplings", params={"dataverseId": dv_outside}).json()["value"] == []
