@@ -2,9 +2,8 @@
 
 - `configure_telemetry(settings)` turns on `azure-monitor-opentelemetry` once per process, and only when
   `APPLICATIONINSIGHTS_CONNECTION_STRING` is set (never at import time; locally it is a no-op). Application
-  Insights has local auth disabled, so the exporter authenticates with an Entra token: the user-assigned
-  managed identity when `SYNC_MANAGED_IDENTITY_CLIENT_ID` is set (it holds Monitoring Metrics Publisher),
-  else the service's own MSAL credential.
+  Insights has local auth disabled, so the exporter authenticates with an Entra token: the managed identity
+  (it holds Monitoring Metrics Publisher), the composition root's credential when it passes one.
 - `log_event(logger, message, mapping=..., job_id=..., ...)` logs with the dimensions as `extra` keys. The
   OpenTelemetry logging handler turns every non-standard LogRecord attribute into a log attribute, which the
   Azure Monitor exporter writes to `customDimensions` (so `traces | where customDimensions.mapping == "CUSTOMER"`).
@@ -75,14 +74,10 @@ def configure_telemetry(settings: Settings | None = None, *, credential: TokenCr
 
 
 def _default_credential(settings: Settings | None) -> TokenCredential:
-    from shared.config import AuthMode, get_settings
-    from shared.identity import MsalCredential, TokenProvider
+    # The managed identity holds Monitoring Metrics Publisher; the BC/Dataverse app registration does not.
+    from shared.identity import build_credentials, get_credentials
 
-    s = settings or get_settings()
-    if s.managed_identity_client_id:
-        # The app identity holds Monitoring Metrics Publisher; the BC/Dataverse app registration does not.
-        s = s.model_copy(update={"auth_mode": AuthMode.MANAGED_IDENTITY})
-    return MsalCredential(TokenProvider.from_settings(s))
+    return (build_credentials(settings) if settings is not None else get_credentials()).azure_sync
 
 
 def log_event(

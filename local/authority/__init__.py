@@ -5,7 +5,10 @@ from local.authority.app import (
     SYSTEM_ASSIGNED_CLIENT_ID,
     AuthorityState,
     Client,
+    FederatedCredential,
     create_app,
+    local_federated_credential,
+    principal_id,
 )
 from local.authority.server import AuthorityServer, server_ssl_context
 
@@ -15,6 +18,9 @@ __all__ = [
     "AuthorityServer",
     "AuthorityState",
     "Client",
+    "FederatedCredential",
     "create_app",
+    "local_federated_credential",
+    "principal_id",
     "server_ssl_context",
 ]
