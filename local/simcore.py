@@ -135,6 +135,9 @@ class TokenValidator:
         self.app_ids = frozenset(app_ids) if app_ids is not None else None
         self.accepted: collections.Counter[str] = collections.Counter()  # appid -> tokens accepted
         self.refused_apps: collections.Counter[str] = collections.Counter()  # appid -> refused for who it is
+        # "appid:secret" / "appid:assertion" (certificate or federated): tells a tool's secret sign-in apart
+        # from the service's federated one for the same app registration.
+        self.accepted_credentials: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._keys: dict[str, Any] = {}
         self._session: requests.Session | None = None
@@ -224,6 +227,8 @@ class TokenValidator:
             self.refused_apps[app_id] += 1
             raise TokenError(f"The application '{app_id}' is not authorized for this resource.", forbidden=True)
         self.accepted[app_id] += 1
+        method = {"1": "secret", "2": "assertion"}.get(str(claims.get("appidacr", "")), "other")
+        self.accepted_credentials[f"{app_id}:{method}"] += 1
         return claims
 
     async def validate_async(self, token: str) -> dict[str, Any]:
@@ -285,6 +290,7 @@ class SimCore:
         if self.auth is not None:  # who the accepted tokens belonged to (tests: which identity called)
             body["acceptedApps"] = dict(self.auth.accepted)
             body["refusedApps"] = dict(self.auth.refused_apps)
+            body["acceptedCredentials"] = dict(self.auth.accepted_credentials)
         if self.extra_stats is not None:
             body.update(self.extra_stats())
         return body
@@ -299,6 +305,7 @@ class SimCore:
         if self.auth is not None:
             self.auth.accepted.clear()
             self.auth.refused_apps.clear()
+            self.auth.accepted_credentials.clear()
         # Requests in flight keep their slots; the counter drains as they finish.
 
     def take_fault(self, route: str) -> Fault | None:

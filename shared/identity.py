@@ -307,6 +307,12 @@ class TokenProvider:
         codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
         code_text = f" (AADSTS{codes[0]})" if codes else ""
         who = self._who()
+        if s.auth_mode is AuthMode.MANAGED_IDENTITY and error in ("invalid_scope", "invalid_request"):
+            # MSAL's reading of App Service's 400 "Unable to load the proper Managed Identity".
+            return ConfigurationError(
+                f"{who} is not available to this app: assign it to the function app, or fix "
+                f"SYNC_MANAGED_IDENTITY_CLIENT_ID ({error})"
+            )
         for code in codes:
             if setting := _SETTING_FOR_CODE.get(code):
                 return ConfigurationError(f"{setting} is wrong: the authority rejected {who}: {error}{code_text}")

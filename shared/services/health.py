@@ -123,7 +123,11 @@ async def check_servicebus(settings: Settings, credentials: Credentials | None, 
     reachable = await tcp_reachable(host, port, limit_seconds)
     if reachable != OK or not settings.servicebus_namespace or credentials is None:
         return reachable
-    from azure.servicebus.exceptions import ServiceBusAuthenticationError, ServiceBusAuthorizationError
+    from azure.servicebus.exceptions import (
+        ServiceBusAuthenticationError,
+        ServiceBusAuthorizationError,
+        ServiceBusError,
+    )
 
     from shared.messaging.publisher import client_from_settings
 
@@ -132,11 +136,27 @@ async def check_servicebus(settings: Settings, credentials: Credentials | None, 
         async with client_from_settings(settings, credentials.azure, retry_total=0) as client:
             async with client.get_queue_receiver(settings.servicebus_queue) as receiver:
                 await receiver.peek_messages(max_message_count=1)
-    except (ServiceBusAuthenticationError, ServiceBusAuthorizationError, UnauthorizedError):
-        return no_access(label)
     except (TransientError, ConfigurationError):
         return no_token(label)
+    except ServiceBusError as exc:
+        # The SDK wraps a credential's failure ("Unexpected error occurred"): no token, so nothing was sent.
+        if _caused_by(exc, (TransientError, ConfigurationError)):
+            return no_token(label)
+        if isinstance(exc, (ServiceBusAuthenticationError, ServiceBusAuthorizationError)):
+            return no_access(label)
+        return "error"
     return OK
+
+
+def _caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):  # the chain is short; bounded against cycles
+        if seen is None:
+            return False
+        if isinstance(seen, types):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def check_service(
