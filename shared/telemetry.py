@@ -42,6 +42,8 @@ QUEUE_LAG_MS = "queue.lag_ms"  # histogram; attributes queue
 # LogRecord attributes that `extra` must not overwrite (logging raises KeyError for these).
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
+AZURE_SDK_LOGGERS = ("azure", "uamqp", "msal", "urllib3")
+
 _lock = threading.Lock()
 _configured = False
 
@@ -68,6 +70,9 @@ def configure_telemetry(settings: Settings | None = None, *, credential: TokenCr
             credential=credential,
             logger_name="",  # the root logger: the service's own loggers propagate to it
         )
+        # The Azure SDKs log every request and AMQP link change at INFO: in production only their warnings.
+        for name in AZURE_SDK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
         _configured = True
         log.info("telemetry export to Application Insights configured")
         return True
