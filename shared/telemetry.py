@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 METER_NAME = "bc_dv_sync"
 CONNECTION_STRING_ENV = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+# Set in Azure: the Python worker sends the app's telemetry itself (correlated with the host's requests).
+WORKER_TELEMETRY_ENV = "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"
 
 # Instrument names (customMetrics.name in Application Insights); the workbook and alerts depend on them.
 SYNC_RECORDS = "sync.records"  # counter; attributes mapping, direction, outcome (record result status)
@@ -60,6 +62,14 @@ def configure_telemetry(settings: Settings | None = None, *, credential: TokenCr
     with _lock:
         if _configured:
             return True
+        _quiet_azure_sdks()
+        if os.environ.get(WORKER_TELEMETRY_ENV, "").lower() == "true":
+            # In Azure (infra/bicep sets it) the Functions Python worker configures the distro itself, with the
+            # invocation's trace context and APPLICATIONINSIGHTS_AUTHENTICATION_STRING (the managed identity);
+            # a second configure_azure_monitor here would export every log and span twice.
+            _configured = True
+            log.info("telemetry export configured by the Functions worker (%s)", WORKER_TELEMETRY_ENV)
+            return True
         # Imported here: the distro pulls in many instrumentations; the app must index without them.
         from azure.monitor.opentelemetry import configure_azure_monitor
 
@@ -70,12 +80,16 @@ def configure_telemetry(settings: Settings | None = None, *, credential: TokenCr
             credential=credential,
             logger_name="",  # the root logger: the service's own loggers propagate to it
         )
-        # The Azure SDKs log every request and AMQP link change at INFO: in production only their warnings.
-        for name in AZURE_SDK_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+
         _configured = True
         log.info("telemetry export to Application Insights configured")
         return True
+
+
+def _quiet_azure_sdks() -> None:
+    """The Azure SDKs log every request and AMQP link change at INFO: in production only their warnings."""
+    for name in AZURE_SDK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _default_credential(settings: Settings | None) -> TokenCredential:
