@@ -24,8 +24,13 @@ def _guid(value: str) -> str:
     return value.strip("{}").lower()
 
 
+def _once(values: list[str]) -> list[str]:
+    """The same record named twice (ids differing only in case or braces, already normalised) counts once."""
+    return list(dict.fromkeys(values))
+
+
 Guid = Annotated[str, Field(strict=True, max_length=38), AfterValidator(_guid)]
-GuidList = Annotated[list[Guid], Field(min_length=1, max_length=MAX_IDS)]
+GuidList = Annotated[list[Guid], Field(min_length=1, max_length=MAX_IDS), AfterValidator(_once)]
 
 
 def guid_param(value: str | None, name: str) -> str:
@@ -94,7 +99,11 @@ class MappingPatch(_Request):
 
 class RetryRequest(_Request):
     ids: (
-        Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1, max_length=MAX_IDS)]
+        Annotated[
+            list[Annotated[str, Field(min_length=1, max_length=200)]],
+            Field(min_length=1, max_length=MAX_IDS),
+            AfterValidator(_once),
+        ]
         | None
     ) = None
     mapping: Annotated[str, Field(max_length=50)] | None = None
@@ -116,7 +125,7 @@ class JobRequest(_Request):
 # ------------------------------------------------------------------ query parameters
 def top_param(req: func.HttpRequest) -> int:
     raw = req.params.get("top", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:  # "²".isdigit() is True
         raise ValidationFailedError("top must be a whole number from 1 to 1000.")
     return int(raw)
 

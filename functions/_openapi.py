@@ -58,7 +58,7 @@ def openapi_document() -> dict[str, Any]:
     m = ["mapping"]
     paths: dict[str, dict[str, Any]] = {
         "/health": {"get": _op("Health of the service and its dependencies", "200", secured=False)},
-        "/openapi.json": {"get": _op("This document", "200", secured=False)},
+        "/openapi.json": {"get": _op("This document", "200")},
         "/mappings": {"get": _op("List table mappings", "200")},
         "/mappings/{mapping}": {
             "get": _op("Get a table mapping", "200", params=m),

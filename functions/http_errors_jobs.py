@@ -43,11 +43,11 @@ async def retry_errors(req: func.HttpRequest) -> func.HttpResponse:
     if body.ids is not None:
         entries = await engine.errors.get_many(body.ids)
         mapping = entries[0].mapping if entries else engine.registry.names()[0]
-        job = await jobs.start(mapping, "retryErrors", None, ids=body.ids)
+        job = await jobs.start(mapping, "retry", None, ids=body.ids)
     else:
         assert body.mapping is not None
         mapping = (await engine.registry.get(body.mapping)).name
-        job = await jobs.start(mapping, "retryErrors", None, all=True)
+        job = await jobs.start(mapping, "retry", None, all=True)
     return accepted(job.job_id)
 
 

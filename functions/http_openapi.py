@@ -1,4 +1,5 @@
-"""`GET /api/openapi.json` (anonymous): the OpenAPI 3.1 description of this API."""
+"""`GET /api/openapi.json` (function key, like every endpoint the contract does not exempt): the OpenAPI 3.1
+description of this API."""
 
 import azure.functions as func
 
@@ -8,6 +9,6 @@ from functions._openapi import openapi_document
 bp = func.Blueprint()
 
 
-@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.route(route="openapi.json", methods=["GET"])
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(openapi_document())

@@ -121,6 +121,9 @@ class FakeRecordService:
                     out.append(WriteResult(op.ref, False, error=PermanentError("duplicate No.", status=400)))
                     continue
                 rid = (op.id or str(uuid.uuid4())).lower()
+                if rid in rows:  # a fixed key already taken: the real connector answers with the existing row
+                    out.append(WriteResult(op.ref, True, self._record(entity, rid), existed=True))
+                    continue
                 fields = {k: v for k, v in op.fields.items() if k != self.primary_keys.get(entity)}
                 rows[rid] = _apply_binds(fields)
                 if entity in self.numbering and not rows[rid].get("number"):

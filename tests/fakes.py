@@ -190,11 +190,16 @@ class FakeSyncErrorStore:
                 new.first_occurred_at = old.first_occurred_at
             self.rows[key] = new
 
-    async def close_for_records(self, mapping: str, bc_ids: Sequence[str]) -> int:
+    async def close_for_records(self, mapping: str, bc_ids: Sequence[str], dv_ids: Sequence[str] = ()) -> int:
         wanted = {i.lower() for i in bc_ids}
+        wanted_dv = {i.lower() for i in dv_ids}
         n = 0
         for e in self.rows.values():
-            if e.mapping == mapping and not e.closed and e.bc_id and e.bc_id.lower() in wanted:
+            if e.mapping != mapping or e.closed:
+                continue
+            if (e.bc_id and e.bc_id.lower() in wanted) or (
+                not e.bc_id and e.dataverse_id and e.dataverse_id.lower() in wanted_dv
+            ):
                 e.closed, e.closed_at = True, _now()
                 n += 1
         return n

@@ -406,7 +406,7 @@ class DataverseClient:
         for i, op in dup:
             rec = found.get(normalise_guid(str(op.id)))
             if rec is not None:
-                results[i] = WriteResult(op.ref, True, record=rec)
+                results[i] = WriteResult(op.ref, True, record=rec, existed=True)
 
 
 def _is_duplicate(err: Exception | None) -> bool:

@@ -50,6 +50,7 @@ class WriteResult:
     ok: bool
     record: RemoteRecord | None = None  # state after the write (id, etag, modified_on) when ok
     error: Exception | None = None  # a shared.errors.SyncError when not ok
+    existed: bool = False  # a create answered by a record that was already there (same deterministic key)
 
 
 @dataclass(slots=True)
@@ -110,7 +111,7 @@ class SyncErrorEntry:
 
 COUNT_KEYS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "coupled", "uncoupled")
 JobStatus = Literal["queued", "running", "succeeded", "partial", "failed"]
-JobKind = Literal["syncNow", "full", "incremental", "uncoupleAll", "matchCouple", "record", "retryErrors"]
+JobKind = Literal["syncNow", "full", "incremental", "uncoupleAll", "matchCouple", "record", "retry"]
 
 
 @dataclass(slots=True)

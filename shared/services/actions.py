@@ -11,6 +11,8 @@ from typing import Any
 from shared.domain.errors import CannotAutoCoupleError, MappingNotFoundError, ServiceError, ValidationFailedError
 from shared.domain.model import Direction, Job
 from shared.mappings.config import TableMapping
+from shared.messaging.message_ids import bounded_message_id
+from shared.planning.automatic import does_automatic_work
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.jobs import BATCH_SIZE, JobService, message
@@ -39,11 +41,11 @@ async def sync_ids(
     """Synchronizes the coupled records among these ids; the others are ``not_coupled``. Order kept."""
     outcome = SyncOutcome()
     if bc_ids:
-        found = await engine.couplings.get_many_by_bc_ids(mapping.name, list(bc_ids))
-        keys = list(bc_ids)
+        keys = list(dict.fromkeys(bc_ids))  # a record named twice counts once
+        found = await engine.couplings.get_many_by_bc_ids(mapping.name, keys)
     else:
-        found = await engine.couplings.get_many_by_dataverse_ids(mapping.name, list(dv_ids))
-        keys = list(dv_ids)
+        keys = list(dict.fromkeys(dv_ids))
+        found = await engine.couplings.get_many_by_dataverse_ids(mapping.name, keys)
     couplings = [found[k] for k in dict.fromkeys(keys) if k in found]
     synced = await SyncService(engine).sync_couplings(mapping, couplings, direction, force=force, job_id=job_id)
     by_key = {(r.bc_id if bc_ids else r.dataverse_id): r for r in synced.results}
@@ -132,6 +134,11 @@ def parse_dataverse_request(body: dict[str, Any]) -> tuple[str, str, str, dict[s
             raise ValidationFailedError("The execution context has no valid PrimaryEntityId (a GUID).")
         if not isinstance(msg, str):
             raise ValidationFailedError("MessageName must be a string.")
+        shared_vars = body.get("SharedVariables")
+        if shared_vars is not None and not (
+            isinstance(shared_vars, list) and all(isinstance(v, dict) for v in shared_vars)
+        ):
+            raise ValidationFailedError("SharedVariables must be a list of {key, value} objects.")
         return entity, row_id.lower(), msg, body
     entity = body.get("entityName")
     row_id = body.get("id")
@@ -184,6 +191,15 @@ async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int
         raise RecordNotFoundError(f"Dataverse {mapping.dataverse_entity_set} {row_id} does not exist.")
     outcome = await CouplingService(engine).create_counterparts(mapping, Direction.FROM_DATAVERSE, [rows[row_id]])
     result = outcome.results[0]
+    if result.status != "created" and (won := await engine.couplings.get_by_dataverse_id(mapping.name, row_id)):
+        # A concurrent call created and coupled it first: the same coupling, not created by this call.
+        return 200, {
+            "mapping": mapping.name,
+            "bcId": won.bc_id,
+            "dataverseId": row_id,
+            "created": False,
+            "result": RecordResult(won.bc_id, row_id, "unchanged", Direction.FROM_DATAVERSE.value).as_json(),
+        }
     if result.status != "created":
         from shared.errors import TransientError
 
@@ -223,6 +239,8 @@ async def bc_notification(engine: Engine, body: dict[str, Any]) -> int:
         if not m or m.group(2) not in by_entity:
             continue
         mapping = by_entity[m.group(2)]
+        if not does_automatic_work(mapping.state):
+            continue  # paused: its next incremental run after resume catches up
         if it.get("changeType") == "collection" or not m.group(3):
             await jobs.start(mapping.name, "incremental", mapping.direction.value, full=False)
             continue
@@ -234,7 +252,7 @@ async def bc_notification(engine: Engine, body: dict[str, Any]) -> int:
                 "kind": "record-changed",
                 "jobId": "",
                 "mapping": mapping.name,
-                "messageId": f"bc:{mapping.name}:{record_id}:{it.get('lastModifiedDateTime', '')}",
+                "messageId": bounded_message_id("bc", mapping.name, record_id, it.get("lastModifiedDateTime", "")),
                 "bcIds": [record_id],
                 "deleted": deleted,
             }
@@ -249,6 +267,8 @@ async def dataverse_notification(engine: Engine, body: dict[str, Any]) -> int:
     base = engine.registry.for_dataverse_table(entity)
     if base is None or is_echo(context):
         return 0
+    if not does_automatic_work((await engine.registry.get(base.name)).state):
+        return 0  # paused: its next incremental run after resume catches up
     op = str(context.get("OperationId") or context.get("CorrelationId") or "")
     await engine.publisher.publish(
         [
@@ -257,7 +277,7 @@ async def dataverse_notification(engine: Engine, body: dict[str, Any]) -> int:
                 "kind": "record-changed",
                 "jobId": "",
                 "mapping": base.name,
-                "messageId": f"dv:{base.name}:{row_id}:{op}",
+                "messageId": bounded_message_id("dv", base.name, row_id, op),
                 "dataverseIds": [row_id],
                 "deleted": msg_name.lower() == "delete",
             }

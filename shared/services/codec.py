@@ -3,25 +3,13 @@ batches through the parent mapping's couplings (a contact's company <-> its acco
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
 from shared.domain.model import RemoteRecord
 from shared.mappings.config import FieldMap, TableMapping
+from shared.planning.identity_keys import bc_number_for, dataverse_id_for  # noqa: F401 -- re-exported
 from shared.ports import CouplingStore, RecordService
-
-# Deterministic Dataverse primary keys for rows this service creates: a retried create can't duplicate.
-_DV_ID_NAMESPACE = uuid.UUID("6f1d2a8e-3c5b-4f7a-9e0d-1b2c3d4e5f60")
-
-
-def dataverse_id_for(mapping: str, bc_id: str) -> str:
-    return str(uuid.uuid5(_DV_ID_NAMESPACE, f"{mapping}:{bc_id.lower()}"))
-
-
-def bc_number_for(dataverse_id: str) -> str:
-    """A deterministic BC No. (Code[20]) for a record created from a Dataverse row."""
-    return "DV" + dataverse_id.replace("-", "").upper()[:18]
 
 
 def odata_string(value: str) -> str:

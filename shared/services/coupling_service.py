@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,9 @@ from shared.domain.model import Coupling, Direction, RemoteRecord, WriteOp, Writ
 from shared.mappings.config import TableMapping
 from shared.planning.planner import best_match, plan_create, snapshot_after_create
 from shared.planning.transform import convert, same
-from shared.services.codec import bc_number_for, dataverse_id_for, odata_string
+from shared.services.adoption import create_in_bc, create_in_dataverse
+from shared.services.codec import odata_string
+from shared.services.create_errors import create_error_entry, created_sources, failed_creates
 from shared.services.engine import Engine, utcnow
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 
@@ -155,30 +158,23 @@ class CouplingService:
         now = utcnow()
         if direction == Direction.TO_DATAVERSE:
             values = await codec.bc_values_many(sources)
-            ops = []
-            for rec in sources:
-                new_id = dataverse_id_for(mapping.name, rec.id)
-                payload = codec.dv_payload(plan_create(mapping.fields, direction, values[rec.id]))
-                payload[mapping.dataverse_primary_key] = new_id
-                ops.append(WriteOp("create", ref=rec.id, id=new_id, fields=payload))
-            written = await self.e.dv.write_many(mapping.dataverse_entity_set, ops)
+            dv_payloads = {
+                rec.id: codec.dv_payload(plan_create(mapping.fields, direction, values[rec.id])) for rec in sources
+            }
+            written = await create_in_dataverse(self.e, mapping, sources, dv_payloads)
             pairs = [(rec.id, w) for rec, w in zip(sources, written, strict=True)]
             src_values = {rec.id: values[rec.id] for rec in sources}
         else:
             src_values = {rec.id: codec.dv_values(rec) for rec in sources}
             new_values = {rec.id: plan_create(mapping.fields, direction, src_values[rec.id]) for rec in sources}
             payloads = await codec.bc_payloads(new_values)
-            if mapping.bc_natural_key:
-                for rec in sources:
-                    payloads[rec.id].setdefault(mapping.bc_natural_key, bc_number_for(rec.id))
-            ops = [WriteOp("create", ref=rec.id, fields=payloads[rec.id]) for rec in sources]
-            written = await self.e.bc.write_many(mapping.bc_entity, ops)
-            written, lost = await self._recover_refused_creates(mapping, sources, written, payloads)
+            written, lost = await create_in_bc(
+                self.e, mapping, sources, payloads, functools.partial(self._recover_refused_creates, mapping)
+            )
             for dv_id in lost:  # another worker created and coupled it at the same time: nothing to do here
                 outcome.add(RecordResult(None, dv_id, "unchanged", direction.value))
-            kept = [(rec, w) for rec, w in zip(sources, written, strict=True) if rec.id not in lost]
-            sources, written = [rec for rec, _ in kept], [w for _, w in kept]
-            pairs = [(rec.id, w) for rec, w in kept]
+            sources = [rec for rec in sources if rec.id not in lost]
+            pairs = [(rec.id, w) for rec, w in zip(sources, written, strict=True)]
             created_bc = await codec.bc_values_many([w.record for w in written if w.ok and w.record is not None])
             await self._write_back_assigned(mapping, sources, written, created_bc, src_values)
 
@@ -240,7 +236,20 @@ class CouplingService:
                 outcome.add(
                     RecordResult(c.bc_id, c.dataverse_id, "failed", direction.value, "already_coupled", str(st))
                 )
+        await self._record_create_outcomes(mapping, outcome, job_id)
         return outcome
+
+    async def _record_create_outcomes(self, mapping: TableMapping, outcome: SyncOutcome, job_id: str | None) -> None:
+        """A create that failed keeps its place: it is listed as a sync error naming its source record (there
+        is no coupling yet), so retry-all re-does it and no watermark leaves it behind unrecorded; a create
+        that succeeded closes the error of an earlier failed attempt."""
+        now = utcnow()
+        failed = failed_creates(outcome.results)
+        if failed:
+            await self.e.errors.record_many([create_error_entry(mapping.name, r, job_id, now) for r in failed])
+        bc_ids, dv_ids = created_sources(outcome.results)
+        if bc_ids or dv_ids:
+            await self.e.errors.close_for_records(mapping.name, bc_ids, dv_ids)
 
     async def _recover_refused_creates(
         self,
@@ -265,7 +274,7 @@ class CouplingService:
                 for rec in page:
                     found[wanted[str(rec.fields.get(key))]] = rec
         out = [
-            WriteResult(w.ref, True, found[rec.id]) if not w.ok and rec.id in found else w
+            WriteResult(w.ref, True, found[rec.id], existed=True) if not w.ok and rec.id in found else w
             for rec, w in zip(sources, written, strict=True)
         ]
         return out, lost

@@ -11,9 +11,11 @@ from shared.domain.errors import JobNotFoundError
 from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side, Watermark
 from shared.errors import PreconditionFailedError
 from shared.mappings.config import TableMapping
+from shared.planning.automatic import may_run
 from shared.planning.planner import may_create, plan_deletion
 from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
+from shared.services.create_errors import create_error_entry
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 from shared.telemetry import log_event, record_job
@@ -190,6 +192,28 @@ class JobService:
                     mapping, unique, Direction(d), force=True, honour_skipped=False, job_id=job_id
                 )
             )
+        outcome.merge(await self._retry_creates(mapping, [x for x in entries if x.bc_id not in couplings], job_id))
+        return outcome
+
+    async def _retry_creates(self, mapping: TableMapping, entries: Sequence[Any], job_id: str) -> SyncOutcome:
+        """Errors naming a record without a coupling are failed creates: the record is created on the other
+        side again and coupled (a Dataverse row coupled meanwhile just has its error closed)."""
+        outcome = SyncOutcome()
+        bc_ids = sorted({x.bc_id for x in entries if x.bc_id})
+        dv_ids = sorted({x.dataverse_id for x in entries if not x.bc_id and x.dataverse_id})
+        if bc_ids and mapping.allows(Direction.TO_DATAVERSE):
+            recs = await self._read(mapping, Side.BC, bc_ids)
+            outcome.merge(
+                await self.coupling.create_counterparts(mapping, Direction.TO_DATAVERSE, list(recs.values()), job_id)
+            )
+        if dv_ids and mapping.allows(Direction.FROM_DATAVERSE):
+            coupled = await self._couplings_by(mapping, Side.DATAVERSE, dv_ids)
+            if coupled:
+                await self.e.errors.close_for_records(mapping.name, [], list(coupled))
+            recs = await self._read(mapping, Side.DATAVERSE, [i for i in dv_ids if i not in coupled])
+            outcome.merge(
+                await self.coupling.create_counterparts(mapping, Direction.FROM_DATAVERSE, list(recs.values()), job_id)
+            )
         return outcome
 
     # ------------------------------------------------------------------ mapping-wide sync
@@ -205,7 +229,7 @@ class JobService:
         processed here; a large page is fanned out to workers as ``sync-batch`` messages. Watermarks move
         only after every page (and, when fanned out, every batch) succeeded: the last batch moves them."""
         outcome = SyncOutcome()
-        if mapping.state == "paused" and job_id is None:
+        if not may_run(mapping.state, job_id):
             return outcome  # paused: nothing read, so no watermark moves past unsynced changes
         batches: list[dict[str, Any]] = []
         cursors: dict[str, str] = {}
@@ -292,7 +316,7 @@ class JobService:
     ) -> SyncOutcome:
         """Syncs the changed coupled records of a change set and creates+couples the uncoupled ones the
         mapping allows; changes already seen and our own echoes cost nothing."""
-        if mapping.state == "paused" and job_id is None:
+        if not may_run(mapping.state, job_id):
             return SyncOutcome()
         work, seen, coupled = await self._work_of(mapping, side, records)
         return await self._apply_work(mapping, side, work, seen, coupled, deleted_ids, job_id)
@@ -416,6 +440,10 @@ class JobService:
                         "The record cannot be updated because it is coupled to a deleted record.",
                     )
                 )
+            # Listed like any failed record, so the change feed's watermark never leaves it unrecorded.
+            await self.e.errors.record_many(
+                [create_error_entry(mapping.name, r, None, utcnow()) for r in outcome.results]
+            )
             return outcome
         await self.e.couplings.uncouple_many(mapping.name, bc_ids)
         await self.e.errors.close_for_records(mapping.name, bc_ids)
@@ -450,6 +478,8 @@ class JobService:
     async def record_changed(self, mapping: TableMapping, msg: dict[str, Any], job_id: str | None) -> SyncOutcome:
         side = Side.BC if msg.get("bcIds") else Side.DATAVERSE
         ids = [i.lower() for i in (msg.get("bcIds") or msg.get("dataverseIds") or [])]
+        if not may_run(mapping.state, job_id):
+            return SyncOutcome()  # a webhook's change while paused: the incremental run after resume has it
         if msg.get("deleted"):
             gone = await self._couplings_by(mapping, side, ids)
             return await self._apply_deletions(mapping, list(gone.values()), deleted_side=side)
@@ -478,7 +508,8 @@ def _message_kind(kind: str) -> str:
         "incremental": "mapping-sync",
         "uncoupleAll": "uncouple-all",
         "matchCouple": "match-couple",
-        "retryErrors": "retry-errors",
+        "retry": "retry-errors",
+        "retryErrors": "retry-errors",  # the kind's name before #16
         "record": "record-changed",
         "syncNow": "sync-batch",
     }[kind]

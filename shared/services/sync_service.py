@@ -15,6 +15,7 @@ from shared.domain.errors import DirectionNotAllowedError, DirectionRequiredErro
 from shared.domain.model import Coupling, Direction, RemoteRecord, SyncErrorEntry, WriteOp, WriteResult
 from shared.errors import SyncError
 from shared.mappings.config import TableMapping
+from shared.planning.lookups import unresolved_lookups
 from shared.planning.planner import Changes, PairState, RecordPlan, detect_changes, plan_sync, suggest_direction
 from shared.services.engine import Engine, empty_counts, utcnow
 from shared.telemetry import log_event, record_sync_outcomes
@@ -213,21 +214,23 @@ class SyncService:
                         "mapping first."
                     )
 
-        dv_ops: list[WriteOp] = []
-        bc_values_by_ref: dict[str, dict[str, Any]] = {}
-        for plan in plans:
-            if plan.bc_id in dependency_errors:
-                continue
-            if plan.dv_update:
-                d = dv_recs[plan.dv_id]
-                dv_ops.append(
-                    WriteOp(
-                        "update", ref=plan.bc_id, id=plan.dv_id, fields=codec.dv_payload(plan.dv_update), etag=d.etag
-                    )
-                )
-            if plan.bc_update:
-                bc_values_by_ref[plan.bc_id] = plan.bc_update
+        bc_values_by_ref = {p.bc_id: p.bc_update for p in plans if p.bc_update and p.bc_id not in dependency_errors}
         bc_payloads = await codec.bc_payloads(bc_values_by_ref)
+        lookups = [(f.key, f.bc) for f in mapping.fields if f.lookup is not None and f.bc is not None]
+        for ref, missing in unresolved_lookups(lookups, bc_values_by_ref, bc_payloads).items():
+            # The Dataverse parent is not coupled: fail the record rather than write it without its parent.
+            dependency_errors[ref] = (
+                f"The parent record ({', '.join(missing)}) is not coupled yet; couple or sync the parent mapping first."
+            )
+            bc_payloads.pop(ref, None)
+        dv_ops: list[WriteOp] = []
+        for plan in plans:
+            if plan.bc_id in dependency_errors or not plan.dv_update:
+                continue
+            d = dv_recs[plan.dv_id]
+            dv_ops.append(
+                WriteOp("update", ref=plan.bc_id, id=plan.dv_id, fields=codec.dv_payload(plan.dv_update), etag=d.etag)
+            )
         bc_ops = [
             WriteOp("update", ref=ref, id=ref, fields=payload, etag=bc_recs[ref].etag)
             for ref, payload in bc_payloads.items()

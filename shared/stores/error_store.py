@@ -15,6 +15,7 @@ from azure.core import MatchConditions
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from shared.domain.errors import InvalidContinuationError
 from shared.domain.model import SyncErrorEntry
 from shared.stores.tables import (
     Entity,
@@ -168,21 +169,26 @@ class TableSyncErrorStore:
         kw: dict[str, Any] = {"mode": UpdateMode.REPLACE, "etag": etag_of(old), "match_condition": _IF_MATCH}
         return ("update", entity, kw)
 
-    async def close_for_records(self, mapping: str, bc_ids: Sequence[str]) -> int:
-        """Closes the open errors of these BC records (any direction): one scan of the mapping's open errors
+    async def close_for_records(self, mapping: str, bc_ids: Sequence[str], dv_ids: Sequence[str] = ()) -> int:
+        """Closes the open errors of these BC records (any direction), and of these Dataverse rows among the
+        errors that name no BC record (a failed create from Dataverse): one scan of the mapping's open errors
         (few, compared to the records synced) instead of one lookup per record."""
-        if not bc_ids:
+        if not bc_ids and not dv_ids:
             return 0
         table = await self._table()
         pk = escape_key(mapping)
         wanted = {norm_id(i) for i in bc_ids}
+        wanted_dv = {norm_id(i) for i in dv_ids}
         now = to_utc(utcnow())
         ops: list[Op] = []
         async for page in query_all(
-            table, f"PartitionKey eq {quote(pk)} and Closed eq false", select=["PartitionKey", "RowKey", "BcId"]
+            table,
+            f"PartitionKey eq {quote(pk)} and Closed eq false",
+            select=["PartitionKey", "RowKey", "BcId", "DataverseId"],
         ):
             for row in page:
-                if row.get("BcId") and norm_id(row["BcId"]) in wanted:
+                bc, dv = row.get("BcId"), row.get("DataverseId")
+                if (bc and norm_id(bc) in wanted) or (not bc and dv and norm_id(dv) in wanted_dv):
                     entity = {"PartitionKey": pk, "RowKey": row["RowKey"], "Closed": True, "ClosedAt": now}
                     ops.append(("update", entity, {"mode": UpdateMode.MERGE}))
         out = await submit_tolerant(table, ops, drop=lambda i, kind: [i] if kind == "missing" else [])
@@ -226,7 +232,10 @@ class TableSyncErrorStore:
             entries += [from_entity(r) for r in page]
         entries.sort(key=_newest_first, reverse=True)
         if continuation:
-            after = tuple(decode_token(continuation))
+            token = decode_token(continuation)
+            if not (isinstance(token, list) and len(token) == 2 and all(isinstance(t, str) for t in token)):
+                raise InvalidContinuationError("continuation is not a token this service issued.")
+            after = tuple(token)
             entries = [e for e in entries if _newest_first(e) < after]
         top = max(1, top)
         page_items = entries[:top]

@@ -117,6 +117,14 @@ def decode_token(token: str) -> Any:
         raise InvalidContinuationError("continuation is not a token this service issued.") from e
 
 
+def _is_table_token(token: Any) -> bool:
+    """The shape of a Table Storage continuation token (next partition/row key): a tampered token of valid
+    base64 but another JSON shape is refused here, not passed on to the SDK."""
+    return isinstance(token, dict) and all(
+        k in ("PartitionKey", "RowKey") and (v is None or isinstance(v, str)) for k, v in token.items()
+    )
+
+
 # ----------------------------------------------------------------------------- values
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -415,6 +423,8 @@ async def query_page(
     """One page of ≤``top`` rows and the opaque token of the next page (``None`` at the end). Pages that a
     filtered scan returns empty are skipped so a page is only empty at the end."""
     token: Any = decode_token(continuation) if continuation else None
+    if token is not None and not _is_table_token(token):
+        raise InvalidContinuationError("continuation is not a token this service issued.")
     top = max(1, min(top, MAX_PAGE))
     try:
         while True:

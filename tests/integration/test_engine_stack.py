@@ -173,7 +173,7 @@ async def test_skipped_after_repeated_failure_and_unskipped_by_retry(
     assert (await rt.engine.couplings.get_by_bc_id("CUSTOMER", b)).skipped
     assert (await _sync(rt, b, Direction.TO_DATAVERSE))["error"]["code"] == "record_skipped"
     errors = [e for e in (await rt.engine.errors.list_page(mapping="CUSTOMER"))[0] if e.bc_id == b]
-    job = await JobService(rt.engine).start("CUSTOMER", "retryErrors", None, ids=[errors[0].id])
+    job = await JobService(rt.engine).start("CUSTOMER", "retry", None, ids=[errors[0].id])
     msgs = [
         {
             "version": 1,

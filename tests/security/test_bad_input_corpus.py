@@ -186,9 +186,58 @@ def corpus() -> Iterator[Case]:
         ok_ctx = {**base, "PrimaryEntityId": G}
         yield Case("dv key", "POST", "/api/webhooks/dataverse", ok_ctx, params={"code": code})
     yield Case("dv no key", "POST", "/api/webhooks/dataverse", base)
+    # 7. (#16) digits that are not ASCII, valid base64 tokens of the wrong JSON shape, SharedVariables of the
+    # wrong type
+    for value in ("²", "①", "١٢", "𝟗", "1²"):
+        for path in ("/api/mappings/CUSTOMER/couplings", "/api/jobs", "/api/errors"):
+            yield Case("top digits", "GET", path, params={"top": value})
+    for shape in TAMPERED_TOKENS:
+        for path in ("/api/mappings/CUSTOMER/couplings", "/api/jobs", "/api/errors"):
+            yield Case("tampered continuation", "GET", path, params={"continuation": token_of(shape)})
+    for shared in ("tag", 5, True, {"key": "tag", "value": "bc-sync"}, [1, "x"], [None], [["tag", "bc-sync"]]):
+        ctx = {**base, "SharedVariables": shared}
+        yield Case("shared variables", "POST", "/api/dataverse/sync", ctx)
+        yield Case("shared variables webhook", "POST", "/api/webhooks/dataverse?code=local-dv-webhook-key", ctx)
+
+
+TAMPERED_TOKENS: list[Any] = [
+    "x",
+    1,
+    True,
+    [1],
+    ["a"],
+    ["a", "b", "c"],
+    [1, 2],
+    {"a": 1},
+    {"PartitionKey": 5},
+    {"PartitionKey": ["x"], "RowKey": "y"},
+    {"PartitionKey": {"$ne": ""}},
+]
+
+
+def token_of(value: Any) -> str:
+    """A continuation token as this service encodes them (base64url of JSON), of any JSON value."""
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
 CORPUS = list(corpus())
+
+
+def handled_corpus() -> Iterator[Case]:
+    """(#16) Hostile but well-formed notifications that are accepted (202) and must never be a 5xx: parts of
+    the work message id over Service Bus's 128-character limit, odd shared variables."""
+    ctx = {"MessageName": "Update", "PrimaryEntityName": "account", "PrimaryEntityId": G, "InputParameters": []}
+    for op in ("x" * 129, "x" * 5000, "😀" * 200, "a:b" * 100):
+        yield Case("long OperationId", "POST", "/api/webhooks/dataverse?code=local-dv-webhook-key",
+                   {**ctx, "OperationId": op})  # fmt: skip
+    yield Case("odd shared variable", "POST", "/api/webhooks/dataverse?code=local-dv-webhook-key",
+               {**ctx, "SharedVariables": [{"key": "tag", "value": ["bc-sync"]}, {}]})  # fmt: skip
+    for stamp in ("x" * 129, "2030-01-01T00:00:00Z" * 50, 12345, {"a": 1}):
+        note = {"subscriptionId": "s", "clientState": "local-bc-client-state", "changeType": "updated",
+                "resource": f"companies(x)/customers({G})", "lastModifiedDateTime": stamp}  # fmt: skip
+        yield Case("long lastModifiedDateTime", "POST", "/api/webhooks/businesscentral", {"value": [note]})
 
 
 def known_bug_corpus() -> Iterator[Case]:
@@ -256,6 +305,17 @@ def test_every_hostile_request_is_a_4xx_problem_and_changes_nothing(world: World
     after = world_state(world)
     assert not failures, f"{len(failures)} of {len(CORPUS)} answers were not 4xx problems:\n" + "\n".join(failures[:25])
     assert after == before, "a rejected request changed state"
+
+
+def test_hostile_notifications_that_are_accepted_never_get_a_5xx(world: World) -> None:
+    answers = []
+    for case in handled_corpus():
+        resp = send(world, case)
+        TALLY.bad_inputs += 1
+        TALLY.status_counts[resp.status_code] += 1
+        TALLY.five_xx += resp.status_code >= 500
+        answers.append((case.label, resp.status_code, resp.text[:120]))
+    assert all(status == 202 for _, status, _ in answers), answers
 
 
 def test_known_bad_inputs_are_4xx_problems(world: World) -> None:

@@ -226,6 +226,8 @@ async def test_deletion_policies(engine: Engine, policy: str) -> None:
     coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
     if policy == "none":
         assert coupling is not None and outcome.counts["failed"] == 1
+        errors, _ = await engine.errors.list_page(mapping="CUSTOMER")
+        assert [(e.bc_id, e.code) for e in errors] == [(b, "coupled_record_deleted")]  # listed, not lost
     elif policy == "removeCoupling":
         assert coupling is None and bc_of(engine).get("customers", b) is not None
     elif policy == "restore":
@@ -248,7 +250,7 @@ async def test_repeated_failure_marks_skipped_and_retry_restores(engine: Engine)
     assert ans["results"][0]["error"]["code"] == "record_skipped"
     del dv_of(engine).fail_writes[d]
     errors, _ = await engine.errors.list_page(mapping="CUSTOMER")
-    job = await JobService(engine).start("CUSTOMER", "retryErrors", None, ids=[errors[0].id])
+    job = await JobService(engine).start("CUSTOMER", "retry", None, ids=[errors[0].id])
     await JobService(engine).handle(engine.publisher.take()[0])  # type: ignore[attr-defined]
     assert (await engine.jobs.get(job.job_id)).counts["modified"] == 1
     coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
@@ -403,3 +405,23 @@ async def test_a_write_refused_as_stale_is_re_read_and_re_planned_once(engine: E
     assert (await engine.errors.list_page(mapping="CUSTOMER"))[0] == []
     coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
     assert coupling.consecutive_failures == 0 and coupling.last_sync_result == "succeeded"
+
+
+async def test_a_create_failing_in_a_job_is_listed_and_retry_all_creates_it(engine: Engine) -> None:
+    from shared.errors import TransientError
+
+    b = bc_of(engine).put("customers", {"displayName": "Lost", "number": "C5"})
+    dv_of(engine).fail_writes[dataverse_id_for("CUSTOMER", b)] = TransientError("500", status=500)
+    mapping = await engine.registry.get("CUSTOMER")
+    outcome = await JobService(engine).run_mapping_sync(mapping, full=False, job_id="j1")
+    assert outcome.counts["failed"] == 1
+    errors, _ = await engine.errors.list_page(mapping="CUSTOMER")
+    assert [(e.bc_id, e.dataverse_id, e.code, e.transient, e.job_id) for e in errors] == [
+        (b, None, "create_failed", True, "j1")
+    ]
+    dv_of(engine).fail_writes.clear()
+    job = await JobService(engine).start("CUSTOMER", "retry", None, all=True)
+    await JobService(engine).handle(engine.publisher.take()[0])  # type: ignore[attr-defined]
+    assert (await engine.jobs.get(job.job_id)).counts["inserted"] == 1
+    assert await engine.couplings.get_by_bc_id("CUSTOMER", b) is not None
+    assert (await engine.errors.list_page(mapping="CUSTOMER"))[0] == []

@@ -63,6 +63,17 @@ async def test_record_many_batches_and_same_key_in_one_call(stores: Stores) -> N
     assert {e.bc_id: e.attempts for e in seen} == {i: (2 if n < 120 else 1) for n, i in enumerate(ids)}
 
 
+async def test_close_for_records_by_dataverse_id_closes_only_errors_naming_no_bc_record(stores: Stores) -> None:
+    d, b = gid(), gid()
+    await stores.errors.record_many(
+        [err(None, direction="fromDataverse", dataverse_id=d), err(b, dataverse_id=d), err(None, dataverse_id=gid())]
+    )
+    assert await stores.errors.close_for_records(M, [], [d.upper()]) == 1
+    open_page, _ = await stores.errors.list_page(mapping=M)
+    assert {(e.bc_id, e.dataverse_id == d) for e in open_page} >= {(b, True)}
+    assert all(not (e.bc_id is None and e.dataverse_id == d) for e in open_page)
+
+
 async def test_close_for_records_and_reopen(stores: Stores) -> None:
     a, b = gid(), gid()
     await stores.errors.record_many([err(a), err(a, direction="fromDataverse"), err(b), err(gid(), mapping="CONTACT")])
