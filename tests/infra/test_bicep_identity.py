@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.infra.bicep_checks import body, check_templates, get, parse_all
@@ -16,13 +14,6 @@ from tests.infra.bicep_checks import body, check_templates, get, parse_all
 ROOT = Path(__file__).resolve().parents[2]
 BICEP = ROOT / "infra" / "bicep"
 SCRIPTS = ROOT / "infra" / "scripts"
-
-
-@pytest.fixture
-def broken(tmp_path: Path) -> Path:
-    copy = tmp_path / "bicep"
-    shutil.copytree(BICEP, copy)
-    return copy
 
 
 def _edit(path: Path, old: str, new: str) -> None:
