@@ -5,6 +5,7 @@ import azure.functions as func
 from functions.http_couplings import bp as couplings_bp
 from functions.http_errors_jobs import bp as errors_jobs_bp
 from functions.http_health import bp as health_bp
+from functions.http_mapping_fields import bp as mapping_fields_bp
 from functions.http_mappings import bp as mappings_bp
 from functions.http_openapi import bp as openapi_bp
 from functions.http_sync import bp as sync_bp
@@ -16,6 +17,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (
     health_bp,
     mappings_bp,
+    mapping_fields_bp,
     couplings_bp,
     sync_bp,
     errors_jobs_bp,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from functions._mapping_openapi import add_mapping_paths
 from functions._models import (
     CoupleRequest,
     JobRequest,
@@ -107,6 +108,7 @@ def openapi_document() -> dict[str, Any]:
         model.__name__: model.model_json_schema(ref_template="#/components/schemas/{model}")
         for model in (CoupleRequest, SyncRequest, UncoupleRequest, MatchRequest, MappingPatch, RetryRequest, JobRequest)
     }
+    add_mapping_paths(paths, schemas, _op)
     schemas["Problem"] = {
         "type": "object",
         "required": ["code", "status"],

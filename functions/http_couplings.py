@@ -3,9 +3,9 @@
 import azure.functions as func
 
 from functions._http import handle_errors, json_response, parse_json_body
+from functions._mapping_models import MatchCoupleRequest
 from functions._models import (
     CoupleRequest,
-    MatchRequest,
     UncoupleRequest,
     accepted,
     continuation_param,
@@ -19,6 +19,7 @@ from shared.bootstrap import get_engine
 from shared.domain.model import Direction
 from shared.services.coupling_service import CouplingService
 from shared.services.jobs import JobService
+from shared.services.mapping_admin import admin_for
 
 bp = func.Blueprint()
 
@@ -47,10 +48,14 @@ async def couple(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="mappings/{mapping}/couplings/match", methods=["POST"])
 @handle_errors
 async def match_couple(req: func.HttpRequest) -> func.HttpResponse:
-    body = parse_json_body(req, MatchRequest)
+    body = parse_json_body(req, MatchCoupleRequest)
     engine = await get_engine()
     mapping = await engine.registry.get(req.route_params["mapping"])
-    job = await JobService(engine).start(mapping.name, "matchCouple", None, bcIds=body.bcIds)
+    fields = [f.model_dump() for f in body.matchFields] if body.matchFields else None
+    if fields:
+        await admin_for(engine).check_match_fields(mapping, fields)
+    options = {"matchFields": fields, "createNewIfNoMatch": body.createNewIfNoMatch, "syncAfter": body.syncAfter}
+    job = await JobService(engine).start(mapping.name, "matchCouple", None, bcIds=body.bcIds, **options)
     return accepted(job.job_id)
 
 

@@ -190,11 +190,12 @@ class _Node:
 
 
 class _Parser:
-    def __init__(self, text: str, fields: Collection[str] | None) -> None:
+    def __init__(self, text: str, fields: Collection[str] | None, case_insensitive: bool = False) -> None:
         self.tokens = _tokenize(text)
         self.i = 0
         self.fields = fields
         self.properties: set[str] = set()
+        self.ci = case_insensitive
 
     # -- token helpers
     def peek(self) -> _Token:
@@ -260,6 +261,8 @@ class _Parser:
         if self.at_keyword(*_COMPARISONS):
             op = self.next().text
             right = self.primary()
+            if self.ci and op in ("eq", "ne"):
+                left, right = _folded(left), _folded(right)
             return _compare_node(op, left, right)
         if self.at_keyword("in"):
             self.next()
@@ -272,6 +275,9 @@ class _Parser:
             if not all(item.literal for item in items):
                 raise ODataError("The 'in' operator takes a list of literals.")
             values = [item.value for item in items]
+            if self.ci:
+                values = [_fold(v) for v in values]
+                left = _folded(left)
             lg = left.get
             cond = Condition(left.path, "in", values) if left.path else None
             return _Node(lambda r, lg=lg: any(_equal(lg(r), v) for v in values), condition=cond)
@@ -355,6 +361,23 @@ class _Parser:
             return y in x
 
         return _Node(binary)
+
+
+def _fold(value: Any) -> Any:
+    return value.casefold() if type(value) is str else value  # GUID literals (a str subclass) stay as they are
+
+
+def _folded(node: _Node) -> _Node:
+    """The node with text values case-folded (a service whose text comparisons ignore case)."""
+    g = node.get
+    return _Node(
+        lambda r, g=g: _fold(g(r)),
+        literal=node.literal,
+        value=_fold(node.value),
+        path=node.path,
+        condition=node.condition,
+        conjuncts=node.conjuncts,
+    )
 
 
 def _truth(value: Any) -> bool:
@@ -460,9 +483,10 @@ def _order(op: str, a: Any, b: Any) -> bool:
     return bool(x <= y)
 
 
-def parse_filter(text: str, *, fields: Collection[str] | None = None) -> Filter:
+def parse_filter(text: str, *, fields: Collection[str] | None = None, case_insensitive: bool = False) -> Filter:
     """Compile a ``$filter`` expression to a predicate over dict rows.
 
+    ``case_insensitive``: ``eq``/``ne``/``in`` compare text ignoring case (Dataverse's default collation).
     ``fields``: the entity's property names; when given, an unknown property raises ``ODataError``
     at parse time (the real services answer 400). Type mismatches found while evaluating a row also
     raise ``ODataError``; callers should evaluate inside their error handling.
@@ -472,7 +496,7 @@ def parse_filter(text: str, *, fields: Collection[str] | None = None) -> Filter:
     if len(text) > 8000:
         raise ODataError("The $filter expression is too long.")
     try:
-        return _Parser(text, fields).parse()
+        return _Parser(text, fields, case_insensitive).parse()
     except RecursionError as e:
         raise ODataError("The $filter expression is nested too deeply.") from e
 

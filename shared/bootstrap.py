@@ -77,9 +77,11 @@ def build_runtime(
     publisher = ServiceBusPublisher.from_settings(settings, azure)
     if wrap_publisher is not None:
         publisher = wrap_publisher(publisher)
+    registry = MappingRegistry(mappings, _document_store(settings, stores), legacy_settings=stores.settings)
+    registry.on_mapping(lambda m: _register_custom_table(dv, m))
     engine = Engine(
         settings=settings,
-        registry=MappingRegistry(mappings, stores.settings),
+        registry=registry,
         bc=bc,
         dv=dv,
         couplings=stores.couplings,
@@ -89,6 +91,20 @@ def build_runtime(
         publisher=publisher,
     )
     return Runtime(engine, stores, bc, dv, publisher, credentials)
+
+
+def _document_store(settings: Settings, stores: Any) -> Any:
+    """Mapping documents live in the mapping-settings table (their own partition)."""
+    from shared.stores.mapping_document_store import TableMappingDocumentStore
+    from shared.stores.tables import TableNames
+
+    return TableMappingDocumentStore(stores.tables, TableNames.with_prefix(settings.table_prefix).settings)
+
+
+def _register_custom_table(dv: Any, mapping: Any) -> None:
+    """A user-defined mapping's Dataverse table: the client learns its logical name and primary key."""
+    if getattr(mapping, "user_defined", False) and hasattr(dv, "register_entity"):
+        dv.register_entity(mapping.dataverse_entity_set, mapping.dataverse_table, mapping.dataverse_primary_key)
 
 
 async def get_runtime() -> Runtime:

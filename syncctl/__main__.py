@@ -9,6 +9,13 @@
     python -m syncctl errors [--mapping M]                      python -m syncctl retry --mapping M
     python -m syncctl jobs [--mapping M]                        python -m syncctl wait JOB_ID
     python -m syncctl pause|resume CUSTOMER
+    python -m syncctl mappings [CUSTOMER]                      python -m syncctl set CUSTOMER conflictPolicy=bcWins ...
+    python -m syncctl fields CUSTOMER [--json]                 python -m syncctl reset CUSTOMER
+    python -m syncctl add-field CUSTOMER --bc addressLine2 --dataverse address1_line2 [--max-length 50] [--trim]
+    python -m syncctl set-field CUSTOMER city~address1_city --status disabled | --use-for-match --match-priority 1
+    python -m syncctl delete-field CUSTOMER addressLine2~address1_line2
+    python -m syncctl match CUSTOMER [--bc-id G ...] [--field displayName=name:1[:cs] ...] [--create-new-if-no-match]
+                                     [--sync-after]
 
 Base URL and key from SYNC_BASE_URL (default http://127.0.0.1:7071) and SYNC_FUNCTION_KEY.
 Commands that start a job wait for it with a progress bar unless --no-wait.
@@ -22,6 +29,7 @@ import os
 import sys
 import time
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -80,6 +88,73 @@ def _job_answer(api: Api, resp: requests.Response, no_wait: bool) -> int:
     return wait(api, resp.json()["jobId"])
 
 
+def fields_table(fields: list[dict[str, Any]]) -> str:
+    """The Integration Field Mappings page as text: one line per field mapping."""
+    rows = [("ID", "DIRECTION", "STATUS", "MATCH", "USER", "TRANSFORM")]
+    for f in fields:
+        match = f"{f['matchPriority']}{'cs' if f['caseSensitive'] else ''}" if f["useForMatch"] else ""
+        extra = ", ".join(
+            x
+            for x in (
+                f"const={f['constant']!r}" if f.get("constant") is not None else "",
+                json.dumps(f["transform"]) if f.get("transform") else "",
+                "optionMap" if f.get("optionMap") else "",
+                f"lookup={f['lookup']['mapping']}" if f.get("lookup") else "",
+                "clearOnFail" if f.get("clearOnFail") else "",
+            )
+            if x
+        )
+        rows.append((f["id"], f["direction"], f["status"], match, "yes" if f["userDefined"] else "", extra))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows)
+
+
+def _scalar(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _settings(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"expected key=value, got {pair!r}")
+        out[key] = _scalar(value)
+    return out
+
+
+def _field_body(a: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if a.direction:
+        body["direction"] = a.direction
+    if a.constant is not None:
+        body["constant"] = _scalar(a.constant)
+    transform = {k: v for k, v in {"trim": a.trim or None, "case": a.case, "maxLength": a.max_length}.items() if v}
+    if transform:
+        body["transform"] = transform
+    for flag, key in (("use_for_match", "useForMatch"), ("case_sensitive", "caseSensitive"),
+                      ("clear_on_fail", "clearOnFail")):  # fmt: skip
+        if getattr(a, flag):
+            body[key] = True
+    if a.match_priority is not None:
+        body["matchPriority"] = a.match_priority
+    return body
+
+
+def _match_field(text: str) -> dict[str, Any]:
+    bc, _, rest = text.partition("=")
+    parts = rest.split(":")
+    item: dict[str, Any] = {"bc": bc, "dataverse": parts[0]}
+    if len(parts) > 1 and parts[1]:
+        item["priority"] = int(parts[1])
+    if len(parts) > 2 and parts[2] == "cs":
+        item["caseSensitive"] = True
+    return item
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="syncctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -88,9 +163,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", default=os.environ.get("SYNC_FUNCTION_KEY", "local-dev-key"))
     p.add_argument("--no-wait", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("mappings")
-    for name in ("pause", "resume", "uncouple-all", "match"):
+    sub.add_parser("mappings").add_argument("mapping", nargs="?")
+    for name in ("pause", "resume", "uncouple-all", "reset"):
         sub.add_parser(name).add_argument("mapping")
+    st = sub.add_parser("set")
+    st.add_argument("mapping")
+    st.add_argument("settings", nargs="+", metavar="key=value")
+    fl = sub.add_parser("fields")
+    fl.add_argument("mapping")
+    fl.add_argument("--json", action="store_true")
+    for name in ("add-field", "set-field"):
+        af = sub.add_parser(name)
+        af.add_argument("mapping")
+        if name == "add-field":
+            af.add_argument("--bc")
+            af.add_argument("--dataverse")
+        else:
+            af.add_argument("field_id")
+            af.add_argument("--status", choices=["enabled", "disabled"])
+        af.add_argument("--direction", choices=["toDataverse", "fromDataverse", "bidirectional"])
+        af.add_argument("--constant")
+        af.add_argument("--trim", action="store_true")
+        af.add_argument("--case", choices=["upper", "lower"])
+        af.add_argument("--max-length", type=int)
+        af.add_argument("--use-for-match", action="store_true")
+        af.add_argument("--match-priority", type=int)
+        af.add_argument("--case-sensitive", action="store_true")
+        af.add_argument("--clear-on-fail", action="store_true")
+    df = sub.add_parser("delete-field")
+    df.add_argument("mapping")
+    df.add_argument("field_id")
+    mt = sub.add_parser("match")
+    mt.add_argument("mapping")
+    mt.add_argument("--bc-id", action="append", default=[])
+    mt.add_argument("--field", action="append", default=[], metavar="BC=DATAVERSE[:PRIORITY[:cs]]")
+    mt.add_argument("--create-new-if-no-match", action="store_true")
+    mt.add_argument("--sync-after", action="store_true")
     c = sub.add_parser("couple")
     c.add_argument("mapping")
     c.add_argument("--bc-id")
@@ -119,7 +227,28 @@ def main(argv: list[str] | None = None) -> int:
     api = Api(a.base_url, a.key)
 
     if a.cmd == "mappings":
-        return _print(api.call("GET", "/api/mappings"))
+        return _print(api.call("GET", f"/api/mappings/{quote(a.mapping)}" if a.mapping else "/api/mappings"))
+    if a.cmd == "set":
+        return _print(api.call("PATCH", f"/api/mappings/{quote(a.mapping)}", _settings(a.settings)))
+    if a.cmd == "reset":
+        return _print(api.call("POST", f"/api/mappings/{quote(a.mapping)}/reset"))
+    if a.cmd == "fields":
+        resp = api.call("GET", f"/api/mappings/{quote(a.mapping)}/fields")
+        if a.json or resp.status_code >= 400:
+            return _print(resp)
+        print(fields_table(resp.json()["value"]))
+        return 0
+    if a.cmd in ("add-field", "set-field"):
+        body = _field_body(a)
+        if a.cmd == "add-field":
+            body.update({k: v for k, v in {"bc": a.bc, "dataverse": a.dataverse}.items() if v})
+            return _print(api.call("POST", f"/api/mappings/{quote(a.mapping)}/fields", body))
+        if a.status:
+            body["status"] = a.status
+        return _print(api.call("PATCH", f"/api/mappings/{quote(a.mapping)}/fields/{quote(a.field_id)}", body))
+    if a.cmd == "delete-field":
+        resp = api.call("DELETE", f"/api/mappings/{quote(a.mapping)}/fields/{quote(a.field_id)}")
+        return 0 if resp.status_code == 204 else _print(resp)
     if a.cmd in ("pause", "resume"):
         state = "paused" if a.cmd == "pause" else "running"
         return _print(api.call("PATCH", f"/api/mappings/{a.mapping}", {"state": state}))
@@ -144,7 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "uncouple-all":
         return _job_answer(api, api.call("DELETE", f"/api/mappings/{a.mapping}/couplings"), a.no_wait)
     if a.cmd == "match":
-        return _job_answer(api, api.call("POST", f"/api/mappings/{a.mapping}/couplings/match", {}), a.no_wait)
+        body = {"bcIds": a.bc_id} if a.bc_id else {}
+        if a.field:
+            body["matchFields"] = [_match_field(f) for f in a.field]
+        if a.create_new_if_no_match:
+            body["createNewIfNoMatch"] = True
+        if a.sync_after:
+            body["syncAfter"] = True
+        return _job_answer(api, api.call("POST", f"/api/mappings/{quote(a.mapping)}/couplings/match", body), a.no_wait)
     if a.cmd == "job":
         return _job_answer(api, api.call("POST", f"/api/mappings/{a.mapping}/jobs", {"kind": a.kind}), a.no_wait)
     if a.cmd in ("errors", "jobs"):

@@ -76,11 +76,15 @@ class FakeRecordService:
     ) -> AsyncIterator[list[RemoteRecord]]:
         self.calls["read"] += 1
         records = [self._record(entity, rid) for rid in self.rows.get(entity, {})]
-        if filter:
-            m = re.fullmatch(r"(\w+) in \((.*)\)", filter)
-            assert m, f"fake supports only 'x in (...)' filters, got {filter}"
+        m = re.fullmatch(r"(\w+) in \((.*)\)", filter) if filter else None
+        if m:
             values = {v.strip()[1:-1].replace("''", "'") for v in m.group(2).split(",")}
             records = [r for r in records if str(r.fields.get(m.group(1))) in values]
+        elif filter:
+            from local.odata import parse_filter  # any other filter: the simulators' own $filter evaluator
+
+            pred = parse_filter(filter, case_insensitive=True)
+            records = [r for r in records if pred({"statecode": 0, **r.fields})]
         yield records
 
     async def iter_changes(
@@ -193,7 +197,7 @@ def fake_engine(**settings: Any) -> Any:
     stores = FakeStores()
     return Engine(
         settings=s,
-        registry=MappingRegistry(load_mapping_file(s.mappings_file), stores.settings),
+        registry=MappingRegistry(load_mapping_file(s.mappings_file), stores.documents, legacy_settings=stores.settings),
         bc=FakeRecordService("bc"),
         dv=FakeRecordService("dv", primary_keys=DV_PRIMARY_KEYS),
         couplings=stores.couplings,

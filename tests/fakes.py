@@ -348,6 +348,38 @@ class FakeMappingSettingsStore:
         return copy.deepcopy(stored)
 
 
+class FakeMappingDocumentStore:
+    """``shared.services.registry.MappingDocumentStore`` in memory (versions kept, optimistic writes)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Any] = {}
+        self.history: list[Any] = []
+
+    async def get_all(self) -> dict[str, Any]:
+        return {k: v.copy() for k, v in self.rows.items()}
+
+    async def get(self, name: str) -> Any:
+        doc = self.rows.get(name)
+        return doc.copy() if doc else None
+
+    async def put(self, doc: Any) -> Any:
+        current = self.rows.get(doc.name)
+        if (current is None) != (doc.row_etag is None) or (current and current.row_etag != doc.row_etag):
+            raise PreconditionFailedError(f"the mapping {doc.name} was changed meanwhile", status=412)
+        stored = doc.copy()
+        stored.version = doc.version + 1
+        stored.row_etag = _etag()
+        self.rows[doc.name] = stored
+        self.history.append(stored.copy())
+        return stored.copy()
+
+    async def delete(self, name: str, row_etag: str | None) -> None:
+        current = self.rows.get(name)
+        if current is not None and row_etag is not None and current.row_etag != row_etag:
+            raise PreconditionFailedError(f"the mapping {name} was changed meanwhile", status=412)
+        self.rows.pop(name, None)
+
+
 @dataclasses.dataclass(slots=True)
 class FakeOpCounter:
     count: int = 0
@@ -362,6 +394,7 @@ class FakeStores:
     jobs: FakeJobStore = dataclasses.field(default_factory=FakeJobStore)
     watermarks: FakeWatermarkStore = dataclasses.field(default_factory=FakeWatermarkStore)
     settings: FakeMappingSettingsStore = dataclasses.field(default_factory=FakeMappingSettingsStore)
+    documents: FakeMappingDocumentStore = dataclasses.field(default_factory=FakeMappingDocumentStore)
     op_counter: FakeOpCounter = dataclasses.field(default_factory=FakeOpCounter)
 
     async def close(self) -> None:

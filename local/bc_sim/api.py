@@ -45,6 +45,7 @@ class SimRequest:
     headers: Mapping[str, str]  # case-insensitive mapping (multidict.CIMultiDict)
     body: Any
     base_url: str  # absolute .../api/v2.0 (for @odata.context / nextLink)
+    api: str = "v2.0"  # or a custom API route publisher/group/version (its entities are keyed by it)
 
 
 @dataclass
@@ -85,6 +86,8 @@ class Api:
             return self._companies(req, None)
         if entity is None:
             return self._companies(req, company)
+        if req.api != "v2.0":
+            entity = f"{req.api}/{entity}"  # a custom API page: SCHEMAS keys carry the route
         if entity not in SCHEMAS:
             raise BCError(404, "BadRequest_NotFound", f"No HTTP resource was found that matches the URI '{req.path}'.")
         if key is not None:
@@ -117,7 +120,7 @@ class Api:
     # ------------------------------------------------------------------ single entity
     def _entity(self, req: SimRequest, company: str, entity: str, rid: str) -> SimResponse:
         store = self.store
-        context = f"{req.base_url}/$metadata#companies({company.lower()})/{entity}/$entity"
+        context = f"{req.base_url}/$metadata#companies({company.lower()})/{_short(entity)}/$entity"
         if req.method == "GET":
             row = store.get(company, entity, rid)
             select = parse_select(req.query.get("$select"), fields=SCHEMAS[entity].fields)
@@ -144,15 +147,15 @@ class Api:
         company_id = store.company(company)["id"]
         if req.method == "POST":
             row = store.create(company_id, entity, _json_object(req.body))
-            context = f"{req.base_url}/$metadata#companies({company_id})/{entity}/$entity"
+            context = f"{req.base_url}/$metadata#companies({company_id})/{_short(entity)}/$entity"
             resp = _row_response(201, context, row)
-            resp.headers["Location"] = f"{req.base_url}/companies({company_id})/{entity}({row['id']})"
+            resp.headers["Location"] = f"{req.base_url}/companies({company_id})/{_short(entity)}({row['id']})"
             return resp
         if req.method != "GET":
             raise BCError(405, "BadRequest_MethodNotAllowed", f"'{req.method}' is not allowed on {entity}.")
         table = store.table(company_id, entity)
         page, next_state, page_size = query_table(table, req.query, req.headers.get("Prefer"))
-        body: dict[str, Any] = {"@odata.context": f"{req.base_url}/$metadata#companies({company_id})/{entity}"}
+        body: dict[str, Any] = {"@odata.context": f"{req.base_url}/$metadata#companies({company_id})/{_short(entity)}"}
         body["value"] = page
         headers = {"Content-Type": JSON_CT, "OData-Version": "4.0"}
         if parse_maxpagesize(req.headers.get("Prefer")):
@@ -161,9 +164,14 @@ class Api:
             keep = {k: v for k, v in req.query.items() if k not in ("$skip", "$top", "$skiptoken")}
             keep["$skiptoken"] = encode_skiptoken(next_state)
             body["@odata.nextLink"] = (
-                f"{req.base_url}/companies({company_id})/{entity}?{urlencode(keep, quote_via=quote, safe='$,()')}"
+                f"{req.base_url}/companies({company_id})/{_short(entity)}?"
+                f"{urlencode(keep, quote_via=quote, safe='$,()')}"
             )
         return SimResponse(200, body, headers)
+
+
+def _short(entity: str) -> str:
+    return entity.rsplit("/", 1)[-1]
 
 
 def _row_response(status: int, context: str, row: Mapping[str, Any]) -> SimResponse:

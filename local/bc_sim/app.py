@@ -14,6 +14,7 @@ import jwt
 from aiohttp import web
 from multidict import CIMultiDict
 
+from local.bc_sim import metadata
 from local.bc_sim.api import Api, SimRequest, SimResponse, error_response, route_of
 from local.bc_sim.entities import SCHEMAS
 from local.bc_sim.store import BCError, Store
@@ -131,6 +132,10 @@ def create_app(
             request.match_info["environment"],
             request.match_info["tail"],
         )
+        parts = [request.match_info[k] for k in ("publisher", "group", "version") if k in request.match_info]
+        api_route = "/".join(parts) or "v2.0"
+        if api_route != "v2.0" and api_route not in metadata.known_apis():
+            return _json(SimResponse(404, _err("BadRequest_NotFound", f"No API is published at 'api/{api_route}'.")))
         if tenant is not None and tenant_seg.lower() != tenant.lower():
             return _json(SimResponse(404, _err("BadRequest_NotFound", f"The tenant '{tenant_seg}' was not found.")))
         if env.lower() not in envs:
@@ -140,21 +145,29 @@ def create_app(
                     _err("BadRequest_NotFound", f"The environment '{env}' does not exist for tenant '{tenant_seg}'."),
                 )
             )
-        base_url = f"{request.scheme}://{request.host}/v2.0/{tenant_seg}/{env}/api/v2.0"
+        base_url = f"{request.scheme}://{request.host}/v2.0/{tenant_seg}/{env}/api/{api_route}"
         async with running[_user_of(request)]:  # BC runs 5 requests per user at once; others wait here
             body, problem = await _read_body(request)
             if problem is not None:
                 return _json(problem)
+            if tail == "$metadata":
+                if request.method != "GET":
+                    return _json(SimResponse(405, _err("BadRequest_MethodNotAllowed", "Use GET for $metadata.")))
+                return web.Response(
+                    text=metadata.edmx(api_route), content_type="application/xml", headers={"OData-Version": "4.0"}
+                )
             if tail == "$batch":
                 if request.method != "POST":
                     return _json(SimResponse(405, _err("BadRequest_MethodNotAllowed", "Use POST for $batch.")))
-                return _json(_batch(api, request, body, base_url))
-            if tail == "subscriptions" or tail.startswith("subscriptions("):
+                return _json(_batch(api, request, body, base_url, api_route))
+            if api_route == "v2.0" and (tail == "subscriptions" or tail.startswith("subscriptions(")):
                 return _json(await _subscriptions(webhooks, request, tail, body))
-            req = SimRequest(request.method, tail, request.query, request.headers, body, base_url)
+            req = SimRequest(request.method, tail, request.query, request.headers, body, base_url, api_route)
             return _json(api.handle(req))
 
     app.router.add_route("*", "/v2.0/{tenant}/{environment}/api/v2.0/{tail:.*}", entry)
+    # Custom API pages (an extension's APIPublisher/APIGroup/APIVersion).
+    app.router.add_route("*", "/v2.0/{tenant}/{environment}/api/{publisher}/{group}/{version}/{tail:.*}", entry)
     app.router.add_post("/_sim/seed", _seed)
     return app
 
@@ -217,7 +230,7 @@ async def _subscriptions(webhooks: Webhooks, request: web.Request, tail: str, bo
 
 
 # ---------------------------------------------------------------------------------------------- $batch
-def _batch(api: Api, request: web.Request, body: Any, base_url: str) -> SimResponse:
+def _batch(api: Api, request: web.Request, body: Any, base_url: str, api_route: str = "v2.0") -> SimResponse:
     """BC's JSON $batch. Default: stop at the first failed request (``Prefer: odata.continue-on-error``
     goes on). ``Isolation: snapshot``: all-or-nothing; on a failure every change is rolled back and the
     answer holds only the failed request's response (as BC's transactional batch does)."""
@@ -242,7 +255,7 @@ def _batch(api: Api, request: web.Request, body: Any, base_url: str) -> SimRespo
     failed: dict[str, Any] | None = None
     for index, item in enumerate(items):
         rid = str(item.get("id", index + 1)) if isinstance(item, dict) else str(index + 1)
-        resp = _batch_one(api, item, base_url, status_by_id)
+        resp = _batch_one(api, item, base_url, status_by_id, api_route)
         status_by_id[rid] = resp.status
         entry: dict[str, Any] = {"id": rid, "status": resp.status, "headers": resp.headers}
         if resp.body is not None:
@@ -261,7 +274,9 @@ def _batch(api: Api, request: web.Request, body: Any, base_url: str) -> SimRespo
     return SimResponse(200, {"responses": responses}, {"OData-Version": "4.0"})
 
 
-def _batch_one(api: Api, item: Any, base_url: str, status_by_id: dict[str, int]) -> SimResponse:
+def _batch_one(
+    api: Api, item: Any, base_url: str, status_by_id: dict[str, int], api_route: str = "v2.0"
+) -> SimResponse:
     if not isinstance(item, dict) or not isinstance(item.get("method"), str) or not isinstance(item.get("url"), str):
         return SimResponse(400, _err("BadRequest", "Each batch request needs id, method and url."))
     for dep in item.get("dependsOn") or []:
@@ -271,9 +286,9 @@ def _batch_one(api: Api, item: Any, base_url: str, status_by_id: dict[str, int])
     path_part, _, query_part = url.partition("?")
     if "://" in path_part:
         path_part = urlsplit(path_part).path
-    marker = path_part.find("api/v2.0/")
+    marker = path_part.find(f"api/{api_route}/")
     if marker >= 0:
-        path_part = path_part[marker + len("api/v2.0/") :]
+        path_part = path_part[marker + len(f"api/{api_route}/") :]
     path_part = path_part.lstrip("/")
     if path_part.startswith(("subscriptions", "$batch")):
         return SimResponse(400, _err("BadRequest", f"'{path_part}' is not supported inside a $batch."))
@@ -281,7 +296,7 @@ def _batch_one(api: Api, item: Any, base_url: str, status_by_id: dict[str, int])
     for key, value in (item.get("headers") or {}).items():
         headers[str(key)] = str(value)
     query = dict(parse_qsl(query_part, keep_blank_values=True))
-    req = SimRequest(item["method"].upper(), path_part, query, headers, item.get("body"), base_url)
+    req = SimRequest(item["method"].upper(), path_part, query, headers, item.get("body"), base_url, api_route)
     return api.handle(req)
 
 

@@ -150,3 +150,35 @@ ITEMS = EntitySchema(
 )
 
 SCHEMAS: dict[str, EntitySchema] = {s.name: s for s in (CUSTOMERS, CONTACTS, ITEMS)}
+
+# A custom API page (publisher/group/version), as an extension would publish it: served at
+# .../api/contoso/fieldService/v1.0/companies(<id>)/serviceSites. Its key in SCHEMAS carries the API route.
+CUSTOM_API = "contoso/fieldService/v1.0"
+SERVICE_SITES = EntitySchema(
+    name="serviceSites",
+    defaults={
+        "displayName": "",
+        "addressLine1": "",
+        "addressLine2": "",
+        "city": "",
+        "capacity": 0,
+        "active": True,
+        "siteManager": "",
+    },
+    series=NumberSeries("SS", 5, 10, 10),
+    read_only=frozenset({"id", "lastModifiedDateTime", "siteManager"}),
+    max_length={
+        "number": 20,
+        "displayName": 100,
+        "addressLine1": 100,
+        "addressLine2": 50,
+        "city": 30,
+        "siteManager": 50,
+    },
+)
+SCHEMAS[f"{CUSTOM_API}/{SERVICE_SITES.name}"] = SERVICE_SITES
+
+
+def api_of(key: str) -> str:
+    """The API route of a SCHEMAS key: ``v2.0`` or ``publisher/group/version``."""
+    return key.rsplit("/", 1)[0] if "/" in key else "v2.0"

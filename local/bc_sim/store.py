@@ -255,7 +255,7 @@ class Store:
         for _ in range(count):
             number = table.take_number()
             values: dict[str, Any] = {"displayName": f"{prefix} {number}"}
-            if entity != "items":
+            if "email" in table.schema.fields:
                 slug = re.sub(r"[^a-z0-9]+", "", prefix.lower()) or "demo"
                 values["email"] = f"{slug}.{number.lower()}@example.com"
             if entity == "items":

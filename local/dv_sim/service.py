@@ -137,6 +137,14 @@ class DataverseService:
                 },
             )
         match = _PATH.match(path)
+        if match is not None and match.group("set") == "EntityDefinitions":
+            from local.dv_sim import metadata  # the metadata endpoints, generated from the table definitions
+
+            tables = [t.definition for t in self.store.tables.values()]
+            body = metadata.serve(
+                tables, req.method, match.group("key"), match.group("action"), req.query, f"{req.base}{API_PREFIX}"
+            )
+            return DvResponse(200, body)
         data = self.store.tables.get(match.group("set")) if match else None
         if match is None or data is None:
             raise DvError(404, "0x8006088a", f"Resource not found for the segment '{path.split('/')[0]}'.")
@@ -283,7 +291,8 @@ class DataverseService:
             if "$filter" in q or "$orderby" in q or "$top" in q:
                 raise bad_request("Change tracking does not support $filter, $orderby or $top.", "0x80044351")
             applied.append("odata.track-changes")
-        predicate = parse_filter(q["$filter"], fields=fields) if "$filter" in q else None
+        # Dataverse compares text ignoring case (its SQL collation): 'ACME' eq 'acme'.
+        predicate = parse_filter(q["$filter"], fields=fields, case_insensitive=True) if "$filter" in q else None
         orderby = parse_orderby(q.get("$orderby"), fields=fields)
         top: int | None = None
         if "$top" in q:

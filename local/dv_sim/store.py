@@ -41,6 +41,10 @@ class FieldDef:
     kind: str  # guid string int decimal datetime bool
     max_length: int | None = None
     read_only: bool = False
+    # Metadata only (EntityDefinitions(...)/Attributes): the AttributeType when the kind alone does not say
+    # it (Money, Picklist, State, Status, BigInt, Memo, Customer, Owner) and the RequiredLevel.
+    attribute_type: str | None = None
+    required: str = "None"
 
 
 @dataclass(frozen=True)
@@ -67,16 +71,19 @@ class TableDef:
         return f"Microsoft.Dynamics.CRM.{self.logical}"
 
 
-def _s(n: int) -> FieldDef:
-    return FieldDef("string", n)
+def _s(n: int, required: str = "None") -> FieldDef:
+    return FieldDef("string", n, required=required)
 
+
+_MONEY = FieldDef("decimal", attribute_type="Money")
+_PICKLIST = FieldDef("int", attribute_type="Picklist")
 
 _SYSTEM = {
-    "statecode": FieldDef("int"),
-    "statuscode": FieldDef("int"),
+    "statecode": FieldDef("int", attribute_type="State", required="SystemRequired"),
+    "statuscode": FieldDef("int", attribute_type="Status"),
     "createdon": FieldDef("datetime", read_only=True),
     "modifiedon": FieldDef("datetime", read_only=True),
-    "versionnumber": FieldDef("int", read_only=True),
+    "versionnumber": FieldDef("int", read_only=True, attribute_type="BigInt"),
 }
 
 TABLES: dict[str, TableDef] = {
@@ -88,16 +95,24 @@ TABLES: dict[str, TableDef] = {
             "accountid",
             {
                 "accountid": FieldDef("guid"),
-                "name": _s(160),
+                "name": _s(160, "ApplicationRequired"),
                 "accountnumber": _s(20),
                 "telephone1": _s(50),
                 "emailaddress1": _s(100),
                 "websiteurl": _s(200),
                 "address1_line1": _s(250),
+                "address1_line2": _s(250),
                 "address1_city": _s(80),
+                "address1_stateorprovince": _s(50),
                 "address1_postalcode": _s(20),
                 "address1_country": _s(80),
-                "description": _s(2000),
+                "address1_freighttermscode": _PICKLIST,
+                "paymenttermscode": _PICKLIST,
+                "customertypecode": _PICKLIST,
+                "numberofemployees": FieldDef("int"),
+                "revenue": _MONEY,
+                "creditlimit": _MONEY,
+                "description": FieldDef("string", 2000, attribute_type="Memo"),
                 **_SYSTEM,
             },
             alternate_keys=("accountnumber",),
@@ -109,7 +124,7 @@ TABLES: dict[str, TableDef] = {
             {
                 "contactid": FieldDef("guid"),
                 "firstname": _s(50),
-                "lastname": _s(50),
+                "lastname": _s(50, "ApplicationRequired"),
                 "fullname": FieldDef("string", 160, read_only=True),
                 "emailaddress1": _s(100),
                 "telephone1": _s(50),
@@ -130,12 +145,13 @@ TABLES: dict[str, TableDef] = {
             "productid",
             {
                 "productid": FieldDef("guid"),
-                "name": _s(100),
-                "productnumber": _s(100),
-                "price": FieldDef("decimal"),
-                "standardcost": FieldDef("decimal"),
+                "name": _s(100, "ApplicationRequired"),
+                "productnumber": _s(100, "ApplicationRequired"),
+                "price": _MONEY,
+                "standardcost": _MONEY,
+                "currentcost": _MONEY,
                 "quantityonhand": FieldDef("decimal"),
-                "description": _s(2000),
+                "description": FieldDef("string", 2000, attribute_type="Memo"),
                 **_SYSTEM,
             },
             alternate_keys=("productnumber",),
@@ -155,6 +171,24 @@ TABLES: dict[str, TableDef] = {
                 **_SYSTEM,
             },
             read_only=True,
+        ),
+        # A custom table (publisher prefix cr7a1), for user-defined mappings over custom BC API pages.
+        TableDef(
+            "cr7a1_servicesites",
+            "cr7a1_servicesite",
+            "cr7a1_servicesiteid",
+            {
+                "cr7a1_servicesiteid": FieldDef("guid"),
+                "cr7a1_name": _s(100, "ApplicationRequired"),
+                "cr7a1_sitenumber": _s(20),
+                "cr7a1_addressline1": _s(100),
+                "cr7a1_addressline2": _s(50),
+                "cr7a1_city": _s(30),
+                "cr7a1_capacity": FieldDef("int"),
+                "cr7a1_active": FieldDef("bool"),
+                "cr7a1_notes": FieldDef("string", 4000, attribute_type="Memo"),
+                **_SYSTEM,
+            },
         ),
     )
 }

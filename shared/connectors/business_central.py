@@ -142,8 +142,31 @@ class BusinessCentralClient:
                 self._company_id = normalise_guid(companies[0]["id"])
         return self._company_id
 
+    def _root_of(self, entity: str) -> tuple[str, str]:
+        """(API root, entity set) of an entity: ``customers`` is on API v2.0; ``contoso/sync/v1.0/widgets``
+        is the custom API page ``widgets`` of ``.../api/contoso/sync/v1.0``."""
+        if "/" not in entity:
+            return self.api_root, entity
+        route, name = entity.rsplit("/", 1)
+        return f"{self.api_root.rsplit('/api/', 1)[0]}/api/{route}", name
+
     async def _entity_url(self, entity: str) -> str:
-        return f"{self.api_root}/companies({await self.company_id()})/{entity}"
+        root, name = self._root_of(entity)
+        return f"{root}/companies({await self.company_id()})/{name}"
+
+    async def get_metadata(self, api: str = "v2.0") -> str:
+        """The EDMX ``$metadata`` document of API v2.0 or of a custom API route (``publisher/group/version``)."""
+        root = self.api_root if api == "v2.0" else self._root_of(f"{api}/x")[0]
+        response = await self._http.request(
+            "GET", f"{root}/$metadata", headers={"Accept": "application/xml"}, kind="meta"
+        )
+        return response.text()
+
+    async def probe(self, entity: str, filter: str) -> None:
+        """One ``$top=1`` query with this filter: raises the mapped ``SyncError`` when BC refuses it."""
+        await self._http.request(
+            "GET", await self._entity_url(entity), params={"$filter": filter, "$top": "1", "$select": "id"}, kind="meta"
+        )
 
     # ------------------------------------------------------------------ reads
     async def _pages(self, url: str, params: dict[str, str] | None) -> AsyncIterator[list[dict[str, Any]]]:
@@ -240,7 +263,7 @@ class BusinessCentralClient:
         return flat
 
     def _batch_request(self, entity: str, company: str, n: int, op: WriteOp) -> dict[str, Any]:
-        base = f"companies({company})/{entity}"
+        base = f"companies({company})/{self._root_of(entity)[1]}"
         headers: dict[str, str] = {}
         req: dict[str, Any] = {"id": str(n)}
         if op.kind == "create":
@@ -272,7 +295,7 @@ class BusinessCentralClient:
             body = {"requests": [self._batch_request(entity, company, i, ops[i]) for i in todo]}
             response = await self._http.request(
                 "POST",
-                f"{self.api_root}/$batch",
+                f"{self._root_of(entity)[0]}/$batch",
                 json=body,
                 # every request its own outcome: a failing one must not stop the others
                 headers={"Content-Type": "application/json", "Prefer": "odata.continue-on-error"},

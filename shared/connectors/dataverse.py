@@ -145,6 +145,39 @@ class DataverseClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def register_entity(self, entity_set: str, logical_name: str, primary_key: str) -> None:
+        """Names a table the defaults do not know (a user-defined mapping's custom table)."""
+        self._entities[entity_set] = EntityInfo(entity_set, logical_name, primary_key)
+
+    async def get_entity_definition(self, logical_name: str) -> dict[str, Any]:
+        """``EntityDefinitions(LogicalName='…')``: entity set name, primary id and name attributes."""
+        response = await self._http.request(
+            "GET",
+            f"{self.api_root}/EntityDefinitions(LogicalName='{quote(logical_name, safe='')}')",
+            params={"$select": "LogicalName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute"},
+            kind="meta",
+        )
+        return dict(response.json())
+
+    async def get_attributes(self, logical_name: str) -> list[dict[str, Any]]:
+        """``EntityDefinitions(LogicalName='…')/Attributes`` (every attribute, MaxLength on string/memo ones)."""
+        response = await self._http.request(
+            "GET",
+            f"{self.api_root}/EntityDefinitions(LogicalName='{quote(logical_name, safe='')}')/Attributes",
+            kind="meta",
+        )
+        return list(response.json().get("value", []))
+
+    async def probe(self, entity: str, filter: str) -> None:
+        """One ``$top=1`` query with this filter: raises the mapped ``SyncError`` when Dataverse refuses it."""
+        info = self.entity(entity)
+        await self._http.request(
+            "GET",
+            f"{self.api_root}/{entity}",
+            params={"$filter": filter, "$top": "1", "$select": info.primary_key},
+            kind="meta",
+        )
+
     def entity(self, entity_set: str) -> EntityInfo:
         info = self._entities.get(entity_set)
         if info is None:

@@ -52,6 +52,14 @@ class FieldMap(_Model):
     constant: Any = None
     option_map: dict[str, Any] | None = Field(None, alias="optionMap")
     lookup: Lookup | None = None
+    # BC's Integration Field Mapping flags (table 5336): a disabled field is neither read nor written.
+    status: Literal["enabled", "disabled"] = "enabled"
+    use_for_match: bool = Field(False, alias="useForMatch")
+    match_priority: int = Field(0, alias="matchPriority", ge=0, le=1000)
+    case_sensitive: bool = Field(False, alias="caseSensitive")
+    # A lookup that does not resolve writes an empty value instead of failing the record.
+    clear_on_fail: bool = Field(False, alias="clearOnFail")
+    user_defined: bool = Field(False, alias="userDefined")
 
     @model_validator(mode="after")
     def _check(self) -> FieldMap:
@@ -70,18 +78,28 @@ class FieldMap(_Model):
         """Stable name of the field pair (used in conflicts and snapshots)."""
         return f"{self.bc or '-'}|{self.dataverse or '-'}"
 
+    @property
+    def id(self) -> str:
+        """The field mapping's stable, URL-safe id (``displayName~name``; ``-`` for a missing side)."""
+        return field_id(self.bc, self.dataverse)
+
     def allows(self, direction: Direction) -> bool:
         return self.direction in (Direction.BIDIRECTIONAL, direction)
+
+
+def field_id(bc: str | None, dataverse: str | None) -> str:
+    return f"{bc or '-'}~{dataverse or '-'}"
 
 
 class MatchField(_Model):
     bc: str
     dataverse: str
     priority: int = 1
+    case_sensitive: bool = Field(False, alias="caseSensitive")
 
 
 class TableMapping(_Model):
-    name: str = Field(pattern=r"^[A-Z0-9][A-Z0-9_-]{0,49}$")
+    name: str = Field(pattern=r"^[A-Z0-9][A-Z0-9 _-]{0,49}$")
     bc_entity: str = Field(alias="bcEntity")
     dataverse_table: str = Field(alias="dataverseTable")
     dataverse_entity_set: str = Field(alias="dataverseEntitySet")
@@ -101,6 +119,12 @@ class TableMapping(_Model):
     # BC field that identifies a record besides its id; records created from Dataverse get a deterministic
     # value, so two workers creating the same row at once produce one record (the second is refused).
     bc_natural_key: str | None = Field("number", alias="bcNaturalKey")
+    # BC's "Create New in Case of No Match" and "Synch. After Bulk Coupling" (match-based coupling).
+    create_new_if_no_match: bool = Field(False, alias="createNewIfNoMatch")
+    sync_after_coupling: bool = Field(False, alias="syncAfterCoupling")
+    user_defined: bool = Field(False, alias="userDefined")
+    # Every field mapping, disabled ones included (set by the registry; ``fields`` holds the enabled ones).
+    field_catalog: tuple[FieldMap, ...] | None = Field(None, alias="fieldCatalog", exclude=True)
 
     @model_validator(mode="after")
     def _check(self) -> TableMapping:
@@ -114,6 +138,20 @@ class TableMapping(_Model):
     def allows(self, direction: Direction) -> bool:
         """Whether a sync in ``direction`` is allowed (bidirectional allows every direction)."""
         return self.direction == Direction.BIDIRECTIONAL or self.direction == direction
+
+    @property
+    def all_fields(self) -> tuple[FieldMap, ...]:
+        return self.field_catalog if self.field_catalog is not None else self.fields
+
+    @property
+    def bc_api(self) -> str:
+        """``v2.0`` or a custom API route ``{publisher}/{group}/{version}`` (``bc_entity`` then carries it:
+        ``contoso/sync/v1.0/widgets``, which the BC client resolves to that API's URLs)."""
+        return self.bc_entity.rsplit("/", 1)[0] if "/" in self.bc_entity else "v2.0"
+
+    @property
+    def bc_entity_name(self) -> str:
+        return self.bc_entity.rsplit("/", 1)[-1]
 
     @property
     def bc_select(self) -> list[str]:

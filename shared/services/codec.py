@@ -106,7 +106,7 @@ class RecordCodec:
                     # An unresolvable parent is left out rather than blanked: it syncs once the parent is coupled.
                     if v[f.key] and v[f.key] in keys:
                         out[ref][f.bc] = keys[v[f.key]]
-                    elif not v[f.key]:
+                    elif not v[f.key] or f.clear_on_fail:
                         out[ref][f.bc] = ""
         return out
 
@@ -130,6 +130,8 @@ class RecordCodec:
         missing = []
         for f in self._lookups:
             assert f.bc is not None
+            if f.clear_on_fail:
+                continue  # BC's "Clear Value on Failed Sync": the empty value is written instead
             if record.fields.get(f.bc) and not bc_values.get(f.key):
                 missing.append(f"{f.bc}={record.fields.get(f.bc)}")
         return missing

@@ -14,7 +14,7 @@ from shared.domain.errors import (
 )
 from shared.domain.model import Coupling, Direction, RemoteRecord, WriteOp, WriteResult
 from shared.mappings.config import TableMapping
-from shared.planning.planner import best_match, plan_create, snapshot_after_create
+from shared.planning.planner import plan_create, snapshot_after_create
 from shared.planning.transform import convert, same
 from shared.services.adoption import create_in_bc, create_in_dataverse
 from shared.services.codec import odata_string
@@ -315,45 +315,11 @@ class CouplingService:
 
     # ------------------------------------------------------------------ match-based coupling
     async def match_couple(self, mapping: TableMapping, bc_records: Sequence[RemoteRecord]) -> SyncOutcome:
-        """Couples uncoupled BC records to the Dataverse row found by the match fields (by priority);
-        several candidates -> left uncoupled and reported (``ambiguous_match``)."""
-        outcome = SyncOutcome()
-        coupled = await self.e.couplings.get_many_by_bc_ids(mapping.name, [r.id for r in bc_records])
-        todo = [r for r in bc_records if r.id not in coupled]
-        levels = sorted({m.priority for m in mapping.match_fields})
-        candidates: dict[str, list[list[str]]] = {r.id: [] for r in todo}
-        for level in levels:
-            fields = [m for m in mapping.match_fields if m.priority == level]
-            for m in fields:
-                values = {str(r.fields.get(m.bc)) for r in todo if r.fields.get(m.bc) not in (None, "")}
-                found: dict[str, list[str]] = {}
-                for chunk in _chunks(sorted(values), 15):
-                    filt = f"{m.dataverse} in ({','.join(odata_string(v) for v in chunk)})"
-                    async for page in self.e.dv.list_records(
-                        mapping.dataverse_entity_set, select=[mapping.dataverse_primary_key, m.dataverse], filter=filt
-                    ):
-                        for row in page:
-                            found.setdefault(str(row.fields.get(m.dataverse)), []).append(row.id)
-                for r in todo:
-                    key = r.fields.get(m.bc)
-                    candidates[r.id].append(found.get(str(key), []) if key not in (None, "") else [])
-        now = utcnow()
-        new: list[Coupling] = []
-        for r in todo:
-            winner, cands = best_match(candidates[r.id])
-            if winner is None:
-                code = "ambiguous_match" if cands else "no_match"
-                msg = f"{len(cands)} candidates: {', '.join(cands[:5])}" if cands else "No matching Dataverse row."
-                outcome.add(RecordResult(r.id, None, "skipped" if not cands else "failed", "toDataverse", code, msg))
-                continue
-            new.append(Coupling(mapping=mapping.name, bc_id=r.id, dataverse_id=winner, coupled_at=now))
-        stored = await self.e.couplings.couple_many(new) if new else []
-        for c, s in zip(new, stored, strict=True):
-            if isinstance(s, Exception):
-                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "failed", None, "already_coupled", str(s)))
-            else:
-                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "coupled", None))
-        return outcome
+        """Couples uncoupled BC records to the Dataverse row found by the mapping's match criteria, with BC's
+        rules (``shared.services.match_service``)."""
+        from shared.services.match_service import MatchService  # local: it builds on this module
+
+        return await MatchService(self.e).match(mapping, bc_records)
 
     # ------------------------------------------------------------------ delete couplings
     async def uncouple(self, mapping_name: str, bc_id: str) -> None:

@@ -48,6 +48,6 @@ class Engine:
 
     def codec(self, mapping: TableMapping) -> RecordCodec:
         parents = {
-            f.lookup.mapping: self.registry.shipped(f.lookup.mapping) for f in mapping.fields if f.lookup is not None
+            f.lookup.mapping: self.registry.known(f.lookup.mapping) for f in mapping.fields if f.lookup is not None
         }
         return RecordCodec(mapping, parents, self.bc, self.couplings)

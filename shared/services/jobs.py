@@ -17,6 +17,7 @@ from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
 from shared.services.create_errors import create_error_entry
 from shared.services.engine import Engine, new_job_id, utcnow
+from shared.services.filters import within_filter
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 from shared.telemetry import log_event, record_job
 
@@ -99,6 +100,10 @@ class JobService:
                 n = await self.e.couplings.delete_all(mapping.name)
                 outcome = SyncOutcome()
                 outcome.counts["uncoupled"] = n
+                if msg.get("deleteMapping"):  # DELETE /api/mappings/{m}: its couplings first, then the mapping
+                    from shared.services.mapping_admin import admin_for
+
+                    await admin_for(self.e).remove(mapping.name)
             elif kind == "match-couple":
                 outcome = await self._match(mapping, msg)
             elif kind == "retry-errors":
@@ -148,16 +153,28 @@ class JobService:
         return await sync_ids(self.e, mapping, bc_ids, dv_ids, direction, force=bool(msg.get("force")), job_id=job_id)
 
     async def _match(self, mapping: TableMapping, msg: dict[str, Any]) -> SyncOutcome:
+        from shared.services.match_service import MatchService, criteria_from_body
+
+        criteria = criteria_from_body(msg["matchFields"]) if msg.get("matchFields") else None
+        options = {
+            "criteria": criteria,
+            "create_new": msg.get("createNewIfNoMatch"),
+            "sync_after": msg.get("syncAfter"),
+            "job_id": msg.get("jobId"),
+        }
+        select = sorted({*mapping.bc_select, *(c.bc for c in criteria or ())})
+        matcher = MatchService(self.e)
         outcome = SyncOutcome()
         ids = msg.get("bcIds")
         if ids:
-            recs = await self.e.bc.get_many(mapping.bc_entity, ids, select=mapping.bc_select)
-            outcome.merge(await self.coupling.match_couple(mapping, list(recs.values())))
+            recs = await self.e.bc.get_many(mapping.bc_entity, ids, select=select)
+            outcome.merge(await matcher.match(mapping, list(recs.values()), **options))
+            missing = [i for i in dict.fromkeys(x.lower() for x in ids) if i not in recs]
+            for bc_id in missing:
+                outcome.add(RecordResult(bc_id, None, "not_found", None, "record_not_found", "No such BC record."))
             return outcome
-        async for page in self.e.bc.list_records(
-            mapping.bc_entity, select=mapping.bc_select, filter=mapping.table_filter
-        ):
-            outcome.merge(await self.coupling.match_couple(mapping, page))
+        async for page in self.e.bc.list_records(mapping.bc_entity, select=select, filter=mapping.table_filter):
+            outcome.merge(await matcher.match(mapping, page, **options))
         return outcome
 
     async def _retry(self, mapping: TableMapping, msg: dict[str, Any], job_id: str) -> SyncOutcome:
@@ -383,6 +400,7 @@ class JobService:
             for c in await self._not_echoes(mapping, side, candidates, by_id)
         }
         work = [r for r in records if r.id not in coupled or r.id in changed]
+        work = await within_filter(self.e, mapping, side, work)  # the side's table / integration table filter
         return work, len(coupled) - len(changed), coupled
 
     async def _not_echoes(
@@ -512,4 +530,5 @@ def _message_kind(kind: str) -> str:
         "retryErrors": "retry-errors",  # the kind's name before #16
         "record": "record-changed",
         "syncNow": "sync-batch",
+        "deleteMapping": "uncouple-all",
     }[kind]

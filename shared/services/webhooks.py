@@ -37,8 +37,8 @@ async def ensure_bc_subscriptions(engine: Engine, bc: Any) -> dict[str, str]:
     }
     out: dict[str, str] = {}
     for mapping in await engine.registry.list():
-        if mapping.state != "running":
-            continue
+        if mapping.state != "running" or mapping.bc_api != "v2.0":
+            continue  # custom API pages: their changes are picked up by the scheduled incremental syncs
         resource = f"companies({company})/{mapping.bc_entity}"
         sub = existing.get(resource)
         try:

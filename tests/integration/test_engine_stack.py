@@ -59,7 +59,8 @@ async def test_create_new_both_ways_and_match_with_multi_match(rt: Runtime, worl
     recs = await rt.bc.get_many("customers", [b2, b3], select=mapping.bc_select)
     outcome = await svc.match_couple(mapping, list(recs.values()))
     by = {r.bc_id: r for r in outcome.results}
-    assert by[b2].error_code == "ambiguous_match" and by[b3].status == "coupled" and by[b3].dataverse_id == d3
+    # BC's rules (contract part 2): two candidates at every priority leave the record unmatched.
+    assert by[b2].error_code == "no_unique_match" and by[b3].status == "coupled" and by[b3].dataverse_id == d3
 
 
 async def test_each_direction_merge_conflict_and_echo(rt: Runtime, world: dict[str, Any]) -> None:

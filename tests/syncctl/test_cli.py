@@ -79,3 +79,49 @@ def test_sync_sends_the_contract_body_and_waits_for_the_job(server: str, capsys:
 def test_progress_bar_is_full_when_done() -> None:
     assert progress_bar({"status": "succeeded", "counts": {"inserted": 5}}).startswith("[" + "#" * 30 + "]")
     assert "running" in progress_bar({"status": "running", "counts": {}})
+
+
+def test_match_and_add_field_send_part_2_bodies(server: str) -> None:
+    code = main(["--base-url", server, "--no-wait", "match", "CUSTOMER", "--bc-id", "a", "--field",
+                 "displayName=name:1", "--field", "city=address1_city:1:cs", "--create-new-if-no-match",
+                 "--sync-after"])  # fmt: skip
+    assert code == 0
+    method, path, body, _ = _Stub.seen[-1]
+    assert (method, path) == ("POST", "/api/mappings/CUSTOMER/couplings/match")
+    assert body == {
+        "bcIds": ["a"],
+        "matchFields": [
+            {"bc": "displayName", "dataverse": "name", "priority": 1},
+            {"bc": "city", "dataverse": "address1_city", "priority": 1, "caseSensitive": True},
+        ],
+        "createNewIfNoMatch": True,
+        "syncAfter": True,
+    }
+    main(["--base-url", server, "add-field", "PAYMENT TERMS", "--bc", "addressLine2", "--dataverse", "address1_line2",
+          "--trim", "--max-length", "50", "--use-for-match", "--match-priority", "2"])  # fmt: skip
+    method, path, body, _ = _Stub.seen[-1]
+    assert (method, path) == ("POST", "/api/mappings/PAYMENT%20TERMS/fields")
+    assert body == {
+        "bc": "addressLine2",
+        "dataverse": "address1_line2",
+        "transform": {"trim": True, "maxLength": 50},
+        "useForMatch": True,
+        "matchPriority": 2,
+    }
+
+
+def test_fields_table_shows_the_field_mapping_page() -> None:
+    from syncctl.__main__ import fields_table
+
+    text = fields_table(
+        [
+            {"id": "displayName~name", "direction": "bidirectional", "status": "enabled", "useForMatch": True,
+             "matchPriority": 2, "caseSensitive": False, "userDefined": False, "transform": {"maxLength": 100}},
+            {"id": "city~address1_city", "direction": "bidirectional", "status": "disabled", "useForMatch": False,
+             "matchPriority": 0, "caseSensitive": False, "userDefined": True, "clearOnFail": True},
+        ]
+    )  # fmt: skip
+    lines = text.splitlines()
+    assert lines[0].split()[:5] == ["ID", "DIRECTION", "STATUS", "MATCH", "USER"]
+    assert "displayName~name" in lines[1] and " 2 " in lines[1] and '"maxLength": 100' in lines[1]
+    assert "disabled" in lines[2] and "yes" in lines[2] and "clearOnFail" in lines[2]

@@ -187,7 +187,9 @@ async def test_match_coupling_reports_multi_matches(engine: Engine) -> None:
     outcome = await CouplingService(engine).match_couple(mapping, list(recs.values()))
     by = {r.bc_id: r for r in outcome.results}
     assert by[b1].status == "coupled" and by[b1].dataverse_id == d1
-    assert by[b2].error_code == "ambiguous_match" and by[b3].error_code == "no_match"
+    # BC's rules (contract part 2): several candidates and none alike leave the record unmatched.
+    assert by[b2].error_code == "no_unique_match" and "2 candidates" in (by[b2].error_message or "")
+    assert by[b3].error_code == "no_unique_match" and "no candidate" in (by[b3].error_message or "")
     assert await engine.couplings.get_by_bc_id("CUSTOMER", b2) is None
 
 
