@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run status test test-fast test-faults lint bench deploy-check clean
+.PHONY: setup run status test test-fast test-faults lint bench deploy-check lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -47,5 +47,12 @@ deploy-check: setup
 	$(PY) -m pytest -q tests/infra
 	bash infra/checks/run-checkov.sh
 
+## Regenerate the hashed locks after editing requirements.in / requirements-dev.in (pip-tools, own venv).
+LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url
+lock:
+	@test -x .venv-lock/bin/pip-compile || ($(PYTHON_BOOT) -m venv .venv-lock && .venv-lock/bin/pip install -q pip-tools==7.6.2)
+	.venv-lock/bin/pip-compile -q $(LOCK_FLAGS) -o requirements.txt requirements.in
+	.venv-lock/bin/pip-compile -q $(LOCK_FLAGS) -o requirements-dev.txt requirements-dev.in
+
 clean:
-	rm -rf $(VENV) .venv-checkov node_modules .local .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-lock .venv-checkov node_modules .local .pytest_cache .ruff_cache

@@ -52,7 +52,7 @@ class NaiveSync:
         self.table_ops = OpCounter()
         self._service = build_service_client(
             endpoint=s.tables_endpoint,
-            credential=env.credential,
+            credential=env.credentials.azure,  # tables: the managed identity, as the service
             counter=self.table_ops,
             ca_file=s.authority_ca,
             audience=STORAGE_AUDIENCE,

@@ -19,7 +19,7 @@ import aiohttp
 from local.stack import Component, Stack
 from shared.bootstrap import Runtime, build_runtime
 from shared.config import Settings, settings_from_env
-from shared.identity import AsyncMsalCredential, TokenProvider
+from shared.identity import AsyncMsalCredential, Credentials, build_credentials
 from shared.messaging.publisher import ServiceBusPublisher
 from shared.services.engine import Engine
 
@@ -143,11 +143,12 @@ class Snapshot:
 class BenchEnv:
     stack: Stack
     settings: Settings
-    credential: AsyncMsalCredential
+    credential: AsyncMsalCredential  # the app registration's (BC/Dataverse calls of the baseline)
     runtime: Runtime
     bc_sim: SimControl
     dv_sim: SimControl
     session: aiohttp.ClientSession
+    credentials: Credentials
 
     @property
     def engine(self) -> Engine:
@@ -177,7 +178,7 @@ class BenchEnv:
         """New, empty tables for the next scenario (a new prefix: no deletes of big tables needed)."""
         await self.runtime.aclose()
         self.settings = self.settings.model_copy(update={"table_prefix": f"b{uuid.uuid4().hex[:10]}"})
-        self.runtime = build_bench_runtime(self.settings, self.credential)
+        self.runtime = build_bench_runtime(self.settings, self.credentials)
 
     async def reset_sims(self) -> None:
         for sim in (self.bc_sim, self.dv_sim):
@@ -187,9 +188,9 @@ class BenchEnv:
         await self.dv_sim.limits(requestsPerWindow=1_000_000, windowSeconds=300, maxConcurrent=52)
 
 
-def build_bench_runtime(settings: Settings, credential: AsyncMsalCredential) -> Runtime:
-    """``shared.bootstrap.build_runtime`` with this run's settings and credential, recording published messages."""
-    return build_runtime(settings, credential=credential, wrap_publisher=RecordingPublisher)
+def build_bench_runtime(settings: Settings, credentials: Credentials) -> Runtime:
+    """``shared.bootstrap.build_runtime`` with this run's settings and credentials, recording published messages."""
+    return build_runtime(settings, credentials=credentials, wrap_publisher=RecordingPublisher)
 
 
 @contextlib.asynccontextmanager
@@ -201,8 +202,9 @@ async def bench_env() -> AsyncIterator[BenchEnv]:
         env = stack.child_env()
         env["SYNC_TABLE_PREFIX"] = f"b{uuid.uuid4().hex[:10]}"
         settings = settings_from_env(env)
-        credential = AsyncMsalCredential(TokenProvider.from_settings(settings))
-        runtime = build_bench_runtime(settings, credential)
+        credentials = build_credentials(settings)  # both identities, as the service runs
+        credential = credentials.apps
+        runtime = build_bench_runtime(settings, credentials)
         async with aiohttp.ClientSession(trust_env=False) as session:
             bench = BenchEnv(
                 stack,
@@ -212,6 +214,7 @@ async def bench_env() -> AsyncIterator[BenchEnv]:
                 SimControl(session, stack.url("bc_sim")),
                 SimControl(session, stack.url("dv_sim")),
                 session,
+                credentials,
             )
             try:
                 yield bench

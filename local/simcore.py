@@ -94,9 +94,10 @@ class ServiceLimits:
 class TokenError(Exception):
     """A bearer token was rejected; `reason` is the `error_description` told to the client."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, forbidden: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.forbidden = forbidden  # a valid token of an identity this resource does not accept
 
 
 class TokenValidator:
@@ -104,18 +105,24 @@ class TokenValidator:
 
     Keys come from `jwks` or are fetched lazily from `jwks_url` (trusting `ca_file`), cached, and fetched
     again when a token names an unknown `kid` (key rollover).
+
+    `app_ids`: whose tokens are accepted (the `appid`/`azp` claim). Business Central and Dataverse accept the
+    Entra app registration that was consented / has an application user, not any token of the tenant (a
+    managed identity's own token is refused with 401); Table Storage and Service Bus stand-ins accept the
+    managed identity that holds their data roles. None: any app of the tenant.
     """
 
     def __init__(
         self,
         *,
-        audience: str,
+        audience: str | list[str],
         jwks: dict[str, Any] | None = None,
         jwks_url: str | None = None,
         ca_file: str | None = None,
         issuer_prefix: str = "https://sts.windows.net/",
         authority: str = DEFAULT_AUTHORITY,
         leeway_seconds: float = 0,
+        app_ids: frozenset[str] | set[str] | None = None,
     ) -> None:
         if jwks is None and jwks_url is None:
             raise ValueError("TokenValidator needs jwks or jwks_url")
@@ -125,6 +132,12 @@ class TokenValidator:
         self.issuer_prefix = issuer_prefix
         self.authority = authority.rstrip("/")
         self.leeway_seconds = leeway_seconds
+        self.app_ids = frozenset(app_ids) if app_ids is not None else None
+        self.accepted: collections.Counter[str] = collections.Counter()  # appid -> tokens accepted
+        self.refused_apps: collections.Counter[str] = collections.Counter()  # appid -> refused for who it is
+        # "appid:secret" / "appid:assertion" (certificate or federated): tells a tool's secret sign-in apart
+        # from the service's federated one for the same app registration.
+        self.accepted_credentials: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._keys: dict[str, Any] = {}
         self._session: requests.Session | None = None
@@ -209,6 +222,13 @@ class TokenValidator:
             raise TokenError(f"The token is invalid: {exc}") from exc
         if not str(claims.get("iss", "")).startswith(self.issuer_prefix):
             raise TokenError("The token issuer is not trusted.")
+        app_id = str(claims.get("appid") or claims.get("azp") or "")
+        if self.app_ids is not None and app_id not in self.app_ids:
+            self.refused_apps[app_id] += 1
+            raise TokenError(f"The application '{app_id}' is not authorized for this resource.", forbidden=True)
+        self.accepted[app_id] += 1
+        method = {"1": "secret", "2": "assertion"}.get(str(claims.get("appidacr", "")), "other")
+        self.accepted_credentials[f"{app_id}:{method}"] += 1
         return claims
 
     async def validate_async(self, token: str) -> dict[str, Any]:
@@ -267,6 +287,10 @@ class SimCore:
             "latencyMs": self.latency_ms,
             "faults": [f.to_json() for f in self.faults],
         }
+        if self.auth is not None:  # who the accepted tokens belonged to (tests: which identity called)
+            body["acceptedApps"] = dict(self.auth.accepted)
+            body["refusedApps"] = dict(self.auth.refused_apps)
+            body["acceptedCredentials"] = dict(self.auth.accepted_credentials)
         if self.extra_stats is not None:
             body.update(self.extra_stats())
         return body
@@ -278,6 +302,10 @@ class SimCore:
         self.latency_ms = 0
         self._windows.clear()
         self._executions.clear()
+        if self.auth is not None:
+            self.auth.accepted.clear()
+            self.auth.refused_apps.clear()
+            self.auth.accepted_credentials.clear()
         # Requests in flight keep their slots; the counter drains as they finish.
 
     def take_fault(self, route: str) -> Fault | None:
@@ -575,6 +603,12 @@ def sim_arg_parser(prog: str, *, default_port: int, description: str | None = No
     parser.add_argument("--jwks-url", default=DEFAULT_JWKS_URL, help="JWKS of the token authority")
     parser.add_argument("--ca-file", default=str(LOCAL_DIR / "ca.pem"), help="CA trusted for the JWKS URL")
     parser.add_argument("--audience", default=None, help="expected token audience")
+    parser.add_argument(
+        "--app-id",
+        action="append",
+        default=None,
+        help="application (client) id whose tokens are accepted; repeat for several (default: any)",
+    )
     parser.add_argument("--requests-per-window", type=int, default=None)
     parser.add_argument("--window-seconds", type=float, default=None)
     parser.add_argument("--max-concurrent", type=int, default=None)
@@ -584,7 +618,12 @@ def sim_arg_parser(prog: str, *, default_port: int, description: str | None = No
 def validator_from_args(args: argparse.Namespace, *, default_audience: str) -> TokenValidator | None:
     if args.no_auth:
         return None
-    return TokenValidator(audience=args.audience or default_audience, jwks_url=args.jwks_url, ca_file=args.ca_file)
+    return TokenValidator(
+        audience=args.audience or default_audience,
+        jwks_url=args.jwks_url,
+        ca_file=args.ca_file,
+        app_ids=frozenset(args.app_id) if args.app_id else None,
+    )
 
 
 def limits_from_args(args: argparse.Namespace, base: ServiceLimits) -> ServiceLimits:

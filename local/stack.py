@@ -4,6 +4,13 @@
 waits until each part answers, optionally seeds demo data, and stops everything it started on Ctrl-C.
 `python -m local.stack status` shows which ports answer. Tests use `Stack` directly (tests/conftest.py).
 
+Identities are enforced as in Azure (docs/identity.md): the host calls Table Storage (Azurite behind
+`local.tables_proxy`) and Service Bus (the AMQP peer) as the local user-assigned managed identity (the
+authority's `/msi/token`, `IDENTITY_ENDPOINT` + `IDENTITY_HEADER`), and BC and Dataverse as the app
+registration `local-sync-app` through its federated credential (`SYNC_AUTH_MODE=federated`); each of those
+refuses the other identity's tokens. Test tools that seed the simulators sign in as `local-sync-app` with the
+contract's secret (`local.authority.local_client_settings`).
+
 Every component runs in its own process group; `stop()` terminates exactly those groups (SIGTERM, then
 SIGKILL). Logs go to `.local/logs/<name>.log`. A component whose module is not there yet is skipped with a
 warning, so the stack grows as the pieces land.
@@ -31,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from shared.config import LOCAL_TENANT_ID, PROJECT_ROOT
+from shared.config import LOCAL_CLIENT_ID, LOCAL_MANAGED_IDENTITY_CLIENT_ID, LOCAL_TENANT_ID, PROJECT_ROOT
 
 DEFAULT_PORTS: dict[str, int] = {
     "azurite": 10002,
@@ -40,7 +47,9 @@ DEFAULT_PORTS: dict[str, int] = {
     "dv_sim": 7082,
     "amqp_peer": 5672,
     "host": 7071,
+    "amqp_control": 5680,  # the AMQP peer's HTTP side port (queue counts, whose tokens it accepted)
 }
+IDENTITY_HEADER = "local-identity-header"  # the authority's default X-IDENTITY-HEADER
 # Start order: everything the host talks to first (in parallel), then the host.
 _FIRST_WAVE = ("azurite", "authority", "bc_sim", "dv_sim", "amqp_peer")
 DEMO_DATA: dict[str, list[tuple[str, int]]] = {
@@ -170,6 +179,7 @@ class Stack:
         self.skipped: dict[str, str] = {}
         self._lock = threading.Lock()
         self._logs: list[IO[bytes]] = []
+        self._saved_env: dict[str, str | None] = {}
 
     @classmethod
     def on_free_ports(cls, **kwargs: Any) -> Stack:
@@ -205,11 +215,29 @@ class Stack:
                     "SharedAccessKey=local;UseDevelopmentEmulator=true"
                 ),
                 "SYNC_PUBLIC_BASE_URL": f"http://127.0.0.1:{p['host']}",
+                **self.identity_env(),
             }
         )
         env.setdefault("SYNC_FUNCTION_KEY", "local-dev-key")
         env.update(self.extra_env)
         return env
+
+    def identity_env(self) -> dict[str, str]:
+        """Who the host is: the App Service managed-identity endpoint and the federated app registration, and
+        Service Bus by namespace + managed identity (as the Functions host's identity-based connection)."""
+        p = self.ports
+        return {
+            "IDENTITY_ENDPOINT": f"https://127.0.0.1:{p['authority']}/msi/token",
+            "IDENTITY_HEADER": IDENTITY_HEADER,
+            "SYNC_MANAGED_IDENTITY_CLIENT_ID": LOCAL_MANAGED_IDENTITY_CLIENT_ID,
+            "SYNC_AUTH_MODE": "federated",
+            "SYNC_CLIENT_ID": LOCAL_CLIENT_ID,
+            "SYNC_CLIENT_SECRET": "",  # federated: nothing to store; a secret must not be used by accident
+            "ServiceBusConnection__fullyQualifiedNamespace": f"127.0.0.1:{p['amqp_peer']}",
+            "ServiceBusConnection__credential": "managedidentity",
+            "ServiceBusConnection__clientId": LOCAL_MANAGED_IDENTITY_CLIENT_ID,
+            "SYNC_SERVICEBUS_TLS": "false",  # the peer speaks plain AMQP like the emulator
+        }
 
     # ----- component table -----
     def components(self) -> list[Component]:
@@ -219,17 +247,22 @@ class Stack:
         p, py = self.ports, self.python
         jwks = f"https://127.0.0.1:{p['authority']}/{LOCAL_TENANT_ID}/discovery/v2.0/keys"
         discovery = f"https://127.0.0.1:{p['authority']}/{LOCAL_TENANT_ID}/v2.0/.well-known/openid-configuration"
-        sim_auth = ["--jwks-url", jwks] if self._available("authority") else ["--no-auth"]
+        enforce = self._available("authority")
+        # BC and Dataverse accept the app registration; storage and Service Bus the managed identity.
+        sim_auth = ["--jwks-url", jwks, "--app-id", LOCAL_CLIENT_ID] if enforce else ["--no-auth"]
+        mi = ["--jwks-url", jwks, "--ca-file", str(self.ca_file), "--app-id", LOCAL_MANAGED_IDENTITY_CLIENT_ID]
         azurite = str(self.root / "node_modules" / ".bin" / "azurite-table")
+        # Azurite behind the checking proxy (which starts it on a private port), or alone without an authority.
+        tables_front = (
+            [py, "-m", "local.tables_proxy", "--port", str(p["azurite"]), *mi, "--", azurite]
+            if enforce
+            else [azurite, "--tableHost", "127.0.0.1", "--tablePort", str(p["azurite"])]
+        )
         return [
             Component(
                 "azurite",
                 [
-                    azurite,
-                    "--tableHost",
-                    "127.0.0.1",
-                    "--tablePort",
-                    str(p["azurite"]),
+                    *tables_front,
                     "--inMemoryPersistence",
                     "--disableTelemetry",
                     "--silent",
@@ -275,7 +308,16 @@ class Stack:
             ),
             Component(
                 "amqp_peer",
-                [py, "-m", "local.amqp_peer", "--port", str(p["amqp_peer"])],
+                [
+                    py,
+                    "-m",
+                    "local.amqp_peer",
+                    "--port",
+                    str(p["amqp_peer"]),
+                    "--control-port",
+                    str(p["amqp_control"]),
+                    *(mi if enforce else []),
+                ],
                 p["amqp_peer"],
                 tcp_probe(p["amqp_peer"]),
                 module="local.amqp_peer",
@@ -327,6 +369,7 @@ class Stack:
 
         ensure_local_certs(self.local_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._export_identity_endpoint()
         atexit.register(self.stop)
         _install_sigterm_exit()
         table = {c.name: c for c in self.components()}
@@ -343,6 +386,25 @@ class Stack:
             self.stop()
             raise
         return self
+
+    def _export_identity_endpoint(self) -> None:
+        """MSAL's ManagedIdentityClient reads IDENTITY_ENDPOINT/IDENTITY_HEADER from the process environment,
+        so in-process clients built from `child_env()` (tests, benchmarks) need them here too: this process
+        plays the App Service sandbox. Restored by `stop()`."""
+        if not self._available("authority"):
+            return
+        identity = self.identity_env()
+        self._saved_env = {k: os.environ.get(k) for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+        for key in self._saved_env:
+            os.environ[key] = identity[key]
+
+    def _restore_identity_endpoint(self) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
 
     def _launch(self, component: Component, env: dict[str, str]) -> Component | None:
         if not self._available(component.name):
@@ -417,6 +479,7 @@ class Stack:
         for log in self._logs:
             log.close()
         self._logs.clear()
+        self._restore_identity_endpoint()
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
 

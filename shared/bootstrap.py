@@ -1,5 +1,9 @@
 """The one composition root: builds the engine's clients once per process (lazily, on first use).
 
+Identities are chosen here, per resource: Table Storage and Service Bus get the managed identity's
+credential, Business Central and Dataverse the app registration's (``shared.identity.build_credentials``);
+health and telemetry use the same objects through the ``Runtime``.
+
 Nothing here runs at import time, so indexing the function app never does I/O. Tests build an
 ``Engine`` from fakes instead, or call ``set_engine``.
 """
@@ -9,12 +13,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings, get_settings
 from shared.mappings.config import load_mapping_file
 from shared.services.engine import Engine
 from shared.services.registry import MappingRegistry
+
+if TYPE_CHECKING:
+    from shared.identity import Credentials
 
 
 @dataclass
@@ -26,6 +33,7 @@ class Runtime:
     bc: Any
     dv: Any
     publisher: Any
+    credentials: Credentials | None = None
 
     async def aclose(self) -> None:
         for closer in (self.bc.aclose, self.dv.aclose, self.publisher.aclose, self.stores.close):
@@ -42,25 +50,31 @@ _lock: asyncio.Lock | None = None
 def build_runtime(
     settings: Settings,
     *,
+    credentials: Credentials | None = None,
     credential: Any = None,
     wrap_publisher: Callable[[Any], Any] | None = None,
 ) -> Runtime:
-    """Everything from ``settings``; ``credential`` (default: MSAL over these settings) and ``wrap_publisher``
-    (e.g. a recording wrapper in benchmarks) let tools reuse the one composition."""
+    """Everything from ``settings``. ``credentials`` (default: both identities built from these settings),
+    ``credential`` (one object for every resource: fakes in unit tests only; the local stack refuses it) and
+    ``wrap_publisher`` (e.g. a recording wrapper in benchmarks) let tools reuse the one composition."""
     from shared.connectors.business_central import BusinessCentralClient
     from shared.connectors.dataverse import DataverseClient
-    from shared.identity import AsyncMsalCredential, TokenProvider
+    from shared.identity import build_credentials
     from shared.messaging.publisher import ServiceBusPublisher
     from shared.stores import build_stores
     from shared.telemetry import configure_telemetry
 
-    configure_telemetry(settings)  # only when APPLICATIONINSIGHTS_CONNECTION_STRING is set
-    credential = credential or AsyncMsalCredential(TokenProvider.from_settings(settings))
+    if credential is None and credentials is None:
+        credentials = build_credentials(settings)
+    azure = credential if credential is not None else credentials.azure  # type: ignore[union-attr]
+    apps = credential if credential is not None else credentials.apps  # type: ignore[union-attr]
+    # Only when APPLICATIONINSIGHTS_CONNECTION_STRING is set; the exporter authenticates as the managed identity.
+    configure_telemetry(settings, credential=credentials.azure_sync if credentials else None)
     mappings = load_mapping_file(settings.mappings_file)  # a bad file fails here, at start-up, with the reason
-    stores = build_stores(settings, credential)
-    bc = BusinessCentralClient(settings, credential)
-    dv = DataverseClient(settings, credential)
-    publisher = ServiceBusPublisher.from_settings(settings, credential)
+    stores = build_stores(settings, azure)
+    bc = BusinessCentralClient(settings, apps)
+    dv = DataverseClient(settings, apps)
+    publisher = ServiceBusPublisher.from_settings(settings, azure)
     if wrap_publisher is not None:
         publisher = wrap_publisher(publisher)
     registry = MappingRegistry(mappings, _document_store(settings, stores), legacy_settings=stores.settings)
@@ -76,7 +90,7 @@ def build_runtime(
         watermarks=stores.watermarks,
         publisher=publisher,
     )
-    return Runtime(engine, stores, bc, dv, publisher)
+    return Runtime(engine, stores, bc, dv, publisher, credentials)
 
 
 def _document_store(settings: Settings, stores: Any) -> Any:
@@ -100,7 +114,9 @@ async def get_runtime() -> Runtime:
             _lock = asyncio.Lock()
         async with _lock:
             if _runtime is None:
-                _runtime = build_runtime(get_settings())
+                from shared.identity import get_credentials
+
+                _runtime = build_runtime(get_settings(), credentials=get_credentials())
     return _runtime
 
 

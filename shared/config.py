@@ -20,6 +20,10 @@ LOCAL_DIR = PROJECT_ROOT / ".local"
 LOCAL_TENANT_ID = "00000000-0000-0000-0000-0000000000aa"
 LOCAL_CLIENT_ID = "local-sync-app"
 LOCAL_CLIENT_SECRET = "local-dev-secret"  # noqa: S105 -- the local token authority's demo client; not a real secret
+# The local stack's user-assigned managed identity (the function app's identity for Azure resources).
+LOCAL_MANAGED_IDENTITY_CLIENT_ID = "00000000-0000-0000-0000-0000000000b1"
+# The audience Entra expects on a workload identity (managed identity) token used as a client assertion.
+FEDERATED_TOKEN_AUDIENCE = "api://AzureADTokenExchange"  # noqa: S105 -- an audience, not a secret
 
 # Token audiences (scope = audience + "/.default").
 STORAGE_AUDIENCE = "https://storage.azure.com"
@@ -28,9 +32,27 @@ BC_AUDIENCE = "https://api.businesscentral.dynamics.com"
 
 
 class AuthMode(StrEnum):
+    """How the Entra app registration (the identity BC and Dataverse accept) proves itself.
+
+    `FEDERATED` (the default in Azure): the managed identity's token for `api://AzureADTokenExchange` is the
+    app's client assertion, nothing to store or rotate. `CERTIFICATE`: a PEM from Key Vault (or a file).
+    `SECRET`: local development only. `MANAGED_IDENTITY` is the mode of the managed-identity token provider
+    itself; as `SYNC_AUTH_MODE` it is refused (BC and Dataverse do not accept the identity's own tokens).
+    """
+
     SECRET = "secret"  # noqa: S105 -- a mode name, not a secret
     CERTIFICATE = "certificate"
+    FEDERATED = "federated"
     MANAGED_IDENTITY = "managed_identity"
+
+
+class AzureIdentity(StrEnum):
+    """Which identity calls Azure resources (Table Storage, Service Bus, Application Insights)."""
+
+    MANAGED_IDENTITY = "managed_identity"  # always, in Azure and on the local stack
+    # A deliberate misconfiguration: storage and Service Bus called with the app registration's tokens, which
+    # hold no Azure roles. Only for proving that the local stack refuses it and health names it.
+    APP_REGISTRATION = "app_registration"
 
 
 class Settings(BaseModel):
@@ -50,7 +72,11 @@ class Settings(BaseModel):
     # PEM content (key + certificate), e.g. a Key Vault reference on Flex Consumption, which can't load files.
     client_certificate: str | None = Field(None, alias="SYNC_CLIENT_CERTIFICATE", repr=False)
     auth_mode: AuthMode = Field(AuthMode.SECRET, alias="SYNC_AUTH_MODE")
+    # The user-assigned managed identity (client id): Table Storage, Service Bus, App Insights, and the
+    # subject of the app registration's federated credential. Unset: the system-assigned identity.
     managed_identity_client_id: str | None = Field(None, alias="SYNC_MANAGED_IDENTITY_CLIENT_ID")
+    federated_token_audience: str = Field(FEDERATED_TOKEN_AUDIENCE, alias="SYNC_FEDERATED_TOKEN_AUDIENCE")
+    azure_identity: AzureIdentity = Field(AzureIdentity.MANAGED_IDENTITY, alias="SYNC_AZURE_IDENTITY")
     # Azure: https://login.microsoftonline.com ; local: the HTTPS token authority.
     authority_host: str = Field("https://127.0.0.1:7443", alias="SYNC_AUTHORITY_HOST")
     # PEM bundle to trust for the authority (and Azurite over HTTPS) locally; unset in Azure.
@@ -79,6 +105,8 @@ class Settings(BaseModel):
     )
     servicebus_namespace: str | None = Field(None, alias="ServiceBusConnection__fullyQualifiedNamespace")
     servicebus_queue: str = Field("sync-work", alias="SERVICEBUS_QUEUE")
+    # The local AMQP peer speaks plain AMQP on 5672 (like the emulator); Azure namespaces always use TLS.
+    servicebus_tls: bool = Field(True, alias="SYNC_SERVICEBUS_TLS")
 
     # Scheduling and webhooks
     scheduled_sync: bool = Field(True, alias="SYNC_SCHEDULED_SYNC")

@@ -1,11 +1,21 @@
-"""One identity layer for every outgoing call: MSAL tokens behind azure-core credentials.
+"""One identity layer for every outgoing call: two identities, both through MSAL, behind azure-core credentials.
 
-`TokenProvider` gets app-only tokens with `msal` — `ConfidentialClientApplication` (client secret or
-certificate) or `ManagedIdentityClient` (system- or user-assigned) — chosen by `settings.auth_mode`. It keeps
-one token per scope and asks the authority again only shortly before that token expires, under a lock so
-that concurrent callers cause one request. `MsalCredential` / `AsyncMsalCredential` adapt it to azure-core's
-`TokenCredential` / `AsyncTokenCredential` (+ `get_token_info`), so the Tables and Service Bus clients and
-the azure-core pipelines of the BC and Dataverse connectors all take the same credential object.
+- Azure resources (Table Storage, Service Bus, Application Insights) are called as the function app's
+  **user-assigned managed identity**: `msal.ManagedIdentityClient` (App Service / Flex Consumption protocol,
+  `IDENTITY_ENDPOINT` + `IDENTITY_HEADER`; client id `SYNC_MANAGED_IDENTITY_CLIENT_ID`).
+- Business Central and Dataverse are called as the **Entra app registration** (`SYNC_CLIENT_ID`):
+  `msal.ConfidentialClientApplication` with, by `SYNC_AUTH_MODE`, a **federated credential** (the managed
+  identity's token for `api://AzureADTokenExchange` as the `client_assertion` callback; the default in Azure),
+  a **certificate** (PEM from Key Vault as an app setting, or a file; a renewed certificate written over the
+  file is loaded before the next token request, and a Key Vault reference refresh restarts the app with the
+  new one), or a **client secret** (local development only).
+
+`build_credentials(settings)` builds both once (`Credentials`); the composition root (`shared.bootstrap`)
+holds the process's one set and nothing else builds token providers.
+
+`TokenProvider` keeps one token per scope and asks the authority again only shortly before that token
+expires, under a lock so that concurrent callers cause one request. `MsalCredential` / `AsyncMsalCredential`
+adapt it to azure-core's `TokenCredential` / `AsyncTokenCredential` (+ `get_token_info`).
 
 Locally the authority is `python -m local.authority` at `https://127.0.0.1:7443/<tenant>` with a CA in
 `.local/ca.pem` (`SYNC_AUTHORITY_CA`); in Azure it is `https://login.microsoftonline.com/<tenant>`.
@@ -23,6 +33,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -32,8 +43,8 @@ import msal
 import requests
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 
-from shared.config import AuthMode, Settings, get_settings
-from shared.errors import ConfigurationError, TransientError, UnauthorizedError
+from shared.config import AuthMode, AzureIdentity, Settings, get_settings
+from shared.errors import ConfigurationError, SyncError, TransientError, UnauthorizedError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +64,15 @@ _SETTING_FOR_CODE: dict[int, str] = {
     700024: "SYNC_CLIENT_CERTIFICATE_PATH",  # assertion outside its time range
     90002: "SYNC_TENANT_ID",  # tenant not found
     900023: "SYNC_TENANT_ID",  # tenant id malformed
+    # Federated credential: no federated identity record matches the assertion's issuer/audience/subject.
+    70021: "the app registration's federated credential (issuer, subject = managed identity, audience)",
+    700211: "the app registration's federated credential issuer",
+    700212: "the app registration's federated credential audience (SYNC_FEDERATED_TOKEN_AUDIENCE)",
+    700213: "the app registration's federated credential subject (SYNC_MANAGED_IDENTITY_CLIENT_ID)",
 }
+# Labels of the two identities, as health and error messages name them.
+MANAGED_IDENTITY = "managed identity"
+APP_REGISTRATION = "app registration"
 
 
 @dataclass(frozen=True)
@@ -66,10 +85,18 @@ class _Cached:
 class TokenProvider:
     """Tokens per scope from MSAL, cached until shortly before expiry. Thread-safe."""
 
-    def __init__(self, settings: Settings, *, http_client: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http_client: requests.Session | None = None,
+        assertion: Callable[[], str] | None = None,
+    ) -> None:
         self._settings = settings
         self._http = http_client or _http_client(settings)
+        self._assertion = assertion  # federated mode: returns the managed identity's exchange token
         self._client: msal.ConfidentialClientApplication | msal.ManagedIdentityClient | None = None
+        self._credential_source: object = None  # certificate mode: what the client was built from
         self._client_lock = threading.Lock()
         self._cache: dict[str, _Cached] = {}
         self._scope_locks: dict[str, threading.Lock] = {}
@@ -80,9 +107,35 @@ class TokenProvider:
     def from_settings(cls, settings: Settings) -> TokenProvider:
         return cls(settings)
 
+    @classmethod
+    def for_managed_identity(cls, settings: Settings) -> TokenProvider:
+        """The function app's managed identity (user-assigned when SYNC_MANAGED_IDENTITY_CLIENT_ID is set)."""
+        return cls(settings.model_copy(update={"auth_mode": AuthMode.MANAGED_IDENTITY}))
+
+    @classmethod
+    def for_app_registration(cls, settings: Settings, managed_identity: TokenProvider | None = None) -> TokenProvider:
+        """The Entra app registration (SYNC_CLIENT_ID) by SYNC_AUTH_MODE; federated mode takes its client
+        assertion from `managed_identity` (the managed identity's token for api://AzureADTokenExchange)."""
+        if settings.auth_mode is AuthMode.MANAGED_IDENTITY:
+            raise ConfigurationError(
+                "SYNC_AUTH_MODE=managed_identity is not a mode for Business Central and Dataverse: they accept the "
+                "app registration's tokens only. Use SYNC_AUTH_MODE=federated (the managed identity signs in as the "
+                "app registration), certificate, or secret (local only)."
+            )
+        if settings.auth_mode is not AuthMode.FEDERATED:
+            return cls(settings)
+        mi = managed_identity or cls.for_managed_identity(settings)
+        scope = f"{settings.federated_token_audience.rstrip('/')}/.default"
+        return cls(settings, assertion=lambda: mi.get_token(scope).token)
+
     @property
     def settings(self) -> Settings:
         return self._settings
+
+    @property
+    def label(self) -> str:
+        """`managed identity` or `app registration` (health and error messages)."""
+        return MANAGED_IDENTITY if self._settings.auth_mode is AuthMode.MANAGED_IDENTITY else APP_REGISTRATION
 
     def get_token(self, scope: str, *, force_refresh: bool = False, claims: str | None = None) -> AccessToken:
         info = self.get_token_info(scope, force_refresh=force_refresh, claims=claims)
@@ -117,18 +170,7 @@ class TokenProvider:
             return self._scope_locks.setdefault(scope, threading.Lock())
 
     def _acquire(self, scope: str, claims: str | None) -> _Cached:
-        client = self._msal_client()
-        try:
-            if isinstance(client, msal.ManagedIdentityClient):
-                result = client.acquire_token_for_client(
-                    resource=scope.removesuffix("/.default"), claims_challenge=claims
-                )
-            else:
-                result = client.acquire_token_for_client([scope], claims_challenge=claims)
-        except requests.RequestException as e:
-            raise self._fail(_transport_error(e, self._settings)) from None
-        except (ValueError, msal.ManagedIdentityError) as e:  # MSAL raises these for unusable endpoints/payloads
-            raise self._fail(self._configuration_error_for_exception(e)) from None
+        result = self._request(scope, claims)
         if not result or "access_token" not in result:
             raise self._fail(self._error_from_result(result or {}, scope)) from None
         if result.get("token_source") != "cache":
@@ -141,8 +183,43 @@ class TokenProvider:
             refresh_at = min(refresh_at, float(result["refresh_on"]))
         return _Cached(result["access_token"], expires_on, refresh_at)
 
+    def _request(self, scope: str, claims: str | None) -> dict[str, Any]:
+        client = self._msal_client()
+        try:
+            if isinstance(client, msal.ManagedIdentityClient):
+                result = client.acquire_token_for_client(
+                    resource=scope.removesuffix("/.default"), claims_challenge=claims
+                )
+            else:
+                result = client.acquire_token_for_client([scope], claims_challenge=claims)
+        except requests.RequestException as e:
+            raise self._fail(_transport_error(e, self._settings)) from None
+        except (ValueError, msal.ManagedIdentityError) as e:  # MSAL raises these for unusable endpoints/payloads
+            raise self._fail(self._configuration_error_for_exception(e)) from None
+        except (ConfigurationError, SyncError) as e:  # the federated assertion (managed identity) failed
+            raise type(e)(f"federated credential: {e}") from None
+        return result or {}
+
+    def _certificate_source(self) -> object:
+        """What identifies the certificate's current content without reading it: the PEM setting itself, or
+        the file's (mtime, size); a renewed certificate changes it."""
+        s = self._settings
+        if s.client_certificate:
+            return hash(s.client_certificate)
+        try:
+            stat = Path(s.client_certificate_path or "").stat()
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
+
     def _msal_client(self) -> msal.ConfidentialClientApplication | msal.ManagedIdentityClient:
         with self._client_lock:
+            if self._client is not None and self._settings.auth_mode is AuthMode.CERTIFICATE:
+                # Certificate rotation: a renewed certificate written over the file (a synced Key Vault
+                # secret) is loaded before the next token request; the old MSAL client is dropped.
+                if self._certificate_source() != self._credential_source:
+                    log.info("identity: the client certificate changed; loading the renewed one")
+                    self._client = None
             if self._client is None:
                 try:
                     self._client = self._build_client()
@@ -181,7 +258,14 @@ class TokenProvider:
 
     def _client_credential(self) -> str | dict[str, Any]:
         s = self._settings
+        if s.auth_mode is AuthMode.FEDERATED:
+            if self._assertion is None:
+                raise self._fail(ConfigurationError("SYNC_AUTH_MODE=federated needs the managed identity's token"))
+            # MSAL calls this whenever it needs a new app token; the managed identity's token is cached by its
+            # own provider, so this is a cache hit until that token is due for refresh.
+            return {"client_assertion": self._assertion}
         if s.auth_mode is AuthMode.CERTIFICATE:
+            self._credential_source = self._certificate_source()
             if not s.client_certificate_path and not s.client_certificate:
                 raise self._fail(
                     ConfigurationError(
@@ -223,11 +307,20 @@ class TokenProvider:
         codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
         code_text = f" (AADSTS{codes[0]})" if codes else ""
         who = self._who()
+        if s.auth_mode is AuthMode.MANAGED_IDENTITY and error in ("invalid_scope", "invalid_request"):
+            # MSAL's reading of App Service's 400 "Unable to load the proper Managed Identity".
+            return ConfigurationError(
+                f"{who} is not available to this app: assign it to the function app, or fix "
+                f"SYNC_MANAGED_IDENTITY_CLIENT_ID ({error})"
+            )
         for code in codes:
             if setting := _SETTING_FOR_CODE.get(code):
                 return ConfigurationError(f"{setting} is wrong: the authority rejected {who}: {error}{code_text}")
         if error in ("invalid_client", "unauthorized_client"):
-            setting = "SYNC_CLIENT_CERTIFICATE_PATH" if s.auth_mode is AuthMode.CERTIFICATE else "SYNC_CLIENT_SECRET"
+            setting = {
+                AuthMode.CERTIFICATE: "SYNC_CLIENT_CERTIFICATE_PATH",
+                AuthMode.FEDERATED: "the app registration's federated credential",
+            }.get(s.auth_mode, "SYNC_CLIENT_SECRET")
             if error == "unauthorized_client":
                 setting = "SYNC_CLIENT_ID"
             return ConfigurationError(f"{setting} is wrong: the authority rejected {who}: {error}{code_text}")
@@ -269,7 +362,7 @@ class TokenProvider:
         s = self._settings
         if s.auth_mode is AuthMode.MANAGED_IDENTITY:
             return f"managed identity {s.managed_identity_client_id or '(system-assigned)'}"
-        return f"client {s.client_id!r} in tenant {s.tenant_id!r} ({s.auth_mode.value})"
+        return f"app registration {s.client_id!r} in tenant {s.tenant_id!r} ({s.auth_mode.value})"
 
     def _fail(self, error: Exception) -> Exception:
         """Log the one line for this failure, with any secret redacted, and return the error to raise."""
@@ -397,17 +490,47 @@ class AsyncMsalCredential:
         await self.close()
 
 
-@functools.cache
-def get_token_provider() -> TokenProvider:
-    return TokenProvider.from_settings(get_settings())
+@dataclass(frozen=True)
+class Credentials:
+    """The process's two identities. `azure` for Table Storage and Service Bus (the managed identity),
+    `apps` for Business Central and Dataverse (the app registration); `azure_sync` for the App Insights
+    exporter (sync SDK). `azure_label` / `apps_label` name them in health and errors."""
+
+    managed_identity: TokenProvider
+    app_registration: TokenProvider
+    azure: AsyncMsalCredential
+    apps: AsyncMsalCredential
+    azure_sync: MsalCredential
+
+    @property
+    def azure_label(self) -> str:
+        return self.azure.provider.label
+
+    @property
+    def apps_label(self) -> str:
+        return self.apps.provider.label
+
+
+def build_credentials(settings: Settings) -> Credentials:
+    """Both identities from `settings` (no I/O until the first token). Call once per process: the composition
+    root (`shared.bootstrap`) does."""
+    mi = TokenProvider.for_managed_identity(settings)
+    app = TokenProvider.for_app_registration(settings, managed_identity=mi)
+    azure = app if settings.azure_identity is AzureIdentity.APP_REGISTRATION else mi
+    return Credentials(mi, app, AsyncMsalCredential(azure), AsyncMsalCredential(app), MsalCredential(azure))
 
 
 @functools.cache
+def get_credentials() -> Credentials:
+    """The process-wide credentials (built lazily from `get_settings()`)."""
+    return build_credentials(get_settings())
+
+
 def get_credential() -> AsyncMsalCredential:
-    """The process-wide async credential (built lazily, no I/O until the first token is needed)."""
-    return AsyncMsalCredential(get_token_provider())
+    """The process-wide credential for Azure resources (the managed identity)."""
+    return get_credentials().azure
 
 
-@functools.cache
-def get_sync_credential() -> MsalCredential:
-    return MsalCredential(get_token_provider())
+def get_app_credential() -> AsyncMsalCredential:
+    """The process-wide credential for Business Central and Dataverse (the app registration)."""
+    return get_credentials().apps

@@ -2,9 +2,8 @@
 
 - `configure_telemetry(settings)` turns on `azure-monitor-opentelemetry` once per process, and only when
   `APPLICATIONINSIGHTS_CONNECTION_STRING` is set (never at import time; locally it is a no-op). Application
-  Insights has local auth disabled, so the exporter authenticates with an Entra token: the user-assigned
-  managed identity when `SYNC_MANAGED_IDENTITY_CLIENT_ID` is set (it holds Monitoring Metrics Publisher),
-  else the service's own MSAL credential.
+  Insights has local auth disabled, so the exporter authenticates with an Entra token: the managed identity
+  (it holds Monitoring Metrics Publisher), the composition root's credential when it passes one.
 - `log_event(logger, message, mapping=..., job_id=..., ...)` logs with the dimensions as `extra` keys. The
   OpenTelemetry logging handler turns every non-standard LogRecord attribute into a log attribute, which the
   Azure Monitor exporter writes to `customDimensions` (so `traces | where customDimensions.mapping == "CUSTOMER"`).
@@ -31,6 +30,8 @@ log = logging.getLogger(__name__)
 
 METER_NAME = "bc_dv_sync"
 CONNECTION_STRING_ENV = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+# Set in Azure: the Python worker sends the app's telemetry itself (correlated with the host's requests).
+WORKER_TELEMETRY_ENV = "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"
 
 # Instrument names (customMetrics.name in Application Insights); the workbook and alerts depend on them.
 SYNC_RECORDS = "sync.records"  # counter; attributes mapping, direction, outcome (record result status)
@@ -42,6 +43,8 @@ QUEUE_LAG_MS = "queue.lag_ms"  # histogram; attributes queue
 
 # LogRecord attributes that `extra` must not overwrite (logging raises KeyError for these).
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+AZURE_SDK_LOGGERS = ("azure", "uamqp", "msal", "urllib3")
 
 _lock = threading.Lock()
 _configured = False
@@ -59,6 +62,14 @@ def configure_telemetry(settings: Settings | None = None, *, credential: TokenCr
     with _lock:
         if _configured:
             return True
+        _quiet_azure_sdks()
+        if os.environ.get(WORKER_TELEMETRY_ENV, "").lower() == "true":
+            # In Azure (infra/bicep sets it) the Functions Python worker configures the distro itself, with the
+            # invocation's trace context and APPLICATIONINSIGHTS_AUTHENTICATION_STRING (the managed identity);
+            # a second configure_azure_monitor here would export every log and span twice.
+            _configured = True
+            log.info("telemetry export configured by the Functions worker (%s)", WORKER_TELEMETRY_ENV)
+            return True
         # Imported here: the distro pulls in many instrumentations; the app must index without them.
         from azure.monitor.opentelemetry import configure_azure_monitor
 
@@ -69,20 +80,23 @@ def configure_telemetry(settings: Settings | None = None, *, credential: TokenCr
             credential=credential,
             logger_name="",  # the root logger: the service's own loggers propagate to it
         )
+
         _configured = True
         log.info("telemetry export to Application Insights configured")
         return True
 
 
-def _default_credential(settings: Settings | None) -> TokenCredential:
-    from shared.config import AuthMode, get_settings
-    from shared.identity import MsalCredential, TokenProvider
+def _quiet_azure_sdks() -> None:
+    """The Azure SDKs log every request and AMQP link change at INFO: in production only their warnings."""
+    for name in AZURE_SDK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
-    s = settings or get_settings()
-    if s.managed_identity_client_id:
-        # The app identity holds Monitoring Metrics Publisher; the BC/Dataverse app registration does not.
-        s = s.model_copy(update={"auth_mode": AuthMode.MANAGED_IDENTITY})
-    return MsalCredential(TokenProvider.from_settings(s))
+
+def _default_credential(settings: Settings | None) -> TokenCredential:
+    # The managed identity holds Monitoring Metrics Publisher; the BC/Dataverse app registration does not.
+    from shared.identity import build_credentials, get_credentials
+
+    return (build_credentials(settings) if settings is not None else get_credentials()).azure_sync
 
 
 def log_event(

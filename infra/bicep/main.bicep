@@ -1,5 +1,10 @@
 // BC <-> Dataverse coupling & sync service: everything one environment needs (azd up / az deployment sub create).
 //
+// Network: every resource keeps its public endpoint (Entra ID + RBAC on every call, shared keys and SAS off).
+// `publicNetworkAccess: Disabled` is not offered: it needs VNet integration of the app (a delegated subnet)
+// and private endpoints + DNS zones for storage, Service Bus (Premium) and Key Vault, which these templates do
+// not create; BC and Dataverse must reach the webhooks over the internet in any case.
+//
 // Pinned Azure Verified Modules are used where they fit and carry no security-relevant setting we must
 // prove here: the user-assigned identity, the Flex Consumption plan, Log Analytics and Application Insights.
 // Storage, Service Bus, Key Vault, the function app, RBAC and monitoring are hand-written modules under app/:
@@ -22,13 +27,12 @@ param environmentName string
 })
 param location string
 
-@description('Optional: object id of the user or group running the deployment; gets Key Vault Secrets/Certificates Officer to upload the app credential and webhook secrets. Leave empty in CI.')
+@description('Optional: object id of whoever runs the deployment (azd sets AZURE_PRINCIPAL_ID); gets the data roles the runbooks need: Key Vault Secrets/Certificates Officer, Azure Service Bus Data Owner. Empty = none.')
 param principalId string = ''
 
-@description('Principal type of principalId (User, Group or ServicePrincipal).')
+@description('Principal type of principalId: User for a person, ServicePrincipal for a pipeline (azd sets AZURE_PRINCIPAL_TYPE).')
 @allowed([
   'User'
-  'Group'
   'ServicePrincipal'
 ])
 param principalType string = 'User'
@@ -36,15 +40,26 @@ param principalType string = 'User'
 @description('Client (application) id of the Entra ID app registration that BC and Dataverse trust (SYNC_CLIENT_ID).')
 param syncClientId string
 
-@description('How the service authenticates to BC and Dataverse: certificate (app registration + Key Vault certificate) or managed_identity (federated credential on the app registration).')
+@description('How the app registration proves itself to BC and Dataverse: federated (the managed identity\'s token is its client assertion; nothing to store or rotate) or certificate (a PEM certificate in Key Vault).')
 @allowed([
+  'federated'
   'certificate'
-  'managed_identity'
 ])
-param syncAuthMode string = 'certificate'
+param syncAuthMode string = 'federated'
 
-@description('Name of the Key Vault certificate holding the app registration credential (PEM content type).')
+@description('Name of the Key Vault certificate holding the app registration credential (PEM content type; certificate mode only).')
 param syncCertificateName string = 'sync-client-cert'
+
+@description('Optional Key Vault name (3-24 characters); empty = kv<resource token>. Set a new one to start over with a fresh vault.')
+@maxLength(24)
+param keyVaultName string = ''
+
+@description('default, or recover: re-use the soft-deleted vault of the same name (after azd down; purge protection keeps it 90 days). infra/scripts/preprovision.sh sets it.')
+@allowed([
+  'default'
+  'recover'
+])
+param keyVaultCreateMode string = 'default'
 
 @description('Business Central API host (BC_BASE_URL).')
 param bcBaseUrl string = 'https://api.businesscentral.dynamics.com'
@@ -75,17 +90,10 @@ param timerSchedule string = '0 */5 * * * *'
 ])
 param instanceMemoryMB int = 2048
 
-@description('Flex Consumption maximum instance count (caps scale-out and therefore the load on BC/Dataverse).')
-@minValue(40)
+@description('Flex Consumption maximum instance count (1-1000): caps scale-out and therefore the load on BC and Dataverse.')
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
-
-@description('Public network access of storage, Service Bus and Key Vault. Enabled is needed without VNet integration (Flex Consumption egress is public).')
-@allowed([
-  'Enabled'
-  'Disabled'
-])
-param publicNetworkAccess string = 'Enabled'
 
 @description('Optional resource id of an existing action group that alert rules notify. Empty = alerts fire without notifications.')
 param alertActionGroupId string = ''
@@ -113,6 +121,7 @@ var tags = {
 var functionAppName = '${abbrs.webSitesFunctions}sync-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
 var queueName = 'sync-work'
+var vaultName = !empty(keyVaultName) ? keyVaultName : '${abbrs.keyVaultVaults}${resourceToken}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -178,7 +187,6 @@ module storage 'app/storage.bicep' = {
     location: location
     tags: tags
     deploymentContainerName: deploymentContainerName
-    publicNetworkAccess: publicNetworkAccess
   }
 }
 
@@ -190,7 +198,6 @@ module serviceBus 'app/servicebus.bicep' = {
     location: location
     tags: tags
     queueName: queueName
-    publicNetworkAccess: publicNetworkAccess
   }
 }
 
@@ -198,10 +205,10 @@ module keyVault 'app/keyvault.bicep' = {
   name: 'keyVault'
   scope: rg
   params: {
-    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    name: vaultName
     location: location
     tags: tags
-    publicNetworkAccess: publicNetworkAccess
+    createMode: keyVaultCreateMode
   }
 }
 
@@ -248,7 +255,6 @@ module rbac 'app/rbac.bicep' = {
     identityPrincipalId: identity.outputs.principalId
     storageAccountName: storage.outputs.name
     serviceBusNamespaceName: serviceBus.outputs.name
-    queueName: queueName
     keyVaultName: keyVault.outputs.name
     appInsightsName: appInsights.outputs.name
     principalId: principalId
@@ -285,5 +291,11 @@ output SERVICEBUS_QUEUE string = queueName
 output TABLES_ENDPOINT string = storage.outputs.tableEndpoint
 output SYNC_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output SYNC_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output SYNC_AUTH_MODE string = syncAuthMode
+// The federated identity credential the app registration needs (infra/scripts/federated-credential.sh adds it):
+// the managed identity's tokens for api://AzureADTokenExchange come from this issuer with this subject.
+output SYNC_FEDERATED_CREDENTIAL_ISSUER string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+output SYNC_FEDERATED_CREDENTIAL_SUBJECT string = identity.outputs.principalId
+output SYNC_FEDERATED_CREDENTIAL_AUDIENCE string = 'api://AzureADTokenExchange'
 output APPLICATIONINSIGHTS_NAME string = appInsights.outputs.name
 output WORKBOOK_ID string = monitoring.outputs.WORKBOOK_ID

@@ -1,5 +1,6 @@
 """`python -m local.amqp_peer --port 5672 [--queues sync-work] [--max-delivery-count 10] [--lock-duration 30]
-[--duplicate-window 600] [--control-port N]` -- the local AMQP 1.0 peer for azure-servicebus."""
+[--duplicate-window 600] [--control-port N] [--jwks-url URL --app-id ID]` -- the local AMQP 1.0 peer for
+azure-servicebus (with `--jwks-url`, only Entra tokens of the `--app-id` identities are accepted)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import logging
 import sys
 
 from local.amqp_peer.server import serve
+from local.simcore import TokenValidator
+from shared.config import SERVICEBUS_AUDIENCE
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,6 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duplicate-window", type=float, default=600.0, help="seconds; 0 turns it off")
     parser.add_argument("--control-port", type=int, default=None, help="HTTP side port: GET /queues, POST /reset")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--jwks-url", default=None, help="check put-token JWTs against this authority's keys")
+    parser.add_argument("--ca-file", default=None, help="CA trusted for the JWKS URL")
+    parser.add_argument("--audience", default=SERVICEBUS_AUDIENCE)
+    parser.add_argument("--app-id", action="append", default=None, help="app ids accepted (the managed identity)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s amqp_peer %(levelname)s %(message)s")
 
@@ -33,6 +40,15 @@ def main(argv: list[str] | None = None) -> None:
         duplicate_window=args.duplicate_window,
         control_port=args.control_port,
         ready=ready,
+        auth=None
+        if args.jwks_url is None
+        else TokenValidator(
+            # The SDK asks for "https://servicebus.azure.net//.default": tokens carry the audience either way.
+            audience=[args.audience.rstrip("/"), args.audience.rstrip("/") + "/"],
+            jwks_url=args.jwks_url,
+            ca_file=args.ca_file,
+            app_ids=frozenset(args.app_id) if args.app_id else None,
+        ),
     )
     sys.exit(0)
 

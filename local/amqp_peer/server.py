@@ -1,7 +1,13 @@
 """The proton side of the local peer: accepts connections (SASL ANONYMOUS, no TLS), answers the `$cbs`
 put-token exchange and the `$management` operations, and moves messages between links and the
 ``Broker``. Runs in its own process; ``Container.run()`` blocks and a handler exception would stop it,
-so every event handler is guarded."""
+so every event handler is guarded.
+
+With a ``TokenValidator`` (`--jwks-url`, `--app-id`), the peer checks who a token belongs to, as a namespace
+with local (SAS) auth disabled and RBAC on it does: a put-token must carry an Entra JWT for
+`https://servicebus.azure.net` of an accepted app id (the managed identity); SAS tokens and other
+identities' tokens are answered `401`, and a link to an entity the connection holds no accepted token for is
+refused with `amqp:unauthorized-access`. Without a validator every token is accepted (unit tests)."""
 
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from proton.reactor import Container
 
 from local.amqp_peer import codec
 from local.amqp_peer.broker import Broker, Queue
+from local.simcore import TokenError, TokenValidator
 
 log = logging.getLogger("local.amqp_peer")
 
@@ -54,9 +61,16 @@ def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+def _connection_key(connection: Any) -> int:
+    return int(cproton.ffi.cast("uintptr_t", connection._impl))
+
+
 class Peer(Handler):
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, auth: TokenValidator | None = None) -> None:
         super().__init__()
+        self.auth = auth
+        self.authorized: dict[int, set[str]] = {}  # connection -> entity paths ("" = namespace) it holds tokens for
+        self.refused_tokens = 0
         self.broker = broker
         broker.on_ready = self.pump
         self.consumers: dict[str, list[Link]] = {}
@@ -92,12 +106,28 @@ class Peer(Handler):
         link.snd_settle_mode = link.remote_snd_settle_mode
         link.rcv_settle_mode = link.remote_rcv_settle_mode
         if link.is_receiver:
+            target = entity_path(link.remote_target.address)
+            if not self._may_attach(link.connection, target):
+                link.open()
+                link.condition = Condition(
+                    "amqp:unauthorized-access",
+                    f"Unauthorized access. No accepted token for '{target}' on this connection.",
+                )
+                link.close()
+                return
             link.max_message_size = MAX_MESSAGE_SIZE
             link.open()
             link.flow(1000)
             return
-        link.open()
         path = entity_path(link.remote_source.address)
+        if not self._may_attach(link.connection, path):
+            link.open()
+            link.condition = Condition(
+                "amqp:unauthorized-access", f"Unauthorized access. No accepted token for '{path}' on this connection."
+            )
+            link.close()
+            return
+        link.open()
         if path != CBS and not path.endswith(MANAGEMENT_SUFFIX):
             self.consumers.setdefault(self.broker.queue(path).name, []).append(link)
 
@@ -126,7 +156,15 @@ class Peer(Handler):
         conn = event.connection
         self._forget(lambda link: link.connection is conn)
         if conn is not None:
+            self.authorized.pop(_connection_key(conn), None)
             conn.free()
+
+    def _may_attach(self, connection: Any, path: str) -> bool:
+        if self.auth is None or path == CBS:
+            return True
+        entity = path[: -len(MANAGEMENT_SUFFIX)] if path.endswith(MANAGEMENT_SUFFIX) else path
+        held = self.authorized.get(_connection_key(connection), set())
+        return "" in held or entity in held or entity.split("/")[0] in held
 
     def _forget(self, match: Callable[[Link], bool]) -> None:
         for name, links in self.consumers.items():
@@ -250,12 +288,40 @@ class Peer(Handler):
     def _cbs(self, connection: Any, raw: bytes) -> None:
         request = Message()
         request.decode(raw)
-        # Tokens are accepted as they come (SAS or jwt); the peer stands in for the namespace's auth.
+        status, description = self._check_token(connection, request)
         reply = Message(
             correlation_id=request.id,
-            properties={"status-code": 202, "status-description": "Accepted"},
+            properties={"status-code": status, "status-description": description},
         )
         self._reply(self._reply_link(connection, source=CBS, reply_to=request.reply_to), reply)
+
+    def _check_token(self, connection: Any, request: Message) -> tuple[int, str]:
+        """(202, Accepted) and the entity recorded for the connection, or (401, why) as Service Bus answers."""
+        if self.auth is None:
+            return 202, "Accepted"  # no identity checks: tokens are accepted as they come (SAS or jwt)
+        props = {str(k): v for k, v in (request.properties or {}).items()}
+        kind, name = str(props.get("type", "")), str(props.get("name", ""))
+        if kind != "jwt":
+            self.refused_tokens += 1
+            return 401, "Unauthorized: local (SAS) authentication is disabled for this namespace; use Entra ID."
+        try:
+            self.auth.validate(str(request.body))
+        except TokenError as e:
+            self.refused_tokens += 1
+            log.warning("put-token refused for %s: %s", name, e.reason)
+            return 401, f"Unauthorized: {e.reason}"
+        self.authorized.setdefault(_connection_key(connection), set()).add(entity_path(name))
+        return 202, "Accepted"
+
+    def auth_stats(self) -> dict[str, Any]:
+        if self.auth is None:
+            return {"enforced": False}
+        return {
+            "enforced": True,
+            "acceptedApps": dict(self.auth.accepted),
+            "refusedApps": dict(self.auth.refused_apps),
+            "refusedTokens": self.refused_tokens,
+        }
 
     def _management(self, connection: Any, entity: str, path: str, raw: bytes) -> None:
         request = Message()
@@ -358,7 +424,8 @@ def _tag(token: Any) -> bytes:
 
 
 def start_control_server(peer: Peer, port: int) -> ThreadingHTTPServer:
-    """`GET /queues` -> counts per queue (incl. dead-letter); `POST /reset` -> purge everything."""
+    """`GET /queues` -> counts per queue (incl. dead-letter); `GET /auth` -> whose tokens were accepted;
+    `POST /reset` -> purge everything."""
 
     class ControlHandler(BaseHTTPRequestHandler):
         def _send(self, status: int, payload: Any) -> None:
@@ -372,6 +439,8 @@ def start_control_server(peer: Peer, port: int) -> ThreadingHTTPServer:
         def do_GET(self) -> None:
             if self.path.rstrip("/") == "/queues":
                 self._send(200, peer.call(peer.broker.stats))
+            elif self.path.rstrip("/") == "/auth":
+                self._send(200, peer.call(peer.auth_stats))
             elif self.path.rstrip("/") == "/health":
                 self._send(200, {"status": "ok"})
             else:
@@ -401,11 +470,12 @@ def serve(
     duplicate_window: float = 600.0,
     control_port: int | None = None,
     ready: Callable[[], None] | None = None,
+    auth: TokenValidator | None = None,
 ) -> None:
     broker = Broker(
         max_delivery_count=max_delivery_count, lock_duration=lock_duration, duplicate_window=duplicate_window
     )
-    peer = Peer(broker)
+    peer = Peer(broker, auth)
     for name in queues or []:
         broker.queue(name)
     container = Container(peer)

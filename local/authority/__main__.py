@@ -8,10 +8,10 @@ import os
 
 from aiohttp import web
 
-from local.authority.app import DEFAULT_IDENTITY_HEADER, create_app
+from local.authority.app import DEFAULT_IDENTITY_HEADER, FederatedCredential, create_app, local_federated_credential
 from local.authority.server import server_ssl_context
 from local.certs import ensure_local_certs
-from shared.config import LOCAL_DIR, LOCAL_TENANT_ID
+from shared.config import LOCAL_DIR, LOCAL_MANAGED_IDENTITY_CLIENT_ID, LOCAL_TENANT_ID
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,6 +26,17 @@ def main(argv: list[str] | None = None) -> None:
         help="expected X-IDENTITY-HEADER of /msi/token (default: env IDENTITY_HEADER)",
     )
     parser.add_argument("--certs-dir", default=str(LOCAL_DIR))
+    parser.add_argument(
+        "--managed-identity",
+        action="append",
+        help=f"user-assigned identity client id(s) the MSI endpoint serves ({LOCAL_MANAGED_IDENTITY_CLIENT_ID})",
+    )
+    parser.add_argument(
+        "--federated-credential",
+        action="append",
+        type=FederatedCredential.parse,
+        help="app_id,subject[,issuer[,audience]] (default: local-sync-app trusts the local managed identity)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s authority %(levelname)s %(message)s")
     from pathlib import Path
@@ -36,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         token_lifetime=args.token_lifetime,
         certs=certs,
         identity_header=args.identity_header,
+        managed_identities=args.managed_identity or [LOCAL_MANAGED_IDENTITY_CLIENT_ID],
+        federated=args.federated_credential or [local_federated_credential((args.tenant or [LOCAL_TENANT_ID])[0])],
     )
     web.run_app(
         app,

@@ -5,12 +5,19 @@ Endpoints (all under HTTPS, certificate from `local.certs`):
 - `GET /{tenant}/discovery/v2.0/keys` (also `/{tenant}/discovery/keys`): the JWKS of the signing key
 - `POST /{tenant}/oauth2/v2.0/token` (also `/{tenant}/oauth2/token`): client-credentials grant with a
   client secret or a certificate assertion (`client_assertion`, RS256/PS256 JWT bearer)
-- `GET /msi/token`: the App Service managed-identity protocol (`X-IDENTITY-HEADER`, `api-version=2019-08-01`)
+- `GET /msi/token`: the App Service managed-identity protocol (`X-IDENTITY-HEADER`, `api-version=2019-08-01`),
+  what `msal.ManagedIdentityClient` speaks with `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` on App Service / Flex
+  Consumption; only the identities assigned to "the app" (`managed_identities`) get tokens
+- federated credentials: a client assertion that is one of our own tokens (a managed identity's token for
+  `api://AzureADTokenExchange`) is accepted for an app only when its issuer, subject and audience match one
+  of that app's `FederatedCredential`s, as Entra does (AADSTS700211/700212/700213 otherwise)
 - `GET /_authority/stats`, `POST /_authority/reset`: counters for tests ("no token request per call")
 
 Tokens are v1.0 access tokens as Entra issues them for app-only flows: RS256, `iss`
 `https://sts.windows.net/<tenant>/`, `aud` = the resource (the scope without `/.default`), `tid`, `appid`,
-`azp`, `oid`, `sub`, `roles`, `idtyp`, `exp`, `nbf`, `iat`, `ver` "1.0".
+`azp`, `oid`, `sub`, `roles`, `idtyp`, `exp`, `nbf`, `iat`, `ver` "1.0". `oid`/`sub` is the principal's object
+id (distinct for the managed identity and the app's service principal); managed-identity tokens also carry
+`xms_mirid`. Tokens for `api://AzureADTokenExchange` are v2.0 tokens (`iss` `<authority>/<tenant>/v2.0`).
 """
 
 from __future__ import annotations
@@ -36,7 +43,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from local.certs import LocalCerts, ensure_local_certs
-from shared.config import LOCAL_CLIENT_ID, LOCAL_CLIENT_SECRET, LOCAL_TENANT_ID
+from shared.config import (
+    FEDERATED_TOKEN_AUDIENCE,
+    LOCAL_CLIENT_ID,
+    LOCAL_CLIENT_SECRET,
+    LOCAL_MANAGED_IDENTITY_CLIENT_ID,
+    LOCAL_TENANT_ID,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +73,38 @@ class Client:
     roles: tuple[str, ...] = DEFAULT_ROLES
 
 
+def principal_id(tenant: str, client_id: str) -> str:
+    """The object id (`oid`, `sub`) of an app's service principal or a managed identity in `tenant`."""
+    return str(uuid.uuid5(_OID_NAMESPACE, f"{tenant}/{client_id}"))
+
+
+@dataclass(frozen=True)
+class FederatedCredential:
+    """A federated identity credential on an app registration (Entra: issuer + subject + audiences).
+
+    `issuer=None` means this authority's own v2.0 issuer (`<authority>/<tenant>/v2.0`), which is what a
+    managed identity of the same tenant presents."""
+
+    app_id: str
+    subject: str
+    issuer: str | None = None
+    audience: str = FEDERATED_TOKEN_AUDIENCE
+
+    @classmethod
+    def parse(cls, text: str) -> FederatedCredential:
+        """`app_id,subject[,issuer[,audience]]` (CLI form)."""
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) < 2 or not all(parts[:2]):
+            raise ValueError("federated credential must be app_id,subject[,issuer[,audience]]")
+        return cls(parts[0], parts[1], parts[2] or None if len(parts) > 2 else None, *(parts[3:4] or []))
+
+
+def local_federated_credential(tenant: str = LOCAL_TENANT_ID) -> FederatedCredential:
+    """The local app registration trusts the local user-assigned managed identity (what the Bicep/`az` step
+    creates in Azure)."""
+    return FederatedCredential(LOCAL_CLIENT_ID, principal_id(tenant, LOCAL_MANAGED_IDENTITY_CLIENT_ID))
+
+
 @dataclass
 class AuthorityState:
     tenants: frozenset[str]
@@ -69,10 +114,13 @@ class AuthorityState:
     clients: dict[str, Client]
     client_certs_dir: Path | None
     identity_header: str
+    federated: tuple[FederatedCredential, ...] = ()
+    managed_identities: frozenset[str] | None = None  # None: any client id (unit tests)
     issued: int = 0
     by_audience: Counter[str] = field(default_factory=Counter)
     by_client: Counter[str] = field(default_factory=Counter)
     managed_identity: int = 0
+    federated_exchanges: int = 0
     failures: int = 0
 
     def stats(self) -> dict[str, Any]:
@@ -81,13 +129,17 @@ class AuthorityState:
             "byAudience": dict(self.by_audience),
             "byClient": dict(self.by_client),
             "managedIdentity": self.managed_identity,
+            "federatedExchanges": self.federated_exchanges,
             "failures": self.failures,
         }
 
     def reset(self) -> None:
-        self.issued = self.managed_identity = self.failures = 0
+        self.issued = self.managed_identity = self.federated_exchanges = self.failures = 0
         self.by_audience.clear()
         self.by_client.clear()
+
+    def has_federated(self, client_id: str) -> bool:
+        return any(f.app_id == client_id for f in self.federated)
 
     def certificates_of(self, client_id: str) -> list[bytes]:
         """Registered certs: from `create_app(...)` plus `<certs dir>/client-certs/<client_id>*.pem` (read per call,
@@ -105,8 +157,13 @@ def create_app(
     certs: LocalCerts | None = None,
     clients: Mapping[str, Client] | None = None,
     identity_header: str = DEFAULT_IDENTITY_HEADER,
+    federated: Sequence[FederatedCredential] | None = None,
+    managed_identities: Sequence[str] | None = None,
 ) -> web.Application:
-    """The authority as an aiohttp app (serve it with `server_ssl_context(certs)`; MSAL needs HTTPS)."""
+    """The authority as an aiohttp app (serve it with `server_ssl_context(certs)`; MSAL needs HTTPS).
+
+    `federated`: federated credentials (default: the local app trusts the local managed identity);
+    `managed_identities`: the user-assigned identities the MSI endpoint serves (default: any client id)."""
     certs = certs or ensure_local_certs()
     key = serialization.load_pem_private_key(certs.signing_key_pem.read_bytes(), password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
@@ -124,6 +181,8 @@ def create_app(
         clients=registry,
         client_certs_dir=certs.directory / "client-certs",
         identity_header=identity_header,
+        federated=tuple(federated if federated is not None else [local_federated_credential()]),
+        managed_identities=None if managed_identities is None else frozenset(managed_identities),
     )
     app = web.Application()
     app[STATS_KEY] = state
@@ -221,7 +280,7 @@ async def _token(request: web.Request) -> web.Response:
             70003,
             f"The app requested an unsupported grant type '{fields.get('grant_type')}'.",
         )
-    if client_id not in state.clients and not state.certificates_of(client_id):
+    if client_id not in state.clients and not state.certificates_of(client_id) and not state.has_federated(client_id):
         return _fail(
             state,
             400,
@@ -233,10 +292,16 @@ async def _token(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
     token_url = f"{_base(request)}{request.path}"
     if fields.get("client_assertion_type") == ASSERTION_TYPE and fields.get("client_assertion"):
-        problem = _check_assertion(state, client_id, fields["client_assertion"], token_url, tenant)
+        assertion = fields["client_assertion"]
+        if _is_own_token(state, assertion):  # a workload identity's token: federated identity credential
+            problem = _check_federated(state, client_id, assertion, f"{_base(request)}/{tenant}/v2.0")
+            if problem is None:
+                state.federated_exchanges += 1
+        else:
+            problem = _check_assertion(state, client_id, assertion, token_url, tenant)
         if problem:
             return _fail(state, 401, "invalid_client", *problem)
-        auth_method = "2"  # appidacr: 2 = certificate, 1 = secret
+        auth_method = "2"  # appidacr: 2 = certificate or federated assertion, 1 = secret
     elif secret is not None:
         client = state.clients.get(client_id)
         if client is None or not any(secrets.compare_digest(secret, s) for s in client.secrets):
@@ -321,6 +386,46 @@ def _check_assertion(
     return 700027, "Client assertion contains an invalid signature. [Reason - The key was not found.]"
 
 
+def _is_own_token(state: AuthorityState, assertion: str) -> bool:
+    try:
+        return jwt.get_unverified_header(assertion).get("kid") == state.kid
+    except jwt.PyJWTError:
+        return False
+
+
+def _check_federated(state: AuthorityState, client_id: str, assertion: str, own_issuer: str) -> tuple[int, str] | None:
+    """None when `assertion` (signed by us) matches one of `client_id`'s federated credentials, as Entra checks:
+    signature and lifetime, then issuer, subject and audience against each credential."""
+    try:
+        claims = jwt.decode(
+            assertion,
+            state.signing_key.public_key(),
+            algorithms=["RS256"],
+            options={"verify_aud": False, "require": ["exp", "iss", "sub", "aud"]},
+            leeway=60,
+        )
+    except jwt.ExpiredSignatureError:
+        return 700024, "Client assertion is not within its valid time range."
+    except jwt.PyJWTError:
+        return 700027, "Client assertion failed signature validation."
+    mine = [f for f in state.federated if f.app_id == client_id]
+    issuer, subject = claims.get("iss"), claims.get("sub")
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    if not mine:
+        return 700027, f"Client assertion failed signature validation. No credential is registered for '{client_id}'."
+    by_issuer = [f for f in mine if (f.issuer or own_issuer) == issuer]
+    if not by_issuer:
+        return 700211, f"No matching federated identity record found for presented assertion issuer '{issuer}'."
+    by_subject = [f for f in by_issuer if f.subject == subject]
+    if not by_subject:
+        return 700213, f"No matching federated identity record found for presented assertion subject '{subject}'."
+    if not any(f.audience in audiences for f in by_subject):
+        return 700212, (
+            f"No matching federated identity record found for presented assertion audience '{','.join(audiences)}'."
+        )
+    return None
+
+
 def _thumbprint_matches(header: Mapping[str, Any], cert: x509.Certificate) -> bool:
     from cryptography.hazmat.primitives import hashes
 
@@ -333,12 +438,19 @@ def _thumbprint_matches(header: Mapping[str, Any], cert: x509.Certificate) -> bo
 
 
 def _issue(
-    state: AuthorityState, *, tenant: str, app_id: str, audience: str, roles: Sequence[str], acr: str
+    state: AuthorityState,
+    *,
+    tenant: str,
+    app_id: str,
+    audience: str,
+    roles: Sequence[str],
+    acr: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[str, int]:
     now = int(time.time())
     lifetime = state.token_lifetime
-    oid = str(uuid.uuid5(_OID_NAMESPACE, f"{tenant}/{app_id}"))
-    claims = {
+    oid = principal_id(tenant, app_id)
+    claims: dict[str, Any] = {
         "aud": audience,
         "iss": f"https://sts.windows.net/{tenant}/",
         "iat": now,
@@ -358,6 +470,7 @@ def _issue(
         "uti": _b64url(secrets.token_bytes(16)),
         "ver": "1.0",
     }
+    claims.update(extra or {})
     token = jwt.encode(claims, state.signing_key, algorithm="RS256", headers={"kid": state.kid, "typ": "JWT"})
     state.issued += 1
     state.by_audience[audience] += 1
@@ -383,8 +496,25 @@ async def _msi_token(request: web.Request) -> web.Response:
         state.failures += 1
         return web.json_response({"statusCode": 400, "message": "resource is required"}, status=400)
     client_id = request.query.get("client_id") or SYSTEM_ASSIGNED_CLIENT_ID
+    if state.managed_identities is not None and client_id not in state.managed_identities | {SYSTEM_ASSIGNED_CLIENT_ID}:
+        # What App Service answers for a user-assigned identity that is not assigned to the app.
+        state.failures += 1
+        return web.json_response(
+            {
+                "statusCode": 400,
+                "message": "Unable to load the proper Managed Identity.",
+                "correlationId": str(uuid.uuid4()),
+            },
+            status=400,
+        )
     tenant = sorted(state.tenants)[0]
-    token, lifetime = _issue(state, tenant=tenant, app_id=client_id, audience=resource, roles=DEFAULT_ROLES, acr="2")
+    extra: dict[str, Any] = {
+        "xms_mirid": f"/subscriptions/local/resourcegroups/local/providers/Microsoft.ManagedIdentity/"
+        f"userAssignedIdentities/{client_id}"
+    }
+    if resource == FEDERATED_TOKEN_AUDIENCE:  # the exchange token is a v2.0 token from the tenant's v2 issuer
+        extra.update(iss=f"{_base(request)}/{tenant}/v2.0", ver="2.0")
+    token, lifetime = _issue(state, tenant=tenant, app_id=client_id, audience=resource, roles=(), acr="2", extra=extra)
     state.managed_identity += 1
     return web.json_response(
         {

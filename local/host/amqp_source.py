@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import azure.functions as func
 from azure.servicebus import ServiceBusReceivedMessage
@@ -42,8 +43,20 @@ def to_functions_message(message: ServiceBusReceivedMessage) -> func.ServiceBusM
 
 
 class AmqpQueueSource:
-    def __init__(self, connection_string: str, *, max_concurrent: int = 4) -> None:
+    """``connection_string`` (SAS), or ``client_factory`` (an identity-based connection: namespace + the managed
+    identity's credential, as the Functions host's ``ServiceBusConnection__fullyQualifiedNamespace``)."""
+
+    def __init__(
+        self,
+        connection_string: str | None = None,
+        *,
+        max_concurrent: int = 4,
+        client_factory: Callable[[], ServiceBusClient] | None = None,
+    ) -> None:
+        if connection_string is None and client_factory is None:
+            raise ValueError("AmqpQueueSource needs a connection string or a client factory")
         self.connection_string = connection_string
+        self.client_factory = client_factory or (lambda: ServiceBusClient.from_connection_string(connection_string))
         self.max_concurrent = max(1, max_concurrent)
         self.completed = 0
         self.abandoned = 0
@@ -51,7 +64,7 @@ class AmqpQueueSource:
     async def run(self, queue_name: str, handler: MessageHandler, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                async with ServiceBusClient.from_connection_string(self.connection_string) as client:
+                async with self.client_factory() as client:
                     async with client.get_queue_receiver(queue_name) as receiver:
                         await self._pump(receiver, handler, stop)
             except (ServiceBusError, OSError) as e:  # peer not up yet / connection lost: reconnect

@@ -68,7 +68,16 @@ def default_queue_source(env: dict[str, str] | None = None, connection_string: s
         if connection_string is None:
             from shared.config import get_settings
 
-            connection_string = get_settings().servicebus_connection_string
+            settings = get_settings()
+            if settings.servicebus_namespace:  # identity-based connection, as the Functions host in Azure
+                from shared.identity import get_credential
+                from shared.messaging.publisher import client_from_settings
+
+                return AmqpQueueSource(
+                    max_concurrent=_host_json_concurrency(),
+                    client_factory=lambda: client_from_settings(settings, get_credential()),
+                )
+            connection_string = settings.servicebus_connection_string
         return AmqpQueueSource(connection_string, max_concurrent=_host_json_concurrency())
     if choice != "memory":
         raise ValueError(f"SYNC_LOCAL_QUEUE_SOURCE must be 'amqp' or 'memory', not {choice!r}")

@@ -4,7 +4,8 @@ One azure-core async pipeline per client (built once per process), with these po
 
 ``_OptionsPolicy`` (moves our per-call options into the context so they survive retries) ->
 ``HeadersPolicy`` -> ``SyncRetryPolicy`` (THE retry site) -> ``AsyncBearerTokenCredentialPolicy`` ->
-``ConcurrencyPolicy`` (per-service limiter; a retry's sleep never holds a slot) -> ``_CountingPolicy``
+``ConcurrencyPolicy`` (per-service limiter; a retry's sleep never holds a slot) -> ``DependencyTracingPolicy``
+(one OpenTelemetry span per attempt: Application Insights dependencies, 429 + Retry-After) -> ``_CountingPolicy``
 (one count per HTTP request actually sent, so ``calls`` matches what the service saw) -> ``_SafeLoggingPolicy``
 (method, URL, status, time; never headers, never tokens) -> ``AioHttpTransport`` (``trust_env=False``).
 
@@ -40,6 +41,7 @@ from azure.core.pipeline.policies._utils import get_retry_after
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.rest import AsyncHttpResponse, HttpRequest
 
+from shared.connectors.tracing import DependencyTracingPolicy
 from shared.errors import SyncError, ThrottledError, TransientError, classify_status
 
 log = logging.getLogger("shared.connectors")
@@ -395,6 +397,7 @@ class ServiceHttp:
             policies.append(AsyncBearerTokenCredentialPolicy(credential, scope))
         policies += [
             ConcurrencyPolicy(self.limiter, dop_header=dop_header),
+            DependencyTracingPolicy(service),  # one dependency span per attempt (429s included)
             _CountingPolicy(self.calls),
             _SafeLoggingPolicy(service),
         ]

@@ -35,23 +35,30 @@ def build_client(
     connection_string: str | None = None,
     fully_qualified_namespace: str | None = None,
     credential: AsyncTokenCredential | None = None,
+    use_tls: bool = True,
+    **client_options: Any,
 ) -> ServiceBusClient:
-    """A namespace + credential (Azure, MSAL) wins over a connection string (local emulator-style)."""
+    """A namespace + credential (MSAL: the managed identity) wins over a connection string (SAS, emulator-style).
+    ``use_tls=False`` only for the local peer (plain AMQP, ``host:port``)."""
     if fully_qualified_namespace and credential is not None:
-        return ServiceBusClient(fully_qualified_namespace, credential)
+        return ServiceBusClient(fully_qualified_namespace, credential, use_tls=use_tls, **client_options)
     if connection_string:
-        return ServiceBusClient.from_connection_string(connection_string)
+        return ServiceBusClient.from_connection_string(connection_string, **client_options)
     raise ConfigurationError(
         "Service Bus is not configured: set ServiceBusConnection__fullyQualifiedNamespace (with a credential) "
         "or SERVICEBUS_CONNECTION_STRING."
     )
 
 
-def client_from_settings(settings: Settings, credential: AsyncTokenCredential | None = None) -> ServiceBusClient:
+def client_from_settings(
+    settings: Settings, credential: AsyncTokenCredential | None = None, **client_options: Any
+) -> ServiceBusClient:
     return build_client(
         connection_string=settings.servicebus_connection_string,
         fully_qualified_namespace=settings.servicebus_namespace,
         credential=credential,
+        use_tls=settings.servicebus_tls,
+        **client_options,
     )
 
 
@@ -77,6 +84,7 @@ class ServiceBusPublisher:
         fully_qualified_namespace: str | None = None,
         credential: AsyncTokenCredential | None = None,
         max_batch_bytes: int | None = None,
+        use_tls: bool = True,
     ) -> None:
         if not (connection_string or (fully_qualified_namespace and credential is not None)):
             raise ConfigurationError(
@@ -86,6 +94,7 @@ class ServiceBusPublisher:
         self._connection_string = connection_string
         self._namespace = fully_qualified_namespace
         self._credential = credential
+        self._use_tls = use_tls
         self._max_batch_bytes = max_batch_bytes  # None: the link's max message size (the tier's limit)
         self._client: ServiceBusClient | None = None
         self._sender: ServiceBusSender | None = None
@@ -102,6 +111,7 @@ class ServiceBusPublisher:
             connection_string=None if namespace else settings.servicebus_connection_string,
             fully_qualified_namespace=namespace,
             credential=credential if namespace else None,
+            use_tls=settings.servicebus_tls,
         )
 
     async def _get_sender(self) -> ServiceBusSender:
@@ -115,6 +125,7 @@ class ServiceBusPublisher:
                     connection_string=self._connection_string,
                     fully_qualified_namespace=self._namespace,
                     credential=self._credential,
+                    use_tls=self._use_tls,
                 )
                 sender = client.get_queue_sender(self.queue_name)
                 await sender.__aenter__()  # open the link now, once

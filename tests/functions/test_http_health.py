@@ -79,7 +79,7 @@ def test_servicebus_endpoint_parsing() -> None:
 
 
 async def test_slow_check_times_out_without_failing_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def hang(_s: Settings) -> str:
+    async def hang(_s: Settings, *_args: object) -> str:
         await asyncio.sleep(10)
         return "ok"
 

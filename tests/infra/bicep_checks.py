@@ -22,7 +22,8 @@ REQUIRED_ROLES: dict[str, tuple[str, str]] = {
     # role id: (name, scope resource type)
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": ("Storage Table Data Contributor", "Microsoft.Storage/storageAccounts"),
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": ("Storage Blob Data Owner", "Microsoft.Storage/storageAccounts"),
-    "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39": ("Service Bus Data Sender", "Microsoft.ServiceBus/namespaces"),
+    # As Microsoft's Flex Consumption + Service Bus sample: Data Owner and Data Receiver on the namespace.
+    "090c5cfd-751d-490a-894a-3ce6f1109419": ("Service Bus Data Owner", "Microsoft.ServiceBus/namespaces"),
     "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0": ("Service Bus Data Receiver", "Microsoft.ServiceBus/namespaces"),
     "4633458b-17de-408a-b874-0445c86b69e6": ("Key Vault Secrets User", "Microsoft.KeyVault/vaults"),
     "3913510d-42f4-4e42-8a64-420c390055eb": ("Monitoring Metrics Publisher", "Microsoft.Insights/components"),
@@ -54,13 +55,24 @@ SERVICE_SETTINGS = [
     "SYNC_SCHEDULED_SYNC",
     "SYNC_TIMER_SCHEDULE",
 ]
-# Secrets: only ever Key Vault references.
+# Secrets: only ever Key Vault references (SYNC_CLIENT_CERTIFICATE: or empty, outside certificate mode).
 KEY_VAULT_SETTINGS = ["BC_WEBHOOK_CLIENT_STATE", "DATAVERSE_WEBHOOK_KEY", "SYNC_CLIENT_CERTIFICATE"]
-# Settings read by the Functions host / OTel distro rather than shared/config.py.
-HOST_SETTING_PREFIXES = ("AzureWebJobsStorage__", "ServiceBusConnection__", "APPLICATIONINSIGHTS_")
-# Not yet a field of shared.config.Settings: the PEM content of the Key Vault certificate (Flex Consumption
-# cannot load certificates into files); identity.py reads SYNC_CLIENT_CERTIFICATE_PATH today.
-PENDING_CONFIG_SETTINGS = {"SYNC_CLIENT_CERTIFICATE"}
+# Settings read by the Functions host / Python worker / OTel distro rather than shared/config.py.
+HOST_SETTING_PREFIXES = (
+    "AzureWebJobsStorage__",
+    "ServiceBusConnection__",
+    "APPLICATIONINSIGHTS_",
+    "PYTHON_APPLICATIONINSIGHTS_",
+)
+# Literal values Azure must have: the worker's own telemetry (one export, correlated with the host's requests).
+LITERAL_SETTINGS = {"PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true"}
+PENDING_CONFIG_SETTINGS: set[str] = set()
+# main.bicep outputs the federated credential step reads (infra/scripts/federated-credential.sh).
+FEDERATED_OUTPUTS = (
+    "SYNC_FEDERATED_CREDENTIAL_ISSUER",
+    "SYNC_FEDERATED_CREDENTIAL_SUBJECT",
+    "SYNC_FEDERATED_CREDENTIAL_AUDIENCE",
+)
 # Not a secret: with disableLocalAuth the instrumentation key alone cannot ingest anything.
 ALLOWED_CONNECTION_STRING_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING"}
 FORBIDDEN_TEXT = re.compile(
@@ -169,11 +181,33 @@ def check_main(bicep_dir: Path, templates: dict[str, Template]) -> list[str]:
     params_file = bicep_dir / "main.parameters.json"
     supplied = set(json.loads(params_file.read_text())["parameters"]) if params_file.is_file() else set()
     declared = main.data.get("parameters") or {}
-    for pname, p in declared.items():
-        if p.get("default") is None and pname not in supplied:
-            problems.append(f"main.parameters.json: required parameter {pname} is not supplied")
+    for pname in declared:
+        # Every parameter is reachable from `azd env set` (a ${VAR=default} in main.parameters.json).
+        if pname not in supplied:
+            problems.append(f"main.parameters.json: parameter {pname} is not supplied (unreachable from azd env)")
     for pname in supplied - set(declared):
         problems.append(f"main.parameters.json: {pname} is not a parameter of main.bicep")
+    values = json.loads(params_file.read_text())["parameters"] if params_file.is_file() else {}
+    if get(values, "principalType", "value") != "${AZURE_PRINCIPAL_TYPE=User}":
+        problems.append("main.parameters.json: principalType must follow azd's AZURE_PRINCIPAL_TYPE")
+    if get(values, "principalId", "value") != "${AZURE_PRINCIPAL_ID=}":
+        problems.append("main.parameters.json: principalId must follow azd's AZURE_PRINCIPAL_ID")
+    if "publicNetworkAccess" in declared:
+        problems.append("main.bicep: publicNetworkAccess is offered but no VNet/private endpoints back Disabled")
+    minimum = [d.get("argument") for d in get(declared, "maximumInstanceCount", "decorators") or []
+               if d.get("type") == "min_value"]  # fmt: skip
+    if minimum != [1]:
+        problems.append(f"main.bicep: maximumInstanceCount must allow 1 (min {minimum})")
+    auth = declared.get("syncAuthMode") or {}
+    allowed = [d.get("argument") for d in auth.get("decorators") or [] if d.get("type") == "allowed"]
+    if auth.get("default") != "federated" or allowed != [["federated", "certificate"]]:
+        problems.append("main.bicep: syncAuthMode must default to federated (federated|certificate)")
+    for out in FEDERATED_OUTPUTS:
+        if out not in (main.data.get("outputs") or {}):
+            problems.append(f"main.bicep: output {out} missing (the federated credential step needs it)")
+    kv = body(main.modules.get("keyVault") or {})
+    if get(kv, "params", "createMode") != "keyVaultCreateMode":
+        problems.append("main.bicep: keyVault.createMode must come from keyVaultCreateMode (azd down/up)")
     # The identity that gets the roles is the one the app runs as.
     rbac = main.modules.get("rbac")
     api = main.modules.get("api")
@@ -310,9 +344,16 @@ def check_app_settings(templates: dict[str, Template]) -> list[str]:
             if name not in settings:
                 problems.append(f"{rel}: setting {name} missing")
         for name in KEY_VAULT_SETTINGS:
-            value = resolve(settings.get(name), variables)
-            if not (isinstance(value, str) and value.startswith("@Microsoft.KeyVault(")):
-                problems.append(f"{rel}: {name} must be a Key Vault reference (got {value!r})")
+            raw = settings.get(name)
+            branches = get(raw, "operator", "operands") if get(raw, "operator", "type") == "conditional" else None
+            values = [branches.get("true_value"), branches.get("false_value")] if branches else [raw]
+            literals = [resolve(v, variables) for v in values if v != ""]
+            if not literals or not all(isinstance(v, str) and v.startswith("@Microsoft.KeyVault(") for v in literals):
+                shown = literals[0] if len(literals) == 1 else literals
+                problems.append(f"{rel}: {name} must be a Key Vault reference (got {shown!r})")
+        for name, expected in LITERAL_SETTINGS.items():
+            if settings.get(name) != expected:
+                problems.append(f"{rel}: {name} must be {expected!r} (got {settings.get(name)!r})")
         for name in settings:
             if name.startswith(HOST_SETTING_PREFIXES) or name in known or name in PENDING_CONFIG_SETTINGS:
                 continue

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,6 @@ from tests.infra.bicep_checks import REQUIRED_ROLES, app_settings, check_templat
 
 ROOT = Path(__file__).resolve().parents[2]
 BICEP = ROOT / "infra" / "bicep"
-
-
-@pytest.fixture
-def broken(tmp_path: Path) -> Path:
-    """A throw-away copy of infra/bicep to break on purpose."""
-    copy = tmp_path / "bicep"
-    shutil.copytree(BICEP, copy)
-    return copy
 
 
 def _edit(path: Path, old: str, new: str, *, regex: bool = False) -> None:

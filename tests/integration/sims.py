@@ -8,6 +8,7 @@ from typing import Any
 
 import requests
 
+from local.authority import local_client_settings
 from shared.config import settings_from_env
 from shared.identity import TokenProvider
 
@@ -24,7 +25,7 @@ class SimClients:
     @classmethod
     def for_stack(cls, stack: Any) -> SimClients:
         settings = settings_from_env(stack.child_env())
-        provider = TokenProvider.from_settings(settings)
+        provider = TokenProvider.from_settings(local_client_settings(settings))  # the seeding tool's sign-in
         http = requests.Session()
         http.trust_env = False
         c = cls(

@@ -142,6 +142,31 @@ def test_configure_telemetry_once_with_credential(monkeypatch: pytest.MonkeyPatc
     assert calls[0]["connection_string"].startswith("InstrumentationKey=")
 
 
+def test_worker_configured_telemetry_is_not_configured_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(telemetry.CONNECTION_STRING_ENV, "InstrumentationKey=00000000-0000-0000-0000-000000000000")
+    monkeypatch.setenv(telemetry.WORKER_TELEMETRY_ENV, "true")
+    monkeypatch.setattr(telemetry, "_configured", False)
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr("azure.monitor.opentelemetry.configure_azure_monitor", lambda **kw: calls.append(kw))
+    assert telemetry.configure_telemetry(credential=object()) is True  # type: ignore[arg-type]
+    assert calls == []  # the Functions worker did it: a second exporter would write every log twice
+
+
+def test_azure_sdk_logs_at_warning_once_exporting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(telemetry.CONNECTION_STRING_ENV, "InstrumentationKey=00000000-0000-0000-0000-000000000000")
+    monkeypatch.setattr(telemetry, "_configured", False)
+    monkeypatch.setattr("azure.monitor.opentelemetry.configure_azure_monitor", lambda **kw: None)
+    levels = {name: logging.getLogger(name).level for name in telemetry.AZURE_SDK_LOGGERS}
+    try:
+        logging.getLogger("azure").setLevel(logging.INFO)
+        assert telemetry.configure_telemetry(credential=object()) is True  # type: ignore[arg-type]
+        assert logging.getLogger("azure").level == logging.WARNING
+        assert logging.getLogger("azure.core.pipeline.policies.http_logging_policy").getEffectiveLevel() >= 30
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def test_default_credential_uses_the_managed_identity_when_configured() -> None:
     from shared.config import AuthMode, Settings
 

@@ -48,7 +48,11 @@ param maximumInstanceCount int = 40
 @description('Client id of the Entra ID app registration trusted by BC and Dataverse (SYNC_CLIENT_ID).')
 param syncClientId string
 
-@description('SYNC_AUTH_MODE: certificate or managed_identity.')
+@description('SYNC_AUTH_MODE: federated (the managed identity signs in as the app registration) or certificate.')
+@allowed([
+  'federated'
+  'certificate'
+])
 param syncAuthMode string
 
 @description('Key Vault certificate name of the app credential.')
@@ -182,16 +186,21 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     ServiceBusConnection__clientId: identityClientId
     SERVICEBUS_QUEUE: queueName
     // Telemetry: the connection string only names the ingestion endpoint; local auth is off, so ingestion
-    // needs an Entra token (AUTHENTICATION_STRING for the host, the identity's credential for the worker).
+    // needs an Entra token of the managed identity (AUTHENTICATION_STRING, for the host and the worker).
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
-    // Identity towards BC and Dataverse.
+    // The Python worker exports the app's logs and spans itself, inside the host's request context (worker
+    // logs correlate with requests); shared/telemetry.py then does not configure a second exporter.
+    PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+    // Two identities: Azure resources as the managed identity (SYNC_MANAGED_IDENTITY_CLIENT_ID, also the
+    // subject of the federated credential); BC and Dataverse as the app registration (SYNC_CLIENT_ID).
     SYNC_AUTH_MODE: syncAuthMode
     SYNC_TENANT_ID: tenant().tenantId
     SYNC_CLIENT_ID: syncClientId
     SYNC_MANAGED_IDENTITY_CLIENT_ID: identityClientId
     SYNC_AUTHORITY_HOST: authorityHost
-    SYNC_CLIENT_CERTIFICATE: '${kvRef}${syncCertificateName})'
+    // Certificate mode only: the PEM (key + certificate) from Key Vault; federated mode stores nothing.
+    SYNC_CLIENT_CERTIFICATE: (syncAuthMode == 'certificate') ? '${kvRef}${syncCertificateName})' : ''
     SYNC_PUBLIC_BASE_URL: 'https://${site.properties.defaultHostName}'
     // Services.
     BC_BASE_URL: bcBaseUrl

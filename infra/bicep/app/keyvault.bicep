@@ -9,16 +9,19 @@ param location string
 @description('Tags applied to the vault.')
 param tags object = {}
 
-@description('Public network access (Enabled or Disabled); explicit so the choice is visible in review.')
+@description('default, or recover: take back the soft-deleted vault of the same name (azd down leaves it; purge protection keeps it).')
 @allowed([
-  'Enabled'
-  'Disabled'
+  'default'
+  'recover'
 ])
-param publicNetworkAccess string
+param createMode string = 'default'
+
+// Public endpoint, Entra ID only: private networking is not offered by these templates (see main.bicep).
+var publicNetworkAccess = 'Enabled'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_109: firewall default Allow goes with public access (a parameter); every call needs an Entra token and an RBAC role
-  // checkov:skip=CKV_AZURE_189: public access is a parameter; Flex Consumption without VNet integration resolves references over the public endpoint
+  // checkov:skip=CKV_AZURE_109: firewall default Allow goes with the public endpoint (no private endpoint here, see main.bicep); every call needs an Entra token and an RBAC role
+  // checkov:skip=CKV_AZURE_189: no private endpoint in these templates (see main.bicep): Key Vault references resolve over the public endpoint with the managed identity
   name: name
   location: location
   tags: tags
@@ -32,13 +35,16 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
     enablePurgeProtection: true
+    // azd down soft-deletes the vault and purge protection forbids purging it: the next azd up recovers it
+    // (secrets and certificate included) instead of failing on the taken name.
+    createMode: createMode
     enabledForDeployment: false
     enabledForTemplateDeployment: false
     enabledForDiskEncryption: false
     publicNetworkAccess: publicNetworkAccess
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: publicNetworkAccess == 'Enabled' ? 'Allow' : 'Deny'
+      defaultAction: 'Allow'
     }
   }
 }

@@ -9,25 +9,26 @@ param storageAccountName string
 @description('Service Bus namespace name.')
 param serviceBusNamespaceName string
 
-@description('Work queue the app sends to and receives from.')
-param queueName string
-
 @description('Key Vault holding the app credential and webhook secrets.')
 param keyVaultName string
 
 @description('Application Insights component the app publishes telemetry to.')
 param appInsightsName string
 
-@description('Optional object id of the deploying user or group; gets Key Vault Secrets/Certificates Officer. Empty = none.')
+@description('Optional object id of the deploying user or pipeline; gets the runbooks\' data roles. Empty = none.')
 param principalId string = ''
 
-@description('Principal type of principalId.')
+@description('Principal type of principalId (User or ServicePrincipal, as azd sets it).')
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
 param principalType string = 'User'
 
 // Built-in role definition ids (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles).
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
-var serviceBusDataSenderRoleId = '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
+var serviceBusDataOwnerRoleId = '090c5cfd-751d-490a-894a-3ce6f1109419'
 var serviceBusDataReceiverRoleId = '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
 var keyVaultSecretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
 var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -40,11 +41,6 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
 
 resource serviceBus 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' existing = {
   name: serviceBusNamespaceName
-}
-
-resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' existing = {
-  parent: serviceBus
-  name: queueName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -76,20 +72,22 @@ resource identityTableContributor 'Microsoft.Authorization/roleAssignments@2022-
   }
 }
 
-// Service Bus: scoped to the work queue only (the app both enqueues and processes).
-resource identityServiceBusSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(queue.id, identityPrincipalId, serviceBusDataSenderRoleId)
-  scope: queue
+// Service Bus, as Microsoft's Flex Consumption + Service Bus sample grants it: Data Owner and Data Receiver on
+// the namespace. The app sends and receives; target-based scaling reads the queue's message count with the
+// trigger's identity, which needs the namespace-level management read that Data Owner includes.
+resource identityServiceBusOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(serviceBus.id, identityPrincipalId, serviceBusDataOwnerRoleId)
+  scope: serviceBus
   properties: {
     principalId: identityPrincipalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataSenderRoleId)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataOwnerRoleId)
   }
 }
 
 resource identityServiceBusReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(queue.id, identityPrincipalId, serviceBusDataReceiverRoleId)
-  scope: queue
+  name: guid(serviceBus.id, identityPrincipalId, serviceBusDataReceiverRoleId)
+  scope: serviceBus
   properties: {
     principalId: identityPrincipalId
     principalType: 'ServicePrincipal'
@@ -137,5 +135,17 @@ resource operatorCertificatesOfficer 'Microsoft.Authorization/roleAssignments@20
     principalId: principalId
     principalType: principalType
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultCertificatesOfficerRoleId)
+  }
+}
+
+// The operator replays dead letters (Service Bus Explorer or the scripted replay in the README): local auth is
+// off, so that needs a data role for their Entra account.
+resource operatorServiceBusOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
+  name: guid(serviceBus.id, principalId, serviceBusDataOwnerRoleId)
+  scope: serviceBus
+  properties: {
+    principalId: principalId
+    principalType: principalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataOwnerRoleId)
   }
 }

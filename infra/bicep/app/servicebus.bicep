@@ -12,12 +12,8 @@ param tags object = {}
 @description('Name of the work queue (SERVICEBUS_QUEUE).')
 param queueName string = 'sync-work'
 
-@description('Public network access (Enabled or Disabled); explicit so the choice is visible in review.')
-@allowed([
-  'Enabled'
-  'Disabled'
-])
-param publicNetworkAccess string
+// Public endpoint, Entra ID only: private networking is not offered by these templates (see main.bicep).
+var publicNetworkAccess = 'Enabled'
 
 @description('Peek-lock duration; longer than one page of sync work, at most 5 minutes.')
 param lockDuration string = 'PT5M'

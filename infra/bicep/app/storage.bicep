@@ -12,20 +12,16 @@ param tags object = {}
 @description('Blob container that Flex Consumption deploys the app package from.')
 param deploymentContainerName string
 
-@description('Public network access (Enabled or Disabled); explicit so the choice is visible in review.')
-@allowed([
-  'Enabled'
-  'Disabled'
-])
-param publicNetworkAccess string
+// Public endpoint, Entra ID only: private networking is not offered by these templates (see main.bicep).
+var publicNetworkAccess = 'Enabled'
 
 @description('Replication SKU.')
 param skuName string = 'Standard_LRS'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_206: LRS is the cost-conscious default (the sync state is re-creatable from BC and Dataverse by match-coupling); pass skuName Standard_ZRS/GRS in production
-  // checkov:skip=CKV_AZURE_59: public access is a parameter; Flex Consumption without VNet integration needs it (shared keys are off)
-  // checkov:skip=CKV_AZURE_35: default action Allow goes with public access; every request still needs an Entra token
+  // checkov:skip=CKV_AZURE_59: no private endpoints in these templates (see main.bicep): the public endpoint stays, shared keys are off and every call needs an Entra token with a data role
+  // checkov:skip=CKV_AZURE_35: default action Allow goes with the public endpoint (Flex Consumption egress IPs are not fixed); every request needs an Entra token
   name: name
   location: location
   tags: tags
@@ -46,7 +42,7 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     publicNetworkAccess: publicNetworkAccess
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: publicNetworkAccess == 'Enabled' ? 'Allow' : 'Deny'
+      defaultAction: 'Allow'
     }
     encryption: {
       keySource: 'Microsoft.Storage'

@@ -55,13 +55,14 @@ async def test_pipeline_client_to_plain_http_simulator_needs_enforce_https_false
 
 
 def test_get_credential_is_process_wide_and_lazy(monkeypatch: pytest.MonkeyPatch) -> None:
-    identity.get_credential.cache_clear()
-    identity.get_token_provider.cache_clear()
+    identity.get_credentials.cache_clear()
     monkeypatch.setenv("SYNC_AUTHORITY_HOST", "https://127.0.0.1:1")  # nothing listens: any I/O would fail
     try:
         first = identity.get_credential()
         assert identity.get_credential() is first
         assert first.provider.token_requests == 0
+        # Two identities: Azure resources as the managed identity, BC/Dataverse as the app registration.
+        assert first.provider.label == "managed identity"
+        assert identity.get_app_credential().provider.label == "app registration"
     finally:
-        identity.get_credential.cache_clear()
-        identity.get_token_provider.cache_clear()
+        identity.get_credentials.cache_clear()
