@@ -13,6 +13,7 @@ from shared.domain.model import Direction, Job
 from shared.mappings.config import TableMapping
 from shared.messaging.message_ids import bounded_message_id
 from shared.planning.automatic import does_automatic_work
+from shared.planning.history import TRIGGER  # #22
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.jobs import BATCH_SIZE, JobService, message
@@ -74,6 +75,7 @@ async def sync_now(
     force: bool = False,
 ) -> tuple[int, dict[str, Any], Job | None]:
     """``(200, answer, None)`` for up to the inline limit, else ``(202, answer, job)``."""
+    TRIGGER.set("syncNow")  # #22 history
     mapping = await engine.registry.get(mapping_name)
     chosen = resolve_direction(mapping, direction)
     ids = list(bc_ids) or list(dv_ids)
@@ -159,6 +161,7 @@ def is_echo(context: dict[str, Any]) -> bool:
 
 async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     entity, row_id, _message_name, context = parse_dataverse_request(body)
+    TRIGGER.set("syncNow")  # #22 history
     base = engine.registry.for_dataverse_table(entity)
     if base is None:
         raise MappingNotFoundError(f"No table mapping synchronizes the Dataverse table '{entity[:60]}'.")

@@ -17,6 +17,7 @@ from shared.errors import SyncError
 from shared.mappings.config import TableMapping
 from shared.planning.lookups import unresolved_lookups
 from shared.planning.planner import Changes, PairState, RecordPlan, detect_changes, plan_sync, suggest_direction
+from shared.services import history  # #22
 from shared.services.engine import Engine, empty_counts, utcnow
 from shared.telemetry import log_event, record_sync_outcomes
 
@@ -201,6 +202,7 @@ class SyncService:
             honour_skipped=honour_skipped,
         )
         codec = self.e.codec(mapping)
+        pair_of = {p.bc_id: p for p in pairs}  # #22 history: the values before the writes
 
         # Dependency check: a lookup whose parent is not coupled fails (retryable) instead of blanking it.
         dependency_errors: dict[str, str] = {}
@@ -260,6 +262,9 @@ class SyncService:
             outcome.add(result)
             before = _state_key(c)
             self._bookkeep(c, plan, result, now, dv_results.get(c.bc_id), bc_results.get(c.bc_id))
+            if not (scheduled and result.status == "unchanged" and _state_key(c) == before):  # #22 history
+                err = (result.error_code, result.error_message) if result.error_code else None
+                history.on_sync(self.e, mapping, c, plan, pair_of[c.bc_id], result.status, err, job_id, now)
             read_bc, read_dv = bc_recs.get(c.bc_id), dv_recs.get(c.dataverse_id)
             if result.status in ("updated", "unchanged"):
                 # Remember what was seen, so the change feeds' overlap and our own echoes are skipped cheaply.
