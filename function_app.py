@@ -2,6 +2,7 @@
 
 import azure.functions as func
 
+from functions.console import bp as console_bp
 from functions.http_couplings import bp as couplings_bp
 from functions.http_errors_jobs import bp as errors_jobs_bp
 from functions.http_health import bp as health_bp
@@ -25,6 +26,7 @@ for blueprint in (
     webhooks_bp,
     openapi_bp,
     plans_bp,
+    console_bp,
     worker_bp,
     timer_bp,
 ):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -86,15 +87,25 @@ def archive_rk(bc_id: str) -> str:
     return ARCHIVE + norm_id(bc_id)
 
 
+_ARCHIVED = re.compile(r"^(H\d+)Parts$")
+
+
 def history_of(row: Entity | None) -> list[dict[str, Any]]:
-    """The history entries a state or archive row holds (#22)."""
-    return _join("Hist", row, "[]") if row is not None else []
+    """The history entries a state row (``Hist*``) or an archive row (``H<coupled-at>*``, one group of
+    properties per former coupling of the record) holds (#22), oldest first."""
+    if row is None:
+        return []
+    groups = ["Hist"] + [m.group(1) for k in row if (m := _ARCHIVED.match(k))]
+    entries = [e for g in groups for e in (_join(g, row, "[]") if f"{g}Values" in row else [])]
+    return sorted(entries, key=lambda e: e.get("at", ""))
 
 
-def to_archive_entity(mapping: str, bc_id: str, history: list[dict[str, Any]]) -> Entity:
-    last = max((e.get("at", "") for e in history), default="")
-    return {"PartitionKey": escape_key(mapping), "RowKey": archive_rk(bc_id), "BcId": bc_id, "LastAt": last} | (
-        _split("Hist", history)  # type: ignore[arg-type]
+def to_archive_entity(c: Coupling) -> Entity:
+    """Merged into the archive row without reading it: each coupling's entries get their own properties."""
+    last = max((e.get("at", "") for e in c.history), default="")
+    group = f"H{int(to_utc(c.coupled_at).timestamp() * 1000)}"  # type: ignore[union-attr]
+    return {"PartitionKey": escape_key(c.mapping), "RowKey": archive_rk(c.bc_id), "BcId": c.bc_id, "LastAt": last} | (
+        _split(group, c.history)  # type: ignore[arg-type]
     )
 
 
@@ -417,23 +428,15 @@ class TableCouplingStore:
 
     # ------------------------------------------------------------------ history (#22)
     async def _archive(self, table: TableClient, mapping: str, removed: Sequence[Coupling]) -> None:
-        """Keeps the history of uncoupled records (one transaction per 100 records, after the deletes):
-        merged with what an earlier coupling of the same record left, plus the ``uncoupled`` entry the caller
-        put last into ``history``."""
+        """Keeps the history of uncoupled records, with an ``uncoupled`` entry: one merge-upsert per record,
+        100 per transaction, no read (what earlier couplings of the record left stays in its own properties)."""
+        if not removed:
+            return
         now = datetime.now(UTC)
+        ops: list[Op] = []
         for c in removed:
             c.history = [*c.history, history.entry(now, trigger=history.TRIGGER.get(), action="uncoupled")]
-        with_history = removed
-        if not with_history:
-            return
-        pk = escape_key(mapping)
-        old = await lookup_rows(table, pk, [archive_rk(c.bc_id) for c in with_history])
-        ops: list[Op] = []
-        for c in with_history:
-            merged = {(e.get("at"), e.get("action")): e for e in history_of(old.get(archive_rk(c.bc_id)))}
-            merged.update({(e.get("at"), e.get("action")): e for e in c.history})
-            entries = sorted(merged.values(), key=lambda e: e.get("at", ""))
-            ops.append(("upsert", to_archive_entity(mapping, c.bc_id, entries), {"mode": UpdateMode.REPLACE}))
+            ops.append(("upsert", to_archive_entity(c), {"mode": UpdateMode.MERGE}))
         await submit_tolerant(table, ops, drop=lambda i, kind: [])
 
     async def history(self, mapping: str, bc_id: str) -> list[dict[str, Any]] | None:
@@ -442,9 +445,8 @@ class TableCouplingStore:
         rows = await lookup_rows(await self._table(), escape_key(mapping), [state_rk(bc_id), archive_rk(bc_id)])
         if not rows:
             return None
-        merged = {(e.get("at"), e.get("action")): e for e in history_of(rows.get(archive_rk(bc_id)))}
-        merged.update({(e.get("at"), e.get("action")): e for e in history_of(rows.get(state_rk(bc_id)))})
-        return sorted(merged.values(), key=lambda e: e.get("at", ""))
+        entries = history_of(rows.get(archive_rk(bc_id))) + history_of(rows.get(state_rk(bc_id)))
+        return sorted(entries, key=lambda e: e.get("at", ""))
 
     async def purge_history(self, mapping: str, before: datetime) -> int:
         """Deletes archive rows whose newest entry is older than ``before``: a key-range query over the
