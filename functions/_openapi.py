@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 from functions._mapping_openapi import add_mapping_paths
+from functions._plans_openapi import add_plan_paths
 from functions._models import (
     CoupleRequest,
     JobRequest,
@@ -109,6 +110,7 @@ def openapi_document() -> dict[str, Any]:
         for model in (CoupleRequest, SyncRequest, UncoupleRequest, MatchRequest, MappingPatch, RetryRequest, JobRequest)
     }
     add_mapping_paths(paths, schemas, _op)
+    add_plan_paths(paths, schemas, _op)  # #22
     schemas["Problem"] = {
         "type": "object",
         "required": ["code", "status"],
