@@ -6,7 +6,6 @@ import functools
 from typing import Any
 
 from functions._mapping_openapi import add_mapping_paths
-from functions._plans_openapi import add_plan_paths
 from functions._models import (
     CoupleRequest,
     JobRequest,
@@ -16,6 +15,7 @@ from functions._models import (
     SyncRequest,
     UncoupleRequest,
 )
+from functions._plans_openapi import add_plan_paths
 
 _PROBLEM = {
     "description": "Problem details (RFC 9457)",

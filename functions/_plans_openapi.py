@@ -37,8 +37,9 @@ def add_plan_paths(paths: dict[str, dict[str, Any]], schemas: dict[str, Any], op
         )
     }
     paths["/console"] = {
-        "get": op("The operator console (HTML; its calls use the function key entered on the page)", "200",
-                  secured=False)  # fmt: skip
+        "get": op(
+            "The operator console (HTML; its calls use the function key entered on the page)", "200", secured=False
+        )
     }
     paths["/console/{asset}"] = {
         "get": op("The console's script and style sheet", "200", params=["asset"], secured=False)

@@ -88,9 +88,7 @@ def item_of_create(
     """A record the sync would create on the other side of ``direction`` and couple."""
     to_dv = direction == Direction.TO_DATAVERSE
     changes = field_changes(fields, {} if to_dv else new_values, new_values if to_dv else {}, None, None)
-    return item(
-        "create", source_id if to_dv else None, None if to_dv else source_id, direction, None, changes
-    )
+    return item("create", source_id if to_dv else None, None if to_dv else source_id, direction, None, changes)
 
 
 def item(

@@ -14,13 +14,13 @@ from shared.domain.errors import (
 )
 from shared.domain.model import Coupling, Direction, RemoteRecord, WriteOp, WriteResult
 from shared.mappings.config import TableMapping
+from shared.planning.history import TRIGGER  # #22
 from shared.planning.planner import plan_create, snapshot_after_create
 from shared.planning.transform import convert, same
 from shared.services.adoption import create_in_bc, create_in_dataverse
 from shared.services.codec import odata_string
 from shared.services.create_errors import create_error_entry, created_sources, failed_creates
 from shared.services.engine import Engine, utcnow
-from shared.planning.history import TRIGGER  # #22
 from shared.services.history import new_entry  # #22
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 

@@ -58,8 +58,12 @@ def on_sync(
     now: datetime,
 ) -> None:
     """The entry of one synchronized pair (the sync decides whether the row, and so the entry, is saved)."""
-    changes = field_changes(mapping.fields, plan.bc_update, plan.dv_update, pair.bc, pair.dv) if status == "updated" else []
-    entry = new_entry(engine, status, job_id=job_id, direction=plan.direction.value, changes=changes, error=error, at=now)
+    changes = (
+        field_changes(mapping.fields, plan.bc_update, plan.dv_update, pair.bc, pair.dv) if status == "updated" else []
+    )
+    entry = new_entry(
+        engine, status, job_id=job_id, direction=plan.direction.value, changes=changes, error=error, at=now
+    )
     append(engine, c, entry)
 
 

@@ -531,7 +531,12 @@ def trigger_of(msg: dict[str, Any], job: Job | None) -> str:
     """#22: the history trigger of a work message (the timer marks the jobs it starts)."""
     if msg.get("trigger") in ("timer", "webhook"):
         return str(msg["trigger"])
-    by_kind = {"record-changed": "webhook", "uncouple-all": "uncouple", "match-couple": "match", "retry-errors": "retry"}
+    by_kind = {
+        "record-changed": "webhook",
+        "uncouple-all": "uncouple",
+        "match-couple": "match",
+        "retry-errors": "retry",
+    }
     if msg.get("kind") in by_kind:
         return by_kind[str(msg.get("kind"))]
     return "syncNow" if job is not None and job.kind == "syncNow" else "job"

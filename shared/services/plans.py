@@ -42,7 +42,7 @@ class PlanService:
         keys = list(dict.fromkeys(i.lower() for i in (bc_ids or dv_ids)))
         if len(keys) > INLINE_LIMIT:
             raise ValidationFailedError(
-                f"A plan names at most {INLINE_LIMIT} records; plan the whole mapping with {{\"kind\": \"full\"}}."
+                f'A plan names at most {INLINE_LIMIT} records; plan the whole mapping with {{"kind": "full"}}.'
             )
         if bc_ids:
             found = await self.e.couplings.get_many_by_bc_ids(mapping.name, keys)
@@ -136,7 +136,9 @@ class PlanService:
                 items += await self.plan_couplings(mapping, couplings, mapping.direction, known=by_id)
                 create_dir = Direction.TO_DATAVERSE if side == Side.BC else Direction.FROM_DATAVERSE
                 uncoupled = [r for r in work if r.id not in coupled]
-                if uncoupled and may_create(create_dir, mapping.direction, mapping.sync_only_coupled, mapping.create_new):
+                if uncoupled and may_create(
+                    create_dir, mapping.direction, mapping.sync_only_coupled, mapping.create_new
+                ):
                     if side == Side.BC:
                         values = await codec.bc_values_many(uncoupled)
                     else:

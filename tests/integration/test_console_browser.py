@@ -55,7 +55,7 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
             value = check()
             if value:
                 return value
-        except Exception as e:  # noqa: BLE001 -- the page is still changing; try again
+        except Exception as e:
             last = e
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what} ({last})")
@@ -111,8 +111,10 @@ def test_console_end_to_end(stack: Any, api: Any, world: dict[str, Any], browser
         shot(b, "1-table-mappings")
 
         # Change a mapping's direction.
-        Select(by_id("dir-CONTACT")).select_by_value("toDataverse")
-        wait_for(lambda: api.get("/api/mappings/CONTACT").json()["direction"] == "toDataverse", "direction saved")
+        Select(by_id("dir-ITEM-PRODUCT")).select_by_value("bidirectional")
+        wait_for(
+            lambda: api.get("/api/mappings/ITEM-PRODUCT").json()["direction"] == "bidirectional", "direction saved"
+        )
 
         # Add a field mapping.
         click_button("Integration Field Mappings")
@@ -174,10 +176,10 @@ def test_console_end_to_end(stack: Any, api: Any, world: dict[str, Any], browser
         b.find_element(By.CSS_SELECTOR, "button[aria-label='Run incremental sync of CUSTOMER']").click()
         wait_for(lambda: not by_id("jobs").get_attribute("hidden"), "jobs page")
         wait_for(lambda: "succeeded" in status_text(b) or "partial" in status_text(b), "job finished", timeout=60)
-        wait_for(lambda: b.find_elements(By.CSS_SELECTOR, "#job-rows tr[data-status=succeeded], "
-                                                         "#job-rows tr[data-status=partial]"), "finished job row")  # fmt: skip
+        finished = "#job-rows tr[data-status=succeeded], #job-rows tr[data-status=partial]"
+        wait_for(lambda: b.find_elements(By.CSS_SELECTOR, finished), "finished job row")
         shot(b, "6-jobs")
     finally:
         shot(b, "last")
         api.post("/api/mappings/CUSTOMER/reset")
-        api.post("/api/mappings/CONTACT/reset")
+        api.post("/api/mappings/ITEM-PRODUCT/reset")

@@ -55,7 +55,7 @@ async def coupled_pair(e: Engine, name: str = "Contoso", phone: str = "111") -> 
 
 async def test_plan_of_ids_names_each_action_and_writes_nothing(engine: Engine) -> None:
     bc, dv = sides(engine)
-    b1, d1 = await coupled_pair(engine, "One", "111")
+    b1, _d1 = await coupled_pair(engine, "One", "111")
     b2, _ = await coupled_pair(engine, "Two", "222")
     b3, d3 = await coupled_pair(engine, "Three", "333")
     bc.update("customers", b1, phoneNumber="999")  # -> update of Dataverse
