@@ -184,8 +184,7 @@ class FakeCouplingStore:
 
     async def delete_all(self, mapping: str) -> int:
         rows = self._sorted(mapping)
-        for c in rows:
-            self._remove(c)
+        await self.uncouple_many(mapping, [c.bc_id for c in rows])  # #22: their history is kept
         return len(rows)
 
 

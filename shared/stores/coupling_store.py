@@ -466,7 +466,10 @@ class TableCouplingStore:
         table = await self._table()
         pk = escape_key(mapping)
         count = 0
-        async for page in query_all(table, f"PartitionKey eq {quote(pk)}", select=["PartitionKey", "RowKey"]):
+        async for page in query_all(table, f"PartitionKey eq {quote(pk)}"):
+            # #22: the state rows' history moves to archive rows first (one transaction per 100 records).
+            await self._archive(table, mapping, [from_state_entity(mapping, r) for r in page
+                                                 if r["RowKey"].startswith(STATE)])  # fmt: skip
             ops: list[Op] = [
                 ("delete", {"PartitionKey": pk, "RowKey": r["RowKey"]}, {})
                 for r in page

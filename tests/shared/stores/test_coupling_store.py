@@ -241,9 +241,13 @@ async def test_history_rides_in_the_state_row_and_outlives_the_coupling(stores: 
     other.history = [_entry("2026-01-01T00:00:00+00:00", "coupled")]
     await stores.couplings.couple(other)
     await stores.couplings.uncouple_many(M, [other.bc_id])
+    kept = cp()
+    kept.history = [_entry("2026-01-03T00:00:00+00:00", "coupled")]
+    await stores.couplings.couple(kept)
     await stores.couplings.delete_all(M)
     assert len(await stores.couplings.history(M, c.bc_id) or []) == 5
+    assert [e["action"] for e in await stores.couplings.history(M, kept.bc_id) or []] == ["coupled", "uncoupled"]
     assert await stores.couplings.history(M, gid()) is None
     assert await stores.couplings.purge_history(M, datetime(2000, 1, 1, tzinfo=UTC)) == 0
-    assert await stores.couplings.purge_history(M, datetime(2999, 1, 1, tzinfo=UTC)) == 2
+    assert await stores.couplings.purge_history(M, datetime(2999, 1, 1, tzinfo=UTC)) == 3
     assert await stores.couplings.history(M, c.bc_id) is None
