@@ -245,7 +245,7 @@ async def bc_notification(engine: Engine, body: dict[str, Any]) -> int:
         if not does_automatic_work(mapping.state):
             continue  # paused: its next incremental run after resume catches up
         if it.get("changeType") == "collection" or not m.group(3):
-            await jobs.start(mapping.name, "incremental", mapping.direction.value, full=False)
+            await jobs.start(mapping.name, "incremental", mapping.direction.value, full=False, trigger="webhook")  # #22
             continue
         record_id = m.group(3).lower()
         deleted = it.get("changeType") == "deleted"

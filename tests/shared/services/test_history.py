@@ -99,3 +99,45 @@ async def test_retention_and_never_coupled() -> None:
     with pytest.raises(HistoryNotFoundError):
         await HistoryService(e).page("CUSTOMER", "11111111-1111-1111-1111-111111111111")
     assert TRIGGER.get() in ("uncouple", "job")
+
+
+async def run_jobs(e: Engine) -> None:
+    while msgs := e.publisher.take():  # type: ignore[attr-defined]
+        for msg in msgs:
+            await JobService(e).handle(msg)
+
+
+async def test_webhook_retry_match_and_created_entries() -> None:
+    e = fake_engine()
+    bc, dv = sides(e)
+    b, d = await pair(e)
+    bc.update("customers", b, phoneNumber="222")
+    await JobService(e).handle({"kind": "record-changed", "jobId": "", "mapping": "CUSTOMER", "bcIds": [b]})
+    assert ((await entries(e, b))[0]["trigger"], (await entries(e, b))[0]["action"]) == ("webhook", "updated")
+
+    bc.update("customers", b, phoneNumber="333")
+    dv.update("accounts", d, telephone1="444")
+    _, refused, _ = await actions.sync_now(e, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    assert refused["results"][0]["error"]["code"] == "target_changed"
+    assert (await entries(e, b))[0]["action"] == "skipped"
+    errors, _ = await e.errors.list_page(mapping="CUSTOMER")
+    await JobService(e).start("CUSTOMER", "retry", None, ids=[errors[0].id])
+    await run_jobs(e)
+    latest = (await entries(e, b))[0]
+    assert (latest["trigger"], latest["action"], latest["error"]) == ("retry", "updated", None)
+
+    fresh = bc.put("customers", {"displayName": "Only in BC", "phoneNumber": "", "number": "C9", "email": ""})
+    await JobService(e).start("CUSTOMER", "full", "bidirectional", full=True)
+    await run_jobs(e)
+    assert [(x["trigger"], x["action"]) for x in await entries(e, fresh)] == [("job", "created")]
+
+    twin = bc.put("customers", {"displayName": "Twin", "phoneNumber": "", "number": "C8", "email": ""})
+    dv.put("accounts", {"name": "Twin", "telephone1": None, "emailaddress1": None})
+    await JobService(e).start("CUSTOMER", "matchCouple", None, bcIds=[twin],
+                              matchFields=[{"bc": "displayName", "dataverse": "name", "priority": 1}])  # fmt: skip
+    await run_jobs(e)
+    assert (await entries(e, twin))[-1] == {**(await entries(e, twin))[-1], "trigger": "match", "action": "coupled"}
+    bc.update("customers", b, phoneNumber="555")
+    await JobService(e).start("CUSTOMER", "incremental", "bidirectional", full=False, trigger="timer")
+    await run_jobs(e)
+    assert ((await entries(e, b))[0]["trigger"], (await entries(e, b))[0]["action"]) == ("timer", "updated")
