@@ -14,7 +14,6 @@ from typing import Any
 # What started the work being done (contract triggers); set once where the work enters (HTTP use case,
 # worker message), read where entries are made, so no signature down the call chain has to carry it.
 TRIGGER: ContextVar[str] = ContextVar("sync_trigger", default="job")
-HISTORY_VALUES: ContextVar[bool] = ContextVar("sync_history_values", default=True)
 
 MAX_ENTRIES = 200  # per coupling; the oldest go first (the row stays far below the 1 MiB entity limit)
 
