@@ -117,7 +117,9 @@ class FakeCouplingStore:
             for b in blockers:
                 self._remove(b)
             self._store(coupling)
-            return [self._out(b) for b in blockers]
+            removed = [self._out(b) for b in blockers]
+        self._archive_removed(coupling.mapping, removed)  # #22
+        return removed
 
     async def couple_many(self, couplings: Sequence[Coupling]) -> list[Coupling | Exception]:
         out: list[Coupling | Exception] = []
@@ -144,12 +146,15 @@ class FakeCouplingStore:
             if c is not None:
                 self._remove(c)
                 removed.append(self._out(c))
+        self._archive_removed(mapping, removed)
+        return removed
+
+    def _archive_removed(self, mapping: str, removed: list[Coupling]) -> None:
         now = datetime.now(UTC)
         for c in removed:
             c.history = [*c.history, history.entry(now, trigger=history.TRIGGER.get(), action="uncoupled")]
             old = self.archive.get((mapping, c.bc_id.lower()), [])
             self.archive[(mapping, c.bc_id.lower())] = [*old, *copy.deepcopy(c.history)]
-        return removed
 
     async def history(self, mapping: str, bc_id: str) -> list[dict[str, Any]] | None:
         state = self.by_bc.get((mapping, bc_id.lower()))

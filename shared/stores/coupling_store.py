@@ -260,7 +260,9 @@ class TableCouplingStore:
             return []
         for _ in range(REPLACE_ATTEMPTS):
             try:
-                return await self._replace(table, coupling)
+                removed = await self._replace(table, coupling)
+                await self._archive(table, coupling.mapping, removed)  # #22: replaced couplings keep their history
+                return removed
             except TableTransactionError as e:
                 if failure_kind(e) not in ("exists", "modified", "missing"):
                     raise transaction_failure(e) from e

@@ -248,6 +248,11 @@ async def test_history_rides_in_the_state_row_and_outlives_the_coupling(stores: 
     assert len(await stores.couplings.history(M, c.bc_id) or []) == 5
     assert [e["action"] for e in await stores.couplings.history(M, kept.bc_id) or []] == ["coupled", "uncoupled"]
     assert await stores.couplings.history(M, gid()) is None
+    replaced = cp()
+    replaced.history = [_entry("2026-01-04T00:00:00+00:00", "coupled")]
+    await stores.couplings.couple(replaced)
+    await stores.couplings.couple(cp(dv=replaced.dataverse_id), replace=True)  # takes its Dataverse row
+    assert [e["action"] for e in await stores.couplings.history(M, replaced.bc_id) or []] == ["coupled", "uncoupled"]
     assert await stores.couplings.purge_history(M, datetime(2000, 1, 1, tzinfo=UTC)) == 0
-    assert await stores.couplings.purge_history(M, datetime(2999, 1, 1, tzinfo=UTC)) == 3
+    assert await stores.couplings.purge_history(M, datetime(2999, 1, 1, tzinfo=UTC)) == 4
     assert await stores.couplings.history(M, c.bc_id) is None
