@@ -103,6 +103,18 @@ async function loadMappings() {
             await loadMappings();
           }, { "aria-label": `${pause} ${m.name}` }),
           " ",
+          button("Edit filters", async () => {
+            const tableFilter = prompt(`BC table filter of ${m.name} (OData $filter, empty for none)`, m.tableFilter ?? "");
+            if (tableFilter === null) return;
+            const integrationTableFilter = prompt(`Dataverse integration table filter of ${m.name}`,
+                                                  m.integrationTableFilter ?? "");
+            if (integrationTableFilter === null) return;
+            await api(`mappings/${encodeURIComponent(m.name)}`, { method: "PATCH", body: {
+              tableFilter: tableFilter || null, integrationTableFilter: integrationTableFilter || null } });
+            say(`${m.name}: filters saved.`);
+            await loadMappings();
+          }, { "aria-label": `Edit filters of ${m.name}` }),
+          " ",
           button("Reset", async () => {
             if (!confirm(`Reset ${m.name} to the shipped settings?`)) return;
             await api(`mappings/${encodeURIComponent(m.name)}/reset`, { method: "POST" });
@@ -142,9 +154,18 @@ async function loadFields() {
   for (const f of fields) {
     const label = `${f.bc ?? "(constant)"} ↔ ${f.dataverse ?? "-"}`;
     const toggle = f.status === "enabled" ? "Disable" : "Enable";
+    const dir = el("select", { "aria-label": `Direction of ${label}` });
+    for (const d of ["bidirectional", "toDataverse", "fromDataverse"]) dir.append(el("option", { value: d }, d));
+    dir.value = f.direction;
+    dir.addEventListener("change", () => run(async () => {
+      await api(`mappings/${encodeURIComponent(name)}/fields/${encodeURIComponent(f.id)}`,
+                { method: "PATCH", body: { direction: dir.value } });
+      say(`${label}: direction is now ${dir.value}.`);
+      await loadFields();
+    }));
     rows.append(
       el("tr", {},
-        el("td", {}, f.bc ?? ""), el("td", {}, f.dataverse ?? ""), el("td", {}, f.direction), el("td", {}, f.status),
+        el("td", {}, f.bc ?? ""), el("td", {}, f.dataverse ?? ""), el("td", {}, dir), el("td", {}, f.status),
         el("td", {}, f.userDefined ? "yes" : "no"),
         el("td", {},
           button(toggle, async () => {
@@ -373,6 +394,12 @@ function watch(jobId, then) {
   };
   setTimeout(tick, 500);
 }
+
+// The jobs page refreshes itself while it is shown and some job on it is still queued or running.
+setInterval(() => {
+  if ($("jobs").hidden || !sessionStorage.getItem(KEY)) return;
+  if (document.querySelector("#job-rows tr[data-status=queued], #job-rows tr[data-status=running]")) run(loadJobs);
+}, 2000);
 
 // ------------------------------------------------------------------ navigation and key
 const loaders = { mappings: loadMappings, fields: loadFields, couplings: async () => {}, errors: loadErrors, jobs: loadJobs };

@@ -81,10 +81,26 @@ def test_console_end_to_end(stack: Any, api: Any, world: dict[str, Any], browser
     def by_id(i: str) -> Any:
         return b.find_element(By.ID, i)
 
+    def click(find: Callable[[], Any], what: str) -> None:
+        """Clicks what ``find`` returns, finding it again while the page re-renders it (stale elements)."""
+
+        def attempt() -> bool:
+            found = find()
+            if not found:
+                return False
+            found.click()
+            return True
+
+        wait_for(attempt, what)
+
     def click_button(text: str, scope: Any = None) -> None:
         root = scope or b
-        wait_for(lambda: [x for x in root.find_elements(By.TAG_NAME, "button") if x.text == text and x.is_displayed()],
-                 f"button {text}")[0].click()  # fmt: skip
+        shown = lambda: next((x for x in root.find_elements(By.TAG_NAME, "button")  # noqa: E731
+                              if x.text == text and x.is_displayed()), None)  # fmt: skip
+        click(shown, f"button {text}")
+
+    def click_css(css: str) -> None:
+        click(lambda: b.find_element(By.CSS_SELECTOR, css), css)
 
     # Data: a coupled customer changed in BC (plan -> update), one whose one-way sync was refused (an error).
     name = f"Console {uuid.uuid4().hex[:8]}"
@@ -111,7 +127,7 @@ def test_console_end_to_end(stack: Any, api: Any, world: dict[str, Any], browser
         shot(b, "1-table-mappings")
 
         # Change a mapping's direction.
-        Select(by_id("dir-ITEM-PRODUCT")).select_by_value("bidirectional")
+        wait_for(lambda: Select(by_id("dir-ITEM-PRODUCT")).select_by_value("bidirectional") or True, "direction")
         wait_for(
             lambda: api.get("/api/mappings/ITEM-PRODUCT").json()["direction"] == "bidirectional", "direction saved"
         )
@@ -154,7 +170,7 @@ def test_console_end_to_end(stack: Any, api: Any, world: dict[str, Any], browser
         Select(by_id("e-mapping")).select_by_value("CUSTOMER")
         wait_for(lambda: bc2 in by_id("error-rows").text, "error row")
         shot(b, "5-errors")
-        by_id("error-rows").find_element(By.CSS_SELECTOR, f"button[aria-label='Retry error of {bc2}']").click()
+        click_css(f"#error-rows button[aria-label='Retry error of {bc2}']")
         wait_for(lambda: "succeeded" in status_text(b) or "partial" in status_text(b), "retry job finished")
         assert sims.dv_get("accounts", dv2)["telephone1"] == "+45 4"  # retry forces the refused write
         bad = sims.bc_create("customers", displayName=name + " C", phoneNumber="+45 6")
@@ -166,14 +182,14 @@ def test_console_end_to_end(stack: Any, api: Any, world: dict[str, Any], browser
         Select(by_id("e-mapping")).select_by_value("")
         Select(by_id("e-mapping")).select_by_value("CUSTOMER")
         wait_for(lambda: bad in by_id("error-rows").text, "second error row")
-        by_id("error-rows").find_element(By.CSS_SELECTOR, f"button[aria-label='Delete coupling of {bad}']").click()
+        click_css(f"#error-rows button[aria-label='Delete coupling of {bad}']")
         b.switch_to.alert.accept()
         wait_for(lambda: api.get(f"/api/mappings/CUSTOMER/couplings/{bad}").status_code == 404, "coupling deleted")
 
         # Watch a job finish (live progress on the jobs page).
         click_button("Integration Table Mappings")
         wait_for(lambda: by_id("mapping-rows").find_elements(By.TAG_NAME, "tr"), "table mappings")
-        b.find_element(By.CSS_SELECTOR, "button[aria-label='Run incremental sync of CUSTOMER']").click()
+        click_css("button[aria-label='Run incremental sync of CUSTOMER']")
         wait_for(lambda: not by_id("jobs").get_attribute("hidden"), "jobs page")
         wait_for(lambda: "succeeded" in status_text(b) or "partial" in status_text(b), "job finished", timeout=60)
         finished = "#job-rows tr[data-status=succeeded], #job-rows tr[data-status=partial]"
