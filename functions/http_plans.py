@@ -21,7 +21,6 @@ from functions._models import (
 from shared.bootstrap import get_engine
 from shared.domain.model import Direction
 from shared.services.history import HistoryService
-from shared.services.jobs import JobService
 from shared.services.plans import PlanService
 
 bp = func.Blueprint()
@@ -69,9 +68,7 @@ async def plan(req: func.HttpRequest) -> func.HttpResponse:
 async def plan_items(req: func.HttpRequest) -> func.HttpResponse:
     job_id = guid_param(req.route_params.get("jobId"), "jobId")
     top, cont = top_param(req), continuation_param(req)
-    engine = await get_engine()
-    job = await JobService(engine).get(job_id)
-    items, token = await engine.jobs.plan_items_page(job.job_id, top=top, continuation=cont)
+    job, items, token = await PlanService(await get_engine()).items_page(job_id, top=top, continuation=cont)
     body = paged(items, next_link(f"jobs/{job.job_id}/plan", top, token))
     body["status"] = job.status
     return json_response(body)

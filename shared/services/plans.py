@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from shared.domain.errors import ValidationFailedError
+from shared.domain.errors import JobNotFoundError, ValidationFailedError
 from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side
 from shared.mappings.config import TableMapping
 from shared.planning.lookups import unresolved_lookups
@@ -147,6 +147,18 @@ class PlanService:
                         new = plan_create(mapping.fields, create_dir, values.get(r.id, {}))
                         items.append(item_of_create(mapping.fields, create_dir, r.id, new))
         return items, seen_total
+
+    async def items_page(
+        self, job_id: str, *, top: int = 100, continuation: str | None = None
+    ) -> tuple[Job, list[dict[str, Any]], str | None]:
+        """A page of a plan job's items (a job of another kind has none: 404 job_not_found)."""
+        from shared.services.jobs import JobService
+
+        job = await JobService(self.e).get(job_id)
+        if job.kind != "plan":
+            raise JobNotFoundError(f"Job {job_id[:60]} is not a plan job.")
+        items, token = await self.e.jobs.plan_items_page(job.job_id, top=top, continuation=continuation)
+        return job, items, token
 
     async def run_job(self, mapping: TableMapping, msg: dict[str, Any], job_id: str) -> dict[str, int]:
         """Worker side of a plan job: plans, stores the items with the job, returns the counts."""
