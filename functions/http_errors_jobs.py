@@ -38,17 +38,12 @@ async def list_errors(req: func.HttpRequest) -> func.HttpResponse:
 @handle_errors
 async def retry_errors(req: func.HttpRequest) -> func.HttpResponse:
     body = parse_json_body(req, RetryRequest)
-    engine = await get_engine()
-    jobs = JobService(engine)
-    if body.ids is not None:
-        entries = await engine.errors.get_many(body.ids)
-        mapping = entries[0].mapping if entries else engine.registry.names()[0]
-        job = await jobs.start(mapping, "retry", None, ids=body.ids)
-    else:
+    jobs = JobService(await get_engine())
+    if body.ids is None:
         assert body.mapping is not None
-        mapping = (await engine.registry.get(body.mapping)).name
-        job = await jobs.start(mapping, "retry", None, all=True)
-    return accepted(job.job_id)
+        return accepted((await jobs.retry_all(body.mapping)).job_id)
+    started, unknown = await jobs.retry_errors(body.ids)
+    return accepted(started[0].job_id, jobIds=[j.job_id for j in started], unknown=unknown)
 
 
 @bp.route(route="jobs", methods=["GET"])

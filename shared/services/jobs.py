@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from shared.domain.errors import JobNotFoundError
+from shared.domain.errors import ErrorNotFoundError, JobNotFoundError
 from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side, Watermark
 from shared.errors import PreconditionFailedError
 from shared.mappings.config import TableMapping
@@ -15,9 +15,9 @@ from shared.planning.automatic import may_run
 from shared.planning.planner import may_create, plan_deletion
 from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
-from shared.services.create_errors import create_error_entry
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.filters import within_filter
+from shared.services.sync_errors import create_error_entry
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 from shared.telemetry import log_event, record_job
 
@@ -69,6 +69,22 @@ class JobService:
         await self.e.jobs.create(job)
         await self.e.publisher.publish(msgs)
         return job
+
+    async def retry_errors(self, ids: Sequence[str]) -> tuple[list[Job], list[str]]:
+        """One retry job per mapping of these open sync errors (the first mapping's job first) and the ids
+        that match no open error; none matching -> ``ErrorNotFoundError``."""
+        entries = [e for e in await self.e.errors.get_many(ids) if not e.closed]
+        if not entries:
+            raise ErrorNotFoundError("None of the ids names an open sync error.", unknown=list(ids))
+        by_mapping: dict[str, list[str]] = {}
+        for e in entries:
+            by_mapping.setdefault(e.mapping, []).append(e.id)
+        jobs = [await self.start(m, "retry", None, ids=m_ids) for m, m_ids in by_mapping.items()]
+        known = {e.id for e in entries}
+        return jobs, [i for i in ids if i not in known]
+
+    async def retry_all(self, mapping: str) -> Job:
+        return await self.start((await self.e.registry.get(mapping)).name, "retry", None, all=True)
 
     async def get(self, job_id: str) -> Job:
         job = await self.e.jobs.get(job_id)

@@ -21,7 +21,8 @@ from shared.planning.matching import (
     unmatched_reason,
 )
 from shared.services.engine import Engine, utcnow
-from shared.services.sync_service import RecordResult, SyncOutcome, SyncService, error_id
+from shared.services.sync_errors import error_id
+from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 
 CHUNK = 25  # records per Dataverse query: short URLs even with long values and several fields
 

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from shared.services.create_errors import create_error_entry, created_sources, failed_creates
+from shared.services.sync_errors import create_error_entry, created_sources, failed_creates
 from shared.services.sync_service import RecordResult
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

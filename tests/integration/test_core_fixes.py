@@ -1,0 +1,59 @@
+"""Bugs fixed by issue #15, proved through the HTTP API on the local stack."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import ApiClient
+from tests.reliability.harness import SimControl
+
+pytestmark = pytest.mark.stack
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix} {uuid.uuid4().hex[:10]}"
+
+
+def _failed_create(api: ApiClient, ctl: SimControl, sims: Any, mapping: str, entity: str) -> str:
+    bc_id = sims.bc_create(entity, displayName=_name("Retry"))
+    ctl.fault("dv_sim", status=500, count=500, route="CreateMultiple")
+    try:
+        resp = api.post(f"/api/mappings/{mapping}/jobs", json={"kind": "incremental"})
+        assert resp.status_code == 202, resp.text
+        api.wait_for_job(resp.json()["jobId"], timeout=120)
+    finally:
+        ctl.clear()
+    ids = [e["id"] for e in api.all_pages("/api/errors", mapping=mapping) if e["bcId"] == bc_id]
+    assert len(ids) == 1, ids
+    return ids[0]
+
+
+def test_retrying_errors_of_several_mappings_retries_each_in_its_own_mapping(
+    stack: Any, api: ApiClient, world: dict[str, Any]
+) -> None:
+    sims, ctl = world["sims"], SimControl(stack)
+    customer = _failed_create(api, ctl, sims, "CUSTOMER", "customers")
+    item = _failed_create(api, ctl, sims, "ITEM-PRODUCT", "items")
+    unknown = "bm8tc3VjaC1lcnJvcg"
+    resp = api.post("/api/errors/retry", json={"ids": [customer, item, unknown]})
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert len(body["jobIds"]) == 2 and body["jobId"] == body["jobIds"][0], body
+    assert resp.headers["Location"] == f"/api/jobs/{body['jobId']}"
+    assert body["unknown"] == [unknown], body
+    jobs = [api.wait_for_job(j, timeout=120) for j in body["jobIds"]]
+    assert {j["mapping"] for j in jobs} == {"CUSTOMER", "ITEM-PRODUCT"}, jobs
+    assert all(j["kind"] == "retry" for j in jobs), jobs
+    for mapping, eid in (("CUSTOMER", customer), ("ITEM-PRODUCT", item)):
+        still = [e for e in api.all_pages("/api/errors", mapping=mapping) if e["id"] == eid]
+        assert not still, f"the {mapping} error was not retried: {still}"
+
+
+def test_retrying_only_unknown_error_ids_is_error_not_found(api: ApiClient) -> None:
+    resp = api.post("/api/errors/retry", json={"ids": ["bm8tc3VjaC1lcnJvcg", "another-unknown"]})
+    assert resp.status_code == 404, resp.text
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    assert resp.json()["code"] == "error_not_found"
