@@ -24,12 +24,9 @@ bp = func.Blueprint()
 @bp.route(route="errors", methods=["GET"])
 @handle_errors
 async def list_errors(req: func.HttpRequest) -> func.HttpResponse:
-    engine = await get_engine()
-    mapping = req.params.get("mapping")
-    if mapping is not None:
-        mapping = (await engine.registry.get(mapping)).name
     top, cont, closed = top_param(req), continuation_param(req), bool_param(req, "includeClosed")
-    items, token = await engine.errors.list_page(mapping=mapping, include_closed=closed, top=top, continuation=cont)
+    jobs = JobService(await get_engine())
+    mapping, items, token = await jobs.errors_page(req.params.get("mapping"), top, cont, closed)
     link = next_link("errors", top, token, mapping=mapping, includeClosed="true" if closed else None)
     return json_response(paged([error_json(e) for e in items], link))
 
@@ -49,12 +46,8 @@ async def retry_errors(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="jobs", methods=["GET"])
 @handle_errors
 async def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
-    engine = await get_engine()
-    mapping = req.params.get("mapping")
-    if mapping is not None:
-        mapping = (await engine.registry.get(mapping)).name
     top, cont = top_param(req), continuation_param(req)
-    items, token = await engine.jobs.list_page(mapping=mapping, top=top, continuation=cont)
+    mapping, items, token = await JobService(await get_engine()).jobs_page(req.params.get("mapping"), top, cont)
     return json_response(paged([job_json(j) for j in items], next_link("jobs", top, token, mapping=mapping)))
 
 

@@ -14,6 +14,8 @@ STALE_ETAG_CODES = frozenset({"0x80060882"})
 DUPLICATE_KEY = "duplicate_key"
 TARGET_CHANGED = "target_changed"
 PARENT_NOT_COUPLED = "parent_not_coupled"
+UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+UPSTREAM_SERVICES = frozenset({"businessCentral", "dataverse"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,12 @@ def failure_transient(f: WriteFailure) -> bool:
 def replan(code: str | None, attempt: int) -> bool:
     """Stale-ETag rule: a write refused because the target changed is re-read and re-planned once."""
     return code == TARGET_CHANGED and attempt == 0
+
+
+def upstream_failure_is_per_record(service: str | None, transient: bool) -> bool:
+    """A lasting transient failure of BC or Dataverse during Synchronize now is a per-record result; one of
+    the service's own stores or queue stays a failed request (503)."""
+    return transient and service in UPSTREAM_SERVICES
 
 
 def parent_missing_message(missing: list[str]) -> str | None:

@@ -10,9 +10,11 @@ from typing import Any
 
 from shared.domain.errors import CannotAutoCoupleError, MappingNotFoundError, ServiceError, ValidationFailedError
 from shared.domain.model import Direction, Job
+from shared.errors import SyncError
 from shared.mappings.config import TableMapping
 from shared.messaging.message_ids import bounded_message_id
 from shared.planning.automatic import does_automatic_work
+from shared.planning.decisions import upstream_failure_is_per_record
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.jobs import BATCH_SIZE, JobService, message
@@ -47,7 +49,13 @@ async def sync_ids(
         keys = list(dict.fromkeys(dv_ids))
         found = await engine.couplings.get_many_by_dataverse_ids(mapping.name, keys)
     couplings = [found[k] for k in dict.fromkeys(keys) if k in found]
-    synced = await SyncService(engine).sync_couplings(mapping, couplings, direction, force=force, job_id=job_id)
+    svc = SyncService(engine)
+    try:
+        synced = await svc.sync_couplings(mapping, couplings, direction, force=force, job_id=job_id)
+    except SyncError as e:
+        if not upstream_failure_is_per_record(e.service, e.transient):
+            raise
+        synced = await svc.upstream_failed(mapping, couplings, direction, e, job_id)
     by_key = {(r.bc_id if bc_ids else r.dataverse_id): r for r in synced.results}
     for k in keys:
         r = by_key.get(k)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.domain.errors import ErrorNotFoundError, JobNotFoundError
-from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side, Watermark
+from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side, SyncErrorEntry, Watermark
 from shared.errors import PreconditionFailedError
 from shared.mappings.config import TableMapping
 from shared.planning.automatic import may_run
@@ -69,6 +69,27 @@ class JobService:
         await self.e.jobs.create(job)
         await self.e.publisher.publish(msgs)
         return job
+
+    async def _mapping_name(self, mapping: str | None) -> str | None:
+        return None if mapping is None else (await self.e.registry.get(mapping)).name
+
+    async def jobs_page(
+        self, mapping: str | None, top: int, continuation: str | None
+    ) -> tuple[str | None, list[Job], str | None]:
+        """(mapping name, a page of jobs newest first, continuation); an unknown mapping -> not found."""
+        name = await self._mapping_name(mapping)
+        items, token = await self.e.jobs.list_page(mapping=name, top=top, continuation=continuation)
+        return name, items, token
+
+    async def errors_page(
+        self, mapping: str | None, top: int, continuation: str | None, include_closed: bool
+    ) -> tuple[str | None, list[SyncErrorEntry], str | None]:
+        """(mapping name, a page of sync errors newest first, continuation)."""
+        name = await self._mapping_name(mapping)
+        items, token = await self.e.errors.list_page(
+            mapping=name, include_closed=include_closed, top=top, continuation=continuation
+        )
+        return name, items, token
 
     async def retry_errors(self, ids: Sequence[str]) -> tuple[list[Job], list[str]]:
         """One retry job per mapping of these open sync errors (the first mapping's job first) and the ids

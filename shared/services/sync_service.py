@@ -16,6 +16,7 @@ from shared.errors import SyncError
 from shared.mappings.config import TableMapping
 from shared.planning.decisions import (
     PARENT_NOT_COUPLED,
+    UPSTREAM_UNAVAILABLE,
     FailureState,
     WriteFailure,
     after_failure,
@@ -51,7 +52,11 @@ class RecordResult:
             "dataverseId": self.dataverse_id,
             "status": self.status,
             "direction": self.direction,
-            "error": {"code": self.error_code, "message": self.error_message} if self.error_code else None,
+            "error": (
+                {"code": self.error_code, "message": self.error_message, "transient": self.transient}
+                if self.error_code
+                else None
+            ),
         }
 
 
@@ -221,6 +226,37 @@ class SyncService:
                 scheduled=scheduled, _attempt=1,
             )  # fmt: skip
             outcome.merge(again)
+        _report(mapping.name, direction, job_id, len(couplings), outcome)
+        return outcome
+
+    async def upstream_failed(
+        self,
+        mapping: TableMapping,
+        couplings: Sequence[Coupling],
+        direction: Direction,
+        err: SyncError,
+        job_id: str | None,
+    ) -> SyncOutcome:
+        """BC or Dataverse kept failing past the retries for these pairs: each one is a ``failed`` record result
+        (``upstream_unavailable``, transient), recorded on its coupling and listed as a sync error to retry."""
+        outcome, now = SyncOutcome(), utcnow()
+        message = f"{err.service or 'a dependency'} is unavailable: {err.message}"
+        errors: list[SyncErrorEntry] = []
+        for c in couplings:
+            r = RecordResult(c.bc_id, c.dataverse_id, "failed", direction.value, UPSTREAM_UNAVAILABLE, message, True)
+            outcome.add(r)
+            state = after_failure(
+                FailureState(c.consecutive_failures, c.last_error, c.last_sync_result, c.skipped),
+                message,
+                True,
+                self.e.settings.skip_after_failures,
+            )
+            c.consecutive_failures, c.last_error, c.last_sync_result = state.consecutive_failures, message, "failed"
+            c.last_sync_direction = direction.value
+            errors.append(error_entry(mapping.name, r, job_id, now))
+        if couplings:
+            await self.e.couplings.save_sync_state(list(couplings))
+            await self.e.errors.record_many(errors)
         _report(mapping.name, direction, job_id, len(couplings), outcome)
         return outcome
 
