@@ -219,6 +219,9 @@ class Stack:
             }
         )
         env.setdefault("SYNC_FUNCTION_KEY", "local-dev-key")
+        # The local stack's own secrets, set explicitly (the service has no default for them).
+        env.setdefault("BC_WEBHOOK_CLIENT_STATE", "local-bc-client-state")
+        env.setdefault("DATAVERSE_WEBHOOK_KEY", "local-dv-webhook-key")
         env.update(self.extra_env)
         return env
 

@@ -28,6 +28,9 @@ def _expires(sub: dict[str, Any]) -> datetime | None:
 
 async def ensure_bc_subscriptions(engine: Engine, bc: Any) -> dict[str, str]:
     """``{resource: "created" | "renewed" | "ok" | "failed: <reason>"}`` for each running mapping's BC entity."""
+    state = engine.settings.bc_webhook_client_state
+    if not state:  # no subscription with a guessable clientState; health names the missing setting
+        return {m.bc_entity: "failed: BC_WEBHOOK_CLIENT_STATE is not set" for m in await engine.registry.list()}
     url = engine.settings.public_base_url.rstrip("/") + "/api/webhooks/businesscentral"
     company = await bc.company_id()
     existing = {
@@ -43,7 +46,7 @@ async def ensure_bc_subscriptions(engine: Engine, bc: Any) -> dict[str, str]:
         sub = existing.get(resource)
         try:
             if sub is None:
-                await bc.create_subscription(url, resource, engine.settings.bc_webhook_client_state)
+                await bc.create_subscription(url, resource, state)
                 out[resource] = "created"
             elif (_expires(sub) or utcnow()) - utcnow() < RENEW_BEFORE:
                 await bc.renew_subscription(
@@ -51,7 +54,7 @@ async def ensure_bc_subscriptions(engine: Engine, bc: Any) -> dict[str, str]:
                     sub.get("@odata.etag", "*"),
                     notificationUrl=url,
                     resource=sub.get("resource"),
-                    clientState=engine.settings.bc_webhook_client_state,
+                    clientState=state,
                 )
                 out[resource] = "renewed"
             else:

@@ -17,15 +17,18 @@ def _name(prefix: str) -> str:
     return f"{prefix} {uuid.uuid4().hex[:10]}"
 
 
-def _failed_create(api: ApiClient, ctl: SimControl, sims: Any, mapping: str, entity: str, **fields: Any) -> str:
+def _failed_sync(api: ApiClient, ctl: SimControl, sims: Any, mapping: str, entity: str, **fields: Any) -> str:
+    """The id of the sync error a sync now leaves while Dataverse keeps answering 503."""
     bc_id = sims.bc_create(entity, displayName=_name("Retry"), **fields)
-    ctl.fault("dv_sim", status=500, count=500, route="CreateMultiple")
+    created = api.post(f"/api/mappings/{mapping}/couplings", json={"bcId": bc_id, "createNew": True})
+    assert created.status_code == 201, created.text
+    sims.bc_patch(entity, bc_id, displayName=_name("Changed"))
+    ctl.fault("dv_sim", status=503, count=1000)
     try:
-        resp = api.post(f"/api/mappings/{mapping}/jobs", json={"kind": "incremental"})
-        assert resp.status_code == 202, resp.text
-        api.wait_for_job(resp.json()["jobId"], timeout=120)
+        resp = api.post(f"/api/mappings/{mapping}/sync", json={"bcIds": [bc_id], "direction": "toDataverse"})
     finally:
         ctl.clear()
+    assert resp.status_code == 200, resp.text
     ids = [e["id"] for e in api.all_pages("/api/errors", mapping=mapping) if e["bcId"] == bc_id]
     assert len(ids) == 1, ids
     return ids[0]
@@ -35,19 +38,19 @@ def test_retrying_errors_of_several_mappings_retries_each_in_its_own_mapping(
     stack: Any, api: ApiClient, world: dict[str, Any]
 ) -> None:
     sims, ctl = world["sims"], SimControl(stack)
-    customer = _failed_create(api, ctl, sims, "CUSTOMER", "customers")
-    item = _failed_create(api, ctl, sims, "ITEM-PRODUCT", "items", number=f"R{uuid.uuid4().hex[:8]}", unitPrice=1)
+    customer = _failed_sync(api, ctl, sims, "CUSTOMER", "customers")
+    contact = _failed_sync(api, ctl, sims, "CONTACT", "contacts", type="Person")
     unknown = "bm8tc3VjaC1lcnJvcg"
-    resp = api.post("/api/errors/retry", json={"ids": [customer, item, unknown]})
+    resp = api.post("/api/errors/retry", json={"ids": [customer, contact, unknown]})
     assert resp.status_code == 202, resp.text
     body = resp.json()
     assert len(body["jobIds"]) == 2 and body["jobId"] == body["jobIds"][0], body
     assert resp.headers["Location"] == f"/api/jobs/{body['jobId']}"
     assert body["unknown"] == [unknown], body
     jobs = [api.wait_for_job(j, timeout=120) for j in body["jobIds"]]
-    assert {j["mapping"] for j in jobs} == {"CUSTOMER", "ITEM-PRODUCT"}, jobs
+    assert {j["mapping"] for j in jobs} == {"CUSTOMER", "CONTACT"}, jobs
     assert all(j["kind"] == "retry" for j in jobs), jobs
-    for mapping, eid in (("CUSTOMER", customer), ("ITEM-PRODUCT", item)):
+    for mapping, eid in (("CUSTOMER", customer), ("CONTACT", contact)):
         still = [e for e in api.all_pages("/api/errors", mapping=mapping) if e["id"] == eid]
         assert not still, f"the {mapping} error was not retried: {still}"
 
