@@ -292,7 +292,11 @@ class DataverseService:
                 raise bad_request("Change tracking does not support $filter, $orderby or $top.", "0x80044351")
             applied.append("odata.track-changes")
         # Dataverse compares text ignoring case (its SQL collation): 'ACME' eq 'acme'.
-        predicate = parse_filter(q["$filter"], fields=fields, case_insensitive=True) if "$filter" in q else None
+        predicate = (
+            parse_filter(q["$filter"], fields=fields, case_insensitive=True, dialect="dataverse")
+            if "$filter" in q
+            else None
+        )
         orderby = parse_orderby(q.get("$orderby"), fields=fields)
         top: int | None = None
         if "$top" in q:

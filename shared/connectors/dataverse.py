@@ -4,7 +4,7 @@
 - Changes: change tracking. Cursor None -> ``Prefer: odata.track-changes`` initial read; the last page's
   ``@odata.deltaLink`` is the next cursor. A stored delta link -> changed rows plus ``$deletedEntity``
   rows (``deleted_ids``). An expired/invalid delta token -> one ``ChangePage(full_resync_required=True)``.
-- Get many: chunked ``$filter=<pk> in (...)`` GETs (URLs < 8 KB).
+- Get many: chunked ``$filter=Microsoft.Dynamics.CRM.In(...)`` GETs (URLs < 8 KB).
 - Writes: creates carry the engine's deterministic primary key (``WriteOp.id``; a random one when absent)
   and go through ``CreateMultiple`` (<= 1,000 rows per call). Because the keys are fixed, the call is
   safe to repeat: the pipeline retries it on ambiguous failures too. Updates without an ETag go through
@@ -33,8 +33,8 @@ from azure.core.credentials_async import AsyncTokenCredential
 from shared.config import Settings
 from shared.connectors._multipart import BatchPart, build_batch, parse_batch_response
 from shared.connectors._odata import (
+    dataverse_in_filter,
     gather_by_chunks,
-    in_filter,
     normalise_guid,
     to_record,
     with_required,
@@ -283,7 +283,7 @@ class DataverseClient:
         base_len = len(url) + (len(",".join(cols)) + 12 if cols else 0)
 
         async def fetch(chunk: list[str]) -> list[RemoteRecord]:
-            params = {"$filter": in_filter(info.primary_key, chunk)}
+            params = {"$filter": dataverse_in_filter(info.primary_key, chunk)}
             if cols:
                 params["$select"] = ",".join(cols)
             out: list[RemoteRecord] = []
@@ -291,7 +291,7 @@ class DataverseClient:
                 out += [self._record(entity, r) for r in body.get("value", [])]
             return out
 
-        return await gather_by_chunks(wanted, fetch, field=info.primary_key, base_len=base_len)
+        return await gather_by_chunks(wanted, fetch, field=info.primary_key, base_len=base_len, dataverse=True)
 
     # ------------------------------------------------------------------ writes
     async def write_many(self, entity: str, ops: Sequence[WriteOp]) -> list[WriteResult]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.domain.errors import DirectionNotAllowedError, DirectionRequiredError
 from shared.domain.model import Coupling, Direction, RemoteRecord, SyncErrorEntry, WriteOp, WriteResult
-from shared.errors import SyncError
+from shared.errors import PreconditionFailedError, SyncError
 from shared.mappings.config import TableMapping
 from shared.planning.lookups import unresolved_lookups
 from shared.planning.planner import Changes, PairState, RecordPlan, detect_changes, plan_sync, suggest_direction
@@ -326,8 +326,9 @@ class SyncService:
         for w in (dv_w, bc_w):
             if w is not None and not w.ok:
                 err = w.error
-                transient = bool(getattr(err, "transient", False)) or getattr(err, "status", None) == 412
-                code = "target_changed" if getattr(err, "status", None) == 412 else _error_code(err)
+                stale = isinstance(err, PreconditionFailedError)  # Dataverse 412 or BC 409 Request_EntityChanged
+                transient = bool(getattr(err, "transient", False)) or stale
+                code = "target_changed" if stale else _error_code(err)
                 return RecordResult(
                     plan.bc_id, plan.dv_id, "failed", plan.direction.value, code, _message(err), transient
                 )
