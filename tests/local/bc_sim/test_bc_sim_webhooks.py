@@ -67,7 +67,7 @@ async def test_handshake_create_renew_delete(make_client: MakeClient, receiver: 
     resp = await bc.patch(url, json={})
     assert resp.status == 428
     resp = await bc.patch(url, json={}, headers={"If-Match": 'W/"stale"'})
-    assert resp.status == 412
+    assert resp.status == 409
     resp = await bc.patch(url, json={"clientState": "new"}, headers={"If-Match": sub["@odata.etag"]})
     assert resp.status == 200
     renewed = await resp.json()

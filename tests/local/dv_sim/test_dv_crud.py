@@ -222,3 +222,17 @@ async def test_seed_100k_is_fast(dv: TestClient) -> None:
     r = await dv.get(link, headers={"Prefer": "odata.maxpagesize=5000"})
     assert r.status == 200 and len((await r.json())["value"]) == 5000
     assert time.monotonic() - started < 1.0
+
+
+async def test_in_query_function_is_accepted_and_the_in_operator_refused(dv: TestClient) -> None:
+    ids = await seed(dv, "accounts", 3)
+    fn = f"Microsoft.Dynamics.CRM.In(PropertyName='accountid',PropertyValues=['{ids[0]}','{ids[2].upper()}'])"
+    r = await dv.get(f"{API}/accounts", params={"$filter": fn, "$select": "accountid"})
+    assert r.status == 200
+    assert sorted(row["accountid"] for row in (await r.json())["value"]) == sorted([ids[0], ids[2]])
+    not_in = fn.replace(".In(", ".NotIn(")
+    r = await dv.get(f"{API}/accounts", params={"$filter": not_in, "$select": "accountid"})
+    assert [row["accountid"] for row in (await r.json())["value"]] == [ids[1]]
+    # OData 4.01's `in` is not documented for the Web API: refused like any syntax error
+    r = await dv.get(f"{API}/accounts", params={"$filter": f"accountid in ({ids[0]})"})
+    assert r.status == 400 and (await r.json())["error"]["code"] == "0x80060888"
