@@ -71,6 +71,25 @@ def error_json(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+# Query options the simulator evaluates. Anything else is refused, never silently ignored (a silently
+# ignored $filter-like option returns every row; REAL-SERVICES.md ranks lenient parsing 8th).
+_COLLECTION_OPTIONS = frozenset({"$select", "$filter", "$orderby", "$top", "$count", "$skiptoken", "$deltatoken"})
+_ENTITY_OPTIONS = frozenset({"$select"})
+# Supported by the real Web API, not simulated: refused with a message saying so (docs/simulators.md).
+_NOT_SIMULATED = frozenset({"$expand", "$apply", "fetchXml", "savedQuery", "userQuery"})
+
+
+def _check_query_options(query: Mapping[str, str], *, collection: bool) -> None:
+    allowed = _COLLECTION_OPTIONS if collection else _ENTITY_OPTIONS
+    for name in query:
+        if name in allowed:
+            continue
+        if name in _NOT_SIMULATED:
+            raise bad_request(f"The query option '{name}' is not supported by this simulator.")
+        if name.startswith("$") or name.lower() in {n.lower() for n in _NOT_SIMULATED}:
+            raise bad_request(f"The query parameter {name} is not supported.")
+
+
 def bad_request(message: str, code: str = "0x80060888") -> DvError:
     return DvError(400, code, message)
 
@@ -154,6 +173,8 @@ class DataverseService:
             if key is not None or name not in BULK_ACTIONS or req.method != "POST":
                 raise DvError(404, "0x8006088a", f"Resource not found for the segment '{action}'.")
             return self._bulk(req, data, name)
+        if req.method == "GET":
+            _check_query_options(req.query, collection=key is None)
         if key is None:
             if req.method == "GET":
                 return self._list(req, data)

@@ -236,3 +236,16 @@ async def test_in_query_function_is_accepted_and_the_in_operator_refused(dv: Tes
     # OData 4.01's `in` is not documented for the Web API: refused like any syntax error
     r = await dv.get(f"{API}/accounts", params={"$filter": f"accountid in ({ids[0]})"})
     assert r.status == 400 and (await r.json())["error"]["code"] == "0x80060888"
+
+
+async def test_unknown_or_unsimulated_query_options_are_refused_not_ignored(dv: TestClient) -> None:
+    ids = await seed(dv, "accounts", 2)
+    for params in ({"$apply": "aggregate($count as n)"}, {"$expand": "primarycontactid"}, {"fetchXml": "<fetch/>"},
+                   {"$foo": "1"}, {"$search": "x"}):  # fmt: skip
+        r = await dv.get(f"{API}/accounts", params=params)
+        assert r.status == 400, params
+        assert (await r.json())["error"]["code"] == "0x80060888"
+    r = await dv.get(f"{API}/accounts({ids[0]})", params={"$filter": "name eq 'x'"})
+    assert r.status == 400
+    r = await dv.get(f"{API}/accounts", params={"$select": "name", "$count": "true"})
+    assert r.status == 200 and (await r.json())["@odata.count"] == 2
