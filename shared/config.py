@@ -112,6 +112,11 @@ class Settings(BaseModel):
     scheduled_sync: bool = Field(True, alias="SYNC_SCHEDULED_SYNC")
     timer_schedule: str = Field("0 * * * * *", alias="SYNC_TIMER_SCHEDULE")
     bc_webhook_client_state: str = Field("local-bc-client-state", alias="BC_WEBHOOK_CLIENT_STATE", repr=False)
+    # After rotating BC_WEBHOOK_CLIENT_STATE, BC keeps sending the old value until the timer renews each
+    # subscription; the old value stays accepted while this is set (a 4xx would make BC delete the subscription).
+    bc_webhook_client_state_previous: str | None = Field(
+        None, alias="BC_WEBHOOK_CLIENT_STATE_PREVIOUS", repr=False
+    )
     dataverse_webhook_key: str = Field("local-dv-webhook-key", alias="DATAVERSE_WEBHOOK_KEY", repr=False)
 
     # Engine

@@ -88,11 +88,18 @@ def create_app(
     collection_threshold: int = 1000,
     subscription_lifetime_seconds: float = 3 * 24 * 3600,
     handshake_timeout: float = 10.0,
+    webhook_time_scale: float = 1.0,
 ) -> web.Application:
     """The BC simulator. ``auth=None``: no token needed. ``tenant=None`` accepts any tenant in the URL.
     ``max_running`` requests per user run at once; the rest queue (up to ``limits.max_concurrent`` in all)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    settings = WebhookSettings(notify_delay, collection_threshold, subscription_lifetime_seconds, handshake_timeout)
+    settings = WebhookSettings(
+        notify_delay,
+        collection_threshold,
+        subscription_lifetime_seconds,
+        handshake_timeout,
+        time_scale=webhook_time_scale,
+    )
     store = Store()
     webhooks = Webhooks(store, settings)
     store.listener = webhooks.on_change
