@@ -44,7 +44,7 @@ MAX_PAGE_SIZE = 5000
 MAX_BULK = 1000
 BULK_ACTIONS = ("CreateMultiple", "UpdateMultiple", "UpsertMultiple")
 
-_PATH = re.compile(r"^(?P<set>[A-Za-z_][A-Za-z0-9_]*)(?:\((?P<key>.*)\))?(?:/(?P<action>[A-Za-z0-9_.]+))?$")
+_PATH = re.compile(r"^(?P<set>[A-Za-z_][A-Za-z0-9_]*)(?:\((?P<key>.*)\))?(?:/(?P<action>[A-Za-z0-9_.]+|\$count))?$")
 _KEY_PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
 _BIND = re.compile(r"(?:^|/)([A-Za-z_][A-Za-z0-9_]*)\(([^)]*)\)$")
 _ETAG = re.compile(r'^(?:W/)?"?(\d+)"?$')
@@ -168,6 +168,8 @@ class DataverseService:
         if match is None or data is None:
             raise DvError(404, "0x8006088a", f"Resource not found for the segment '{path.split('/')[0]}'.")
         key, action = match.group("key"), match.group("action")
+        if action == "$count" and key is None and req.method == "GET":
+            return self._count(req, data)
         if action:
             name = action.rsplit(".", 1)[-1]
             if key is not None or name not in BULK_ACTIONS or req.method != "POST":
@@ -294,6 +296,21 @@ class DataverseService:
             return DvResponse(304)
         body = {"@odata.context": self._context(req, data, select, "/$entity"), **self._row_json(data, row, select)}
         return DvResponse(200, body, {"ETag": _etag(row)})
+
+    def _count(self, req: DvRequest, data: TableData) -> DvResponse:
+        """``GET <set>/$count[?$filter=…]``: the number as plain text, at most 5,000 (Learn "Query data using
+        the Web API", Count number of rows)."""
+        for name in req.query:
+            if name != "$filter":
+                raise bad_request(f"The query parameter {name} is not supported with /$count.")
+        q = req.query
+        predicate = (
+            parse_filter(q["$filter"], fields=data.definition.fields, case_insensitive=True, dialect="dataverse")
+            if "$filter" in q
+            else None
+        )
+        count = sum(1 for r in data.rows.values() if predicate is None or predicate(r))
+        return DvResponse(200, str(min(count, 5000)), {"Content-Type": "text/plain"})
 
     def _list(self, req: DvRequest, data: TableData) -> DvResponse:
         definition, q = data.definition, req.query
@@ -500,6 +517,16 @@ class DataverseService:
                         ids.append(self.store.create(table, values)[pk])
                         continue
                     row_id = values.get(pk)
+                    odata_id = target.get("@odata.id")
+                    if action == "UpsertMultiple" and isinstance(odata_id, str):
+                        # Learn "Use UpsertMultiple": the target names its row by `@odata.id`, e.g.
+                        # "accounts(accountnumber='K-1')"; a created row takes the key's values.
+                        match = re.fullmatch(rf"(?:.*/)?{re.escape(table)}\((.+)\)", odata_id.strip())
+                        if match is None:
+                            raise payload_error(f"The @odata.id '{odata_id}' does not name a row of {table}.")
+                        found, key_values = self._resolve_key(data, match.group(1))
+                        values = {**values, **key_values}
+                        row_id = found if found is not None else values.get(pk)
                     if row_id is None and definition.alternate_keys:
                         key_name = definition.alternate_keys[0]
                         row_id = data.key_of(key_name, values.get(key_name))

@@ -94,7 +94,7 @@ async def test_create_read_update_delete_with_etags(dv: TestClient) -> None:
     r = await dv.get(f"{API}/accounts({row_id})")
     row = await r.json()
     assert row["name"] == "Contoso" and row["@odata.etag"] == f'W/"{row["versionnumber"]}"'
-    assert row["modifiedon"].endswith("Z") and len(row["modifiedon"]) == 24
+    assert row["modifiedon"].endswith("Z") and len(row["modifiedon"]) == 20  # whole seconds, as Dataverse
     etag = row["@odata.etag"]
     r = await dv.patch(f"{API}/accounts({row_id})", json={"telephone1": "1"}, headers={"If-Match": etag})
     assert r.status == 204
@@ -249,3 +249,25 @@ async def test_unknown_or_unsimulated_query_options_are_refused_not_ignored(dv: 
     assert r.status == 400
     r = await dv.get(f"{API}/accounts", params={"$select": "name", "$count": "true"})
     assert r.status == 200 and (await r.json())["@odata.count"] == 2
+
+
+async def test_count_path_answers_plain_text(dv: TestClient) -> None:
+    await seed(dv, "accounts", 3)
+    r = await dv.get(f"{API}/accounts/$count")
+    assert r.status == 200 and r.content_type == "text/plain" and await r.text() == "3"
+    r = await dv.get(f"{API}/accounts/$count", params={"$filter": "name eq 'nobody'"})
+    assert await r.text() == "0"
+
+
+async def test_upsert_multiple_by_alternate_key_in_odata_id(dv: TestClient) -> None:
+    target = {"@odata.type": "Microsoft.Dynamics.CRM.account", "@odata.id": "accounts(accountnumber='UP-1')"}
+    body = {"Targets": [{**target, "name": "First"}]}
+    r = await dv.post(f"{API}/accounts/Microsoft.Dynamics.CRM.UpsertMultiple", json=body)
+    assert r.status == 200, await r.text()
+    first = (await r.json())["Results"]
+    body = {"Targets": [{**target, "name": "Second"}]}
+    r = await dv.post(f"{API}/accounts/Microsoft.Dynamics.CRM.UpsertMultiple", json=body)
+    second = (await r.json())["Results"]
+    assert first[0]["RecordCreated"] is True and second[0]["RecordCreated"] is False
+    r = await dv.get(f"{API}/accounts", params={"$filter": "accountnumber eq 'UP-1'", "$select": "name"})
+    assert [row["name"] for row in (await r.json())["value"]] == ["Second"]  # one row, updated: no duplicate
