@@ -90,6 +90,10 @@ def _check_query_options(query: Mapping[str, str], *, collection: bool) -> None:
             raise bad_request(f"The query parameter {name} is not supported.")
 
 
+# The real code is undocumented (REAL-SERVICES.md §3); the message names the cause, which clients match.
+CHANGE_TRACKING_OFF = "0x80044352"
+
+
 def bad_request(message: str, code: str = "0x80060888") -> DvError:
     return DvError(400, code, message)
 
@@ -128,9 +132,14 @@ def _etag_matches(header: str, row: Mapping[str, Any]) -> bool:
 
 
 class DataverseService:
-    def __init__(self, store: Store, *, bulk_unsupported: Iterable[str] = ("systemusers",)) -> None:
+    def __init__(
+        self, store: Store, *, bulk_unsupported: Iterable[str] = ("systemusers",), untracked: Iterable[str] = ()
+    ) -> None:
         self.store = store
         self.bulk_unsupported = set(bulk_unsupported)
+        # Change tracking is a per-table setting in Dataverse (Learn "Use change tracking to synchronize data
+        # with external systems"); tables listed here have it off, and a track-changes read is refused.
+        self.untracked = set(untracked)
 
     # ------------------------------------------------------------------------------------------- dispatch
     def execute(self, req: DvRequest) -> DvResponse:
@@ -321,9 +330,13 @@ class DataverseService:
         applied: list[str] = []
         if parse_maxpagesize(req.headers.get("Prefer")):
             applied.append(f"odata.maxpagesize={page_size}")
+        track = "odata.track-changes" in prefer
+        if (track or "$deltatoken" in q) and definition.entity_set in self.untracked:
+            raise bad_request(
+                f"Change tracking is not enabled for the entity '{definition.logical}'.", CHANGE_TRACKING_OFF
+            )
         if "$deltatoken" in q:
             return self._delta(req, data, select, page_size, applied)
-        track = "odata.track-changes" in prefer
         state = decode_skiptoken(q["$skiptoken"]) if "$skiptoken" in q else {}
         if track or "t" in state:
             if "$filter" in q or "$orderby" in q or "$top" in q:

@@ -240,4 +240,20 @@ async def check_health(
     }
     results = await asyncio.gather(*(_bounded(name, check, limit_seconds) for name, check in checks.items()))
     outcome = dict(zip(checks, results, strict=True))
-    return {"status": OK if all(v == OK for v in outcome.values()) else "degraded", "checks": outcome}
+    answer: dict[str, Any] = {"status": OK if all(v == OK for v in outcome.values()) else "degraded", "checks": outcome}
+    notes = await _notes() if use_runtime else []
+    if notes:
+        answer["notes"] = notes
+    return answer
+
+
+async def _notes() -> list[str]:
+    """What this process learned that an operator should know; it changes no status."""
+    from shared.bootstrap import get_runtime
+
+    runtime = await get_runtime()
+    return [
+        f"dataverse: change tracking is not enabled for {entity}; its changes are read by modifiedon "
+        "and deletions there are not seen by scheduled syncs"
+        for entity in sorted(getattr(runtime.dv, "untracked", ()))
+    ]
