@@ -274,11 +274,25 @@ class _Parser:
             return _Node(lambda r, g=g: not _truth(g(r)))
         return self.comparison()
 
+    def _kind_of(self, node: _Node) -> str | None:
+        """The declared kind of a bare property (when ``fields`` maps names to definitions with ``kind``)."""
+        if node.path is None or not isinstance(self.fields, Mapping):
+            return None
+        return getattr(self.fields.get(node.path), "kind", None)
+
     def comparison(self) -> _Node:
         left = self.primary()
         if self.at_keyword(*_COMPARISONS):
             op = self.next().text
             right = self.primary()
+            if self.dialect == "dataverse":
+                for prop, lit in ((left, right), (right, left)):
+                    if self._kind_of(prop) == "datetime" and lit.literal and isinstance(lit.value, str):
+                        # The Web API's parser types operands: Edm.DateTimeOffset vs Edm.String is refused.
+                        raise ODataError(
+                            f"A binary operator with incompatible types was detected. Found operand types "
+                            f"'Edm.DateTimeOffset' and 'Edm.String' for operator kind '{op}'."
+                        )
             if self.ci and op in ("eq", "ne"):
                 left, right = _folded(left), _folded(right)
             return _compare_node(op, left, right)

@@ -271,3 +271,11 @@ async def test_upsert_multiple_by_alternate_key_in_odata_id(dv: TestClient) -> N
     assert first[0]["RecordCreated"] is True and second[0]["RecordCreated"] is False
     r = await dv.get(f"{API}/accounts", params={"$filter": "accountnumber eq 'UP-1'", "$select": "name"})
     assert [row["name"] for row in (await r.json())["value"]] == ["Second"]  # one row, updated: no duplicate
+
+
+async def test_a_datetime_compared_with_a_string_literal_is_refused(dv: TestClient) -> None:
+    await seed(dv, "accounts", 1)
+    r = await dv.get(f"{API}/accounts", params={"$filter": "modifiedon gt '2026-01-01T00:00:00Z'"})
+    assert r.status == 400 and "incompatible types" in (await r.json())["error"]["message"]
+    r = await dv.get(f"{API}/accounts", params={"$filter": "modifiedon gt 2026-01-01T00:00:00Z"})
+    assert r.status == 200 and len((await r.json())["value"]) == 1
