@@ -288,7 +288,8 @@ class Stack:
             ),
             Component(
                 "bc_sim",
-                [py, "-m", "local.bc_sim", "--port", str(p["bc_sim"]), "--notify-delay", "1", *sim_auth],
+                [py, "-m", "local.bc_sim", "--port", str(p["bc_sim"]), "--notify-delay", "1",
+                 "--webhook-time-scale", "0.001", *sim_auth],
                 p["bc_sim"],
                 http_probe(f"http://127.0.0.1:{p['bc_sim']}/_sim/stats"),
                 module="local.bc_sim",

@@ -114,6 +114,11 @@ class Settings(BaseModel):
     scheduled_sync: bool = Field(True, alias="SYNC_SCHEDULED_SYNC")
     timer_schedule: str = Field("0 * * * * *", alias="SYNC_TIMER_SCHEDULE")
     bc_webhook_client_state: str | None = Field(None, alias="BC_WEBHOOK_CLIENT_STATE", repr=False)
+    # After rotating BC_WEBHOOK_CLIENT_STATE, BC keeps sending the old value until the timer renews each
+    # subscription; the old value stays accepted while this is set (a 4xx would make BC delete the subscription).
+    bc_webhook_client_state_previous: str | None = Field(
+        None, alias="BC_WEBHOOK_CLIENT_STATE_PREVIOUS", repr=False
+    )
     dataverse_webhook_key: str | None = Field(None, alias="DATAVERSE_WEBHOOK_KEY", repr=False)
 
     # Engine

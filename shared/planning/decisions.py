@@ -33,7 +33,8 @@ def failure_code(f: WriteFailure) -> str:
     remote = (f.code or "").lower()
     if remote in DUPLICATE_KEY_CODES:
         return DUPLICATE_KEY
-    if f.status == 412 or remote in STALE_ETAG_CODES:
+    # Dataverse 412, or BC's 409 Request_EntityChanged (classified PreconditionFailedError by the adapter)
+    if f.status == 412 or f.kind == "PreconditionFailedError" or remote in STALE_ETAG_CODES:
         return TARGET_CHANGED
     if not f.kind:
         return "sync_failed"

@@ -237,8 +237,12 @@ async def bc_notification(engine: Engine, body: dict[str, Any]) -> int:
     if not isinstance(items, list) or not items:
         raise ValidationFailedError("A notification has a non-empty 'value' array.")
     expected = engine.settings.bc_webhook_client_state
+    previous = engine.settings.bc_webhook_client_state_previous  # rotation grace: see the setting
     for it in items:
-        if not isinstance(it, dict) or not check_secret(it.get("clientState"), expected):
+        if not isinstance(it, dict) or not (
+            check_secret(it.get("clientState"), expected)
+            or (previous is not None and check_secret(it.get("clientState"), previous))
+        ):
             raise WebhookUnauthorizedError("clientState does not match the registered subscription.")
     by_entity = {m.bc_entity: m for m in await engine.registry.list()}
     msgs: list[dict[str, Any]] = []

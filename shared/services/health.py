@@ -253,4 +253,20 @@ async def check_health(
     for name, setting in missing_secrets(s).items():
         if outcome[name] == OK:
             outcome[name] = f"{setting} is not set"
-    return {"status": OK if all(v == OK for v in outcome.values()) else "degraded", "checks": outcome}
+    answer: dict[str, Any] = {"status": OK if all(v == OK for v in outcome.values()) else "degraded", "checks": outcome}
+    notes = await _notes() if use_runtime else []
+    if notes:
+        answer["notes"] = notes
+    return answer
+
+
+async def _notes() -> list[str]:
+    """What this process learned that an operator should know; it changes no status."""
+    from shared.bootstrap import get_runtime
+
+    runtime = await get_runtime()
+    return [
+        f"dataverse: change tracking is not enabled for {entity}; its changes are read by modifiedon "
+        "and deletions there are not seen by scheduled syncs"
+        for entity in sorted(getattr(runtime.dv, "untracked", ()))
+    ]

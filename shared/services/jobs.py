@@ -543,9 +543,14 @@ class JobService:
 
 
 def _newer(record: RemoteRecord, coupling: Coupling, side: Side) -> bool:
-    """Whether a change is newer than what the last sync of this pair saw (feeds overlap and echo our writes)."""
+    """Whether a change may be newer than what the last sync of this pair saw (feeds overlap and echo our
+    writes). Dataverse stamps `modifiedon` in whole seconds: a person's edit in the same second as our write
+    carries the same stamp, so an equal Dataverse stamp is a candidate too (the value check then tells our
+    echo from the edit)."""
     seen = coupling.bc_modified_on if side == Side.BC else coupling.dv_modified_on
-    return record.modified_on is None or seen is None or record.modified_on > seen
+    if record.modified_on is None or seen is None:
+        return True
+    return record.modified_on > seen if side == Side.BC else record.modified_on >= seen
 
 
 def _pending_cursors(detail: str | None) -> dict[str, str]:
