@@ -22,7 +22,8 @@ from shared.planning.matching import (
 )
 from shared.services.engine import Engine, utcnow
 from shared.services.history import new_entry  # #22
-from shared.services.sync_service import RecordResult, SyncOutcome, SyncService, error_id
+from shared.services.sync_errors import error_id
+from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 
 CHUNK = 25  # records per Dataverse query: short URLs even with long values and several fields
 
