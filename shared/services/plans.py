@@ -14,7 +14,7 @@ from shared.domain.errors import JobNotFoundError, ValidationFailedError
 from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side
 from shared.mappings.config import TableMapping
 from shared.planning.plan_view import counts_of, item, item_of_create, item_of_plan
-from shared.planning.planner import may_create, plan_create, plan_sync
+from shared.planning.planner import may_create, plan_create
 from shared.services.engine import Engine, empty_counts
 from shared.services.sync_service import SyncService, resolve_direction
 
@@ -76,22 +76,13 @@ class PlanService:
         """Plan items of coupled pairs, decided exactly as ``SyncService.sync_couplings`` decides them."""
         if not couplings:
             return []
-        bc_recs, dv_recs, bc_values = await self.sync._load(mapping, couplings, known)
-        pairs = self.sync._pairs(mapping, couplings, bc_recs, dv_recs, bc_values)
-        plans = plan_sync(
-            mapping.fields,
-            direction,
-            pairs,
-            force=force,
-            conflict_policy=mapping.conflict_policy,
-            honour_skipped=honour_skipped,
+        d = await self.sync.decide(
+            mapping, couplings, direction, force=force, honour_skipped=honour_skipped, known=known
         )
-        codec = self.e.codec(mapping)
-        # The sync's own dependency rule (a parent not coupled yet): those records would fail, unwritten.
-        blocked, _ = await self.sync._bc_payloads(mapping, codec, couplings, plans, bc_recs, bc_values, direction)
+        # Records held back by the sync's dependency rule (a parent not coupled yet) would fail, unwritten.
         return [
-            item_of_plan(mapping.fields, plan, pair, "parent_not_coupled" if plan.bc_id in blocked else None)
-            for plan, pair in zip(plans, pairs, strict=True)
+            item_of_plan(mapping.fields, plan, pair, "parent_not_coupled" if plan.bc_id in d.blocked else None)
+            for plan, pair in zip(d.plans, d.pairs, strict=True)
         ]
 
     # ------------------------------------------------------------------ mapping-wide (a job)

@@ -199,7 +199,43 @@ class SyncService:
         re-planned once, so a concurrent writer's values are merged, not lost and not reported as failures."""
         if not couplings:
             return SyncOutcome()
-        bc_recs, dv_recs, bc_values = await self._load(mapping, couplings, known if _attempt == 0 else None)
+        d = await self.decide(
+            mapping, couplings, direction, force=force, honour_skipped=honour_skipped,
+            known=known if _attempt == 0 else None,
+        )  # fmt: skip
+        dv_ops = _dv_ops(d.codec, d.plans, d.dv_recs, d.blocked)
+        bc_ops = [WriteOp("update", ref=r, id=r, fields=f, etag=d.bc_recs[r].etag) for r, f in d.bc_payloads.items()]
+        writes = _Writes(
+            await self._write(self.e.dv, mapping.dataverse_entity_set, dv_ops),
+            await self._write(self.e.bc, mapping.bc_entity, bc_ops),
+            d.bc_recs,
+            d.dv_recs,
+            d.blocked,
+            {p.bc_id: p for p in d.pairs},  # #22 history: the values before the writes
+        )
+        outcome, stale = await self._record(mapping, couplings, d.plans, writes, direction, job_id, scheduled, _attempt)
+        if stale:
+            again = await self.sync_couplings(
+                mapping, stale, direction, force=force, honour_skipped=honour_skipped, job_id=job_id,
+                scheduled=scheduled, _attempt=1,
+            )  # fmt: skip
+            outcome.merge(again)
+        _report(mapping.name, direction, job_id, len(couplings), outcome)
+        return outcome
+
+    async def decide(
+        self,
+        mapping: TableMapping,
+        couplings: Sequence[Coupling],
+        direction: Direction,
+        *,
+        force: bool = False,
+        honour_skipped: bool = True,
+        known: dict[str, RemoteRecord] | None = None,
+    ) -> Decision:
+        """Reads the pairs and decides what to write, under the dependency rule: shared by the sync and by
+        plans (#22), so a plan can never disagree with the sync that follows it."""
+        bc_recs, dv_recs, bc_values = await self._load(mapping, couplings, known)
         pairs = self._pairs(mapping, couplings, bc_recs, dv_recs, bc_values)
         plans = plan_sync(
             mapping.fields,
@@ -211,25 +247,7 @@ class SyncService:
         )
         codec = self.e.codec(mapping)
         blocked, bc_payloads = await self._bc_payloads(mapping, codec, couplings, plans, bc_recs, bc_values, direction)
-        dv_ops = _dv_ops(codec, plans, dv_recs, blocked)
-        bc_ops = [WriteOp("update", ref=r, id=r, fields=f, etag=bc_recs[r].etag) for r, f in bc_payloads.items()]
-        writes = _Writes(
-            await self._write(self.e.dv, mapping.dataverse_entity_set, dv_ops),
-            await self._write(self.e.bc, mapping.bc_entity, bc_ops),
-            bc_recs,
-            dv_recs,
-            blocked,
-            {p.bc_id: p for p in pairs},  # #22 history: the values before the writes
-        )
-        outcome, stale = await self._record(mapping, couplings, plans, writes, direction, job_id, scheduled, _attempt)
-        if stale:
-            again = await self.sync_couplings(
-                mapping, stale, direction, force=force, honour_skipped=honour_skipped, job_id=job_id,
-                scheduled=scheduled, _attempt=1,
-            )  # fmt: skip
-            outcome.merge(again)
-        _report(mapping.name, direction, job_id, len(couplings), outcome)
-        return outcome
+        return Decision(bc_recs, dv_recs, pairs, plans, codec, blocked, bc_payloads)
 
     async def upstream_failed(
         self,
@@ -409,6 +427,19 @@ class SyncService:
             state.last_sync_result,
             state.skipped,
         )
+
+
+@dataclass(slots=True)
+class Decision:
+    """What one pass read and decided, before any write."""
+
+    bc_recs: dict[str, RemoteRecord]
+    dv_recs: dict[str, RemoteRecord]
+    pairs: list[PairState]
+    plans: list[RecordPlan]
+    codec: Any
+    blocked: dict[str, str]  # records held back by the dependency rule -> message
+    bc_payloads: dict[str, dict[str, Any]]
 
 
 @dataclass(slots=True)
