@@ -77,6 +77,7 @@ _COLLECTION_OPTIONS = frozenset({"$select", "$filter", "$orderby", "$top", "$cou
 _ENTITY_OPTIONS = frozenset({"$select"})
 # Supported by the real Web API, not simulated: refused with a message saying so (docs/simulators.md).
 _NOT_SIMULATED = frozenset({"$expand", "$apply", "fetchXml", "savedQuery", "userQuery"})
+_NOT_SIMULATED_LOWER = frozenset(n.lower() for n in _NOT_SIMULATED)
 
 
 def _check_query_options(query: Mapping[str, str], *, collection: bool) -> None:
@@ -86,7 +87,7 @@ def _check_query_options(query: Mapping[str, str], *, collection: bool) -> None:
             continue
         if name in _NOT_SIMULATED:
             raise bad_request(f"The query option '{name}' is not supported by this simulator.")
-        if name.startswith("$") or name.lower() in {n.lower() for n in _NOT_SIMULATED}:
+        if name.startswith("$") or name.lower() in _NOT_SIMULATED_LOWER:
             raise bad_request(f"The query parameter {name} is not supported.")
 
 
