@@ -273,7 +273,9 @@ class Store:
         ids: list[str] = []
         for _ in range(count):
             number = table.take_number()
-            values: dict[str, Any] = {"displayName": f"{prefix} {number}"} if "displayName" in table.schema.fields else {}
+            values: dict[str, Any] = {}
+            if "displayName" in table.schema.fields:
+                values["displayName"] = f"{prefix} {number}"
             if "email" in table.schema.fields:
                 slug = re.sub(r"[^a-z0-9]+", "", prefix.lower()) or "demo"
                 values["email"] = f"{slug}.{number.lower()}@example.com"

@@ -189,7 +189,13 @@ STANDARD_OPTIONS: dict[tuple[str, str], dict[int, str]] = {
         12: "Other",
     },
     ("product", "producttypecode"): {1: "Sales Inventory", 2: "Miscellaneous Charges", 3: "Services", 4: "Flat Fees"},
-    ("systemuser", "accessmode"): {0: "Read-Write", 1: "Administrative", 2: "Read", 3: "Support User", 4: "Non-interactive"},
+    ("systemuser", "accessmode"): {
+        0: "Read-Write",
+        1: "Administrative",
+        2: "Read",
+        3: "Support User",
+        4: "Non-interactive",
+    },
 }
 
 
@@ -289,7 +295,9 @@ _ATTRIBUTE_PATH = re.compile(
 )
 
 
-def serve_metadata(options: OptionSets, method: str, path: str, body: bytes | None, query: Any) -> dict[str, Any] | None:
+def serve_metadata(
+    options: OptionSets, method: str, path: str, body: bytes | None, query: Any
+) -> dict[str, Any] | None:
     """InsertOptionValue and a picklist attribute's options (``$expand=OptionSet``); None: not ours."""
     if path == "InsertOptionValue":
         if method != "POST":
@@ -334,7 +342,9 @@ def check_create(store: Store, options: OptionSets, definition: TableDef, values
     return values
 
 
-def check_update(store: Store, options: OptionSets, definition: TableDef, old: dict[str, Any], values: dict[str, Any]) -> None:
+def check_update(
+    store: Store, options: OptionSets, definition: TableDef, old: dict[str, Any], values: dict[str, Any]
+) -> None:
     for name, fdef in definition.fields.items():
         if fdef.required == "SystemRequired" and name in values and values[name] in (None, ""):
             raise DvError(400, "0x80040200", f"The attribute '{name}' of '{definition.logical}' cannot be empty.")

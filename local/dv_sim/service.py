@@ -28,7 +28,6 @@ from local.dv_sim.store import (
     normalize_guid,
     not_found,
 )
-from local.dv_sim.default_set import default_unit_values
 from local.odata import (
     ODataError,
     decode_skiptoken,
@@ -521,6 +520,8 @@ class DataverseService:
                 n = data.next_seq
                 values = _seed_values(entity, prefix, tag, n)
                 if entity == "products":
+                    from local.dv_sim.default_set import default_unit_values  # after store (import cycle)
+
                     values.update(default_unit_values(self.store))
                 values.update(constant)
                 ids.append(self.store.create(entity, values)[data.definition.primary_key])

@@ -18,12 +18,14 @@ from shared.services.coupling_service import CouplingService
 from shared.services.create_errors import create_error_entry
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.filters import within_filter
+from shared.services.option_sets import OptionSetService, is_option_mapping
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 from shared.telemetry import log_event, record_job
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
+OPTION_KINDS = ("mapping-sync", "match-couple", "record-changed", "sync-batch", "retry-errors")
 
 
 def message(kind: str, job_id: str, mapping: str, batch: str = "0", **payload: Any) -> dict[str, Any]:
@@ -90,7 +92,10 @@ class JobService:
             await self.e.jobs.set_status(job_id, "running", started_at=utcnow())
         batch_id = str(msg.get("batch", "0"))
         try:
-            if kind == "mapping-sync":
+            if is_option_mapping(mapping) and kind in OPTION_KINDS:
+                # An option set has no rows or change feed: every run compares the code table with it.
+                outcome = await OptionSetService(self.e).run(mapping, msg.get("bcIds") or None, job_id)
+            elif kind == "mapping-sync":
                 outcome = await self.run_mapping_sync(mapping, full=msg.get("full", False), job_id=job_id)
             elif kind == "sync-batch":
                 outcome = await self._sync_batch(mapping, msg, job_id)
