@@ -206,6 +206,7 @@ CUSTOMER_FIELDS: dict[str, Any] = {
     "paymentMethodId": EMPTY_GUID,
     "taxRegistrationNumber": "",
 }
+CONTACT_FIELDS: dict[str, Any] = {"addressLine2": "", "state": "", "searchName": "", "privacyBlocked": False}
 ITEM_FIELDS: dict[str, Any] = {"baseUnitOfMeasureId": EMPTY_GUID, "gtin": "", "priceIncludesTax": False}
 
 # Table relations: field -> (entity, field of that entity it must name). An id field and its code field
@@ -236,12 +237,13 @@ LOCAL_CURRENCY = "USD"
 def register_default_set(schemas: dict[str, EntitySchema]) -> None:
     for schema in NEW_SCHEMAS:
         schemas.setdefault(schema.name, schema)
-    for entity, extra in (("customers", CUSTOMER_FIELDS), ("items", ITEM_FIELDS)):
+    for entity, extra in (("customers", CUSTOMER_FIELDS), ("contacts", CONTACT_FIELDS), ("items", ITEM_FIELDS)):
         defaults = schemas[entity].defaults
         for name, value in extra.items():
             defaults.setdefault(name, value)
         schemas[entity].max_length.setdefault("salespersonCode", 20)
         schemas[entity].max_length.setdefault("taxRegistrationNumber", 20)
+        schemas[entity].max_length.setdefault("searchName", 100)
 
 
 def check_relations(store: Store, company_id: str, entity: str, row: dict[str, Any], changed: set[str]) -> None:

@@ -14,7 +14,7 @@ CREATE_FAILED = "create_failed"
 
 def failed_creates(results: Sequence[RecordResult]) -> list[RecordResult]:
     """The results of creates that failed (a concurrent caller coupling the pair first is not a failure)."""
-    return [r for r in results if r.status == "failed" and r.error_code == CREATE_FAILED]
+    return [r for r in results if r.status == "failed" and r.error_code in (CREATE_FAILED, "parent_not_coupled")]
 
 
 def create_error_entry(mapping: str, result: RecordResult, job_id: str | None, now: datetime) -> SyncErrorEntry:
