@@ -16,6 +16,7 @@ from shared.planning.planner import may_create, plan_deletion
 from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
 from shared.services.create_errors import create_error_entry
+from shared.services.dependencies import run_mapping_job
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.filters import within_filter
 from shared.services.option_sets import OptionSetService, is_option_mapping
@@ -25,7 +26,7 @@ from shared.telemetry import log_event, record_job
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
-OPTION_KINDS = ("mapping-sync", "match-couple", "record-changed", "sync-batch", "retry-errors")
+OPTION_KINDS = ("match-couple", "record-changed", "sync-batch", "retry-errors")
 
 
 def message(kind: str, job_id: str, mapping: str, batch: str = "0", **payload: Any) -> dict[str, Any]:
@@ -92,11 +93,12 @@ class JobService:
             await self.e.jobs.set_status(job_id, "running", started_at=utcnow())
         batch_id = str(msg.get("batch", "0"))
         try:
-            if is_option_mapping(mapping) and kind in OPTION_KINDS:
+            if kind == "mapping-sync":
+                # Parents first, code tables coupled by match, option sets compared (shared.services.dependencies).
+                outcome = await run_mapping_job(self, mapping, full=bool(msg.get("full", False)), job_id=job_id)
+            elif is_option_mapping(mapping) and kind in OPTION_KINDS:
                 # An option set has no rows or change feed: every run compares the code table with it.
                 outcome = await OptionSetService(self.e).run(mapping, msg.get("bcIds") or None, job_id)
-            elif kind == "mapping-sync":
-                outcome = await self.run_mapping_sync(mapping, full=msg.get("full", False), job_id=job_id)
             elif kind == "sync-batch":
                 outcome = await self._sync_batch(mapping, msg, job_id)
             elif kind == "record-changed":

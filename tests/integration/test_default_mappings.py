@@ -53,6 +53,13 @@ def dv_seed(stack: Any, entity: str, fields: dict[str, Any]) -> str:
     return str(resp.json()["ids"][0])
 
 
+def count(world: dict[str, Any], entity_set: str, pk: str, filter_: str) -> int:
+    sims = world["sims"]
+    r = sims._dv("GET", f"{sims.dv_api}/{entity_set}", params={"$filter": filter_, "$select": pk})
+    assert r.status_code == 200, r.text
+    return len(r.json()["value"])
+
+
 def options(world: dict[str, Any], attribute: str) -> dict[int, str]:
     sims = world["sims"]
     r = sims._dv(
@@ -309,3 +316,63 @@ def test_opportunities_sync_both_ways_linked_to_the_contact(api: Any, world: dic
         person_number,
         250,
     )
+
+
+def test_full_jobs_over_all_mappings_couple_everything_once(api: Any, world: dict[str, Any], stack: Any) -> None:
+    """BC records of every default mapping, none of them in Dataverse: full jobs of all mappings (in the
+    order GET /api/mappings lists them, BC's dependency order) couple each one once, and again change nothing."""
+    sims = world["sims"]
+    tag = uuid.uuid4().hex[:6]
+    email = f"full.{tag}@contoso.example"
+    user = dv_seed(stack, "systemusers", {"internalemailaddress": email, "fullname": f"Full {tag}"})
+    iso, unit = code("F", 3), code("FU", 4)
+    sp_code = code("FS", 4)
+    bc: dict[str, list[str]] = {
+        "CURRENCY": [sims.bc_create("currencies", code=iso, displayName=f"Full {tag}", symbol="f")],
+        "PAYMENT TERMS": [sims.bc_create("paymentTerms", code=code("FP"), displayName="Full terms")],
+        "SHIPMENT METHOD": [sims.bc_create("shipmentMethods", code=code("FM"), displayName="Full ship")],
+        "UNIT OF MEASURE": [sims.bc_create("unitsOfMeasure", code=unit, displayName="Full unit")],
+        "SALESPEOPLE": [sims.bc_create("salespeoplePurchasers", code=sp_code, email=email)],
+    }
+    resp = api.post("/api/mappings/SALESPEOPLE/couplings", json={"bcId": bc["SALESPEOPLE"][0], "dataverseId": user})
+    assert resp.status_code == 201, resp.text  # BC never creates salespeople from users by match; coupled by hand
+    bc["CUSTOMER"] = [
+        sims.bc_create(
+            "customers",
+            displayName=f"Full customer {tag}",
+            currencyCode=iso,
+            salespersonCode=sp_code,
+            paymentTermsId=bc["PAYMENT TERMS"][0],
+            shipmentMethodId=bc["SHIPMENT METHOD"][0],
+        )
+    ]
+    bc["VENDOR"] = [sims.bc_create("vendors", displayName=f"Full vendor {tag}", currencyCode=iso)]
+    bc["ITEM-PRODUCT"] = [sims.bc_create("items", displayName=f"Full item {tag}", baseUnitOfMeasureCode=unit)]
+    names = [x["name"] for x in api.get("/api/mappings").json()["value"]]
+    assert names.index("CURRENCY") < names.index("CUSTOMER") < names.index("CONTACT") < names.index("OPPORTUNITY")
+    # The child first: its job brings the parents (currency, terms, shipment, salespeople) up to date itself.
+    job = run_job(api, "CUSTOMER", {"kind": "incremental"})
+    assert coupled_to(api, "CUSTOMER", bc["CUSTOMER"][0]) is not None, job
+    for name in names:
+        if name in bc:
+            job = run_job(api, name, {"kind": "full"})
+            assert job["status"] in ("succeeded", "partial"), job
+    dv_ids = {}
+    for name, ids in bc.items():
+        for bc_id in ids:
+            dv_ids[name] = coupled_to(api, name, bc_id)
+            assert dv_ids[name] is not None, f"{name} {bc_id} not coupled"
+    assert count(world, "transactioncurrencies", "transactioncurrencyid", f"isocurrencycode eq '{iso}'") == 1
+    assert count(world, "uomschedules", "uomscheduleid", f"name eq '{unit}'") == 1
+    assert sims.dv_count("accounts", f"name eq 'Full customer {tag}'") == 1
+    assert sims.dv_count("accounts", f"name eq 'Full vendor {tag}'") == 1
+    assert sims.dv_count("products", f"name eq 'Full item {tag}'") == 1
+    account = sims.dv_get("accounts", dv_ids["CUSTOMER"])
+    assert (account["_transactioncurrencyid_value"], account["_ownerid_value"]) == (dv_ids["CURRENCY"], user)
+    product = sims.dv_get("products", dv_ids["ITEM-PRODUCT"])
+    assert product["_defaultuomscheduleid_value"] == dv_ids["UNIT OF MEASURE"]
+    # Again: nothing new.
+    for name in ("CURRENCY", "UNIT OF MEASURE", "CUSTOMER", "VENDOR", "ITEM-PRODUCT"):
+        again = run_job(api, name, {"kind": "full"})
+        assert again["counts"]["inserted"] == 0, (name, again)
+    assert count(world, "transactioncurrencies", "transactioncurrencyid", f"isocurrencycode eq '{iso}'") == 1
