@@ -560,6 +560,8 @@ def _seed_values(entity: str, prefix: str, tag: str, n: int) -> dict[str, Any]:
             "isintegrationuser": False,
             "accessmode": 0,
         }
+    if entity == "opportunities":
+        return {"name": f"{prefix} Opportunity {n}", "estimatedvalue": 1000 + n, "closeprobability": 50}
     if entity != "products":
         return {}
     return {

@@ -33,6 +33,8 @@ class Transform(_Model):
     max_length: int | None = Field(None, alias="maxLength", ge=1)
     # Numbers below it are written as it (BC writes a negative inventory as 0 to quantityonhand).
     minimum: float | None = None
+    # Written instead of an empty value (BC gives a currency without symbol a default one).
+    default: str | None = None
 
 
 class Lookup(_Model):

@@ -18,6 +18,8 @@ def apply_transform(value: Any, transform: Transform | None) -> Any:
     numbers are raised to ``minimum``."""
     if transform is None:
         return value
+    if transform.default is not None and (value is None or (isinstance(value, str) and not value.strip())):
+        return transform.default
     if transform.minimum is not None and isinstance(value, int | float) and not isinstance(value, bool):
         return max(value, type(value)(transform.minimum))
     if not isinstance(value, str):
