@@ -1,10 +1,10 @@
 """Mapping-wide jobs in BC's dependency order (GetPrioritizedMappingList and each mapping's Dependency Filter).
 
-Before a mapping-wide job runs, the mappings it depends on (transitively, parents first) are brought up to
-date: their incremental sync runs, and the code tables BC couples by match (CURRENCY, UNIT OF MEASURE and
-the option mappings: "Create New in Case of No Match") couple their new records, creating the missing
-counterparts. A child record whose parent still is not coupled fails with the retryable
-``parent_not_coupled``; a retry after the parent synced heals it.
+Before a mapping-wide job started through the API runs, the mappings it depends on (transitively, parents
+first) are brought up to date: their incremental sync runs, and the code tables BC couples by match
+(CURRENCY, UNIT OF MEASURE and the option mappings: "Create New in Case of No Match") couple their new
+records, creating the missing counterparts. A child record whose parent still is not coupled fails with the
+retryable ``parent_not_coupled``; a retry after the parent synced heals it.
 
 A ``full`` job is BC's "Run Full Synchronization": it also creates the counterparts of uncoupled records of a
 mapping that otherwise synchronizes only coupled ones (BC runs the full synchronization with "Synch. Only
@@ -67,9 +67,13 @@ async def bring_parents_up_to_date(jobs: JobService, mapping: TableMapping) -> N
             await jobs.run_mapping_sync(parent, full=False, job_id=None)
 
 
-async def run_mapping_job(jobs: JobService, mapping: TableMapping, *, full: bool, job_id: str) -> SyncOutcome:
-    """A mapping-wide job: parents first, then the mapping (a full run as BC's full synchronization)."""
-    await bring_parents_up_to_date(jobs, mapping)
+async def run_mapping_job(
+    jobs: JobService, mapping: TableMapping, *, full: bool, job_id: str, parents_first: bool = False
+) -> SyncOutcome:
+    """A mapping-wide job: parents first (jobs started through the API; the timer starts every mapping's
+    job in dependency order itself), then the mapping (a full run as BC's full synchronization)."""
+    if parents_first:
+        await bring_parents_up_to_date(jobs, mapping)
     outcome = SyncOutcome()
     if full or mapping.create_new_if_no_match:
         outcome.merge(await couple_code_table(jobs, mapping, job_id))

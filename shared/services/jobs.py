@@ -95,7 +95,13 @@ class JobService:
         try:
             if kind == "mapping-sync":
                 # Parents first, code tables coupled by match, option sets compared (shared.services.dependencies).
-                outcome = await run_mapping_job(self, mapping, full=bool(msg.get("full", False)), job_id=job_id)
+                outcome = await run_mapping_job(
+                    self,
+                    mapping,
+                    full=bool(msg.get("full", False)),
+                    job_id=job_id,
+                    parents_first=bool(msg.get("parentsFirst")),
+                )
             elif is_option_mapping(mapping) and kind in OPTION_KINDS:
                 # An option set has no rows or change feed: every run compares the code table with it.
                 outcome = await OptionSetService(self.e).run(mapping, msg.get("bcIds") or None, job_id)
