@@ -72,6 +72,8 @@ class FieldMap(_Model):
     case_sensitive: bool = Field(False, alias="caseSensitive")
     # A lookup that does not resolve writes an empty value instead of failing the record.
     clear_on_fail: bool = Field(False, alias="clearOnFail")
+    # BC's "Not Null" (GUID fields): an empty value is not written, so a blank salesperson leaves the owner.
+    not_null: bool = Field(False, alias="notNull")
     user_defined: bool = Field(False, alias="userDefined")
 
     @model_validator(mode="after")

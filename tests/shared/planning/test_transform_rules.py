@@ -14,3 +14,21 @@ def test_negative_inventory_is_written_as_zero() -> None:
 def test_an_empty_value_gets_the_default() -> None:
     symbol = Transform(default="¤")
     assert [apply_transform(v, symbol) for v in (None, "", "  ", "$")] == ["¤", "¤", "¤", "$"]
+
+
+def test_a_not_null_field_with_an_empty_bc_value_leaves_dataverse_alone() -> None:
+    from shared.domain.model import Direction
+    from shared.mappings.config import FieldMap, Lookup
+    from shared.planning.planner import PairState, plan_record
+
+    owner = FieldMap(
+        bc="salespersonCode",
+        dataverse="ownerid",
+        direction=Direction.TO_DATAVERSE,
+        notNull=True,
+        lookup=Lookup(mapping="SALESPEOPLE", bcKey="code", dataverseEntitySet="systemusers"),
+    )
+    blank = PairState("b", "d", {owner.key: None}, {owner.key: "user-1"})
+    assert plan_record((owner,), Direction.TO_DATAVERSE, blank, force=True).dv_update == {}
+    named = PairState("b", "d", {owner.key: "user-2"}, {owner.key: "user-1"})
+    assert plan_record((owner,), Direction.TO_DATAVERSE, named, force=True).dv_update == {owner.key: "user-2"}
