@@ -16,7 +16,7 @@ from shared.planning.planner import may_create, plan_deletion
 from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
 from shared.services.create_errors import create_error_entry
-from shared.services.dependencies import run_mapping_job
+from shared.services.dependencies import for_full_run, run_mapping_job
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.filters import within_filter
 from shared.services.option_sets import OptionSetService, is_option_mapping
@@ -106,6 +106,8 @@ class JobService:
                 # An option set has no rows or change feed: every run compares the code table with it.
                 outcome = await OptionSetService(self.e).run(mapping, msg.get("bcIds") or None, job_id)
             elif kind == "sync-batch":
+                if msg.get("fullRun"):  # a page of a full synchronization: it creates as the job does
+                    mapping = for_full_run(mapping)
                 outcome = await self._sync_batch(mapping, msg, job_id)
             elif kind == "record-changed":
                 outcome = await self.record_changed(mapping, msg, job_id)
@@ -317,6 +319,7 @@ class JobService:
                     batch=f"b{first + n + 1}",
                     direction=mapping.direction.value,
                     scheduled=True,
+                    fullRun=not mapping.sync_only_coupled,
                     side=side.value,
                     **{key: ids},
                     **extra,
