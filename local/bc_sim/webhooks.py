@@ -21,7 +21,10 @@ from local.bc_sim.store import BCError, Store, check_etag, format_ms
 log = logging.getLogger(__name__)
 
 _G = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_RESOURCE_RE = re.compile(rf"(?:^|/)companies\(({_G})\)/(customers|contacts|items)/?$")
+# Entities BC's webhooks support (Learn, "Working with webhooks": the supported entities list) among the
+# simulated ones; salespeoplePurchasers and opportunities are not in it (their mappings run on the timer).
+_WEBHOOK_ENTITIES = "customers|contacts|items|vendors|currencies|paymentTerms|shipmentMethods|unitsOfMeasure"
+_RESOURCE_RE = re.compile(rf"(?:^|/)companies\(({_G})\)/({_WEBHOOK_ENTITIES})/?$")
 MAX_SUBSCRIPTIONS = 200  # BC's limit per environment
 
 

@@ -26,6 +26,10 @@ def _expires(sub: dict[str, Any]) -> datetime | None:
         return None
 
 
+# API v2.0 entities BC's webhooks do not support (Learn, "Working with webhooks": supported entities).
+NO_BC_WEBHOOKS = frozenset({"salespeoplePurchasers", "opportunities"})
+
+
 async def ensure_bc_subscriptions(engine: Engine, bc: Any) -> dict[str, str]:
     """``{resource: "created" | "renewed" | "ok" | "failed: <reason>"}`` for each running mapping's BC entity."""
     url = engine.settings.public_base_url.rstrip("/") + "/api/webhooks/businesscentral"
@@ -37,8 +41,8 @@ async def ensure_bc_subscriptions(engine: Engine, bc: Any) -> dict[str, str]:
     }
     out: dict[str, str] = {}
     for mapping in await engine.registry.list():
-        if mapping.state != "running" or mapping.bc_api != "v2.0":
-            continue  # custom API pages: their changes are picked up by the scheduled incremental syncs
+        if mapping.state != "running" or mapping.bc_api != "v2.0" or mapping.bc_entity in NO_BC_WEBHOOKS:
+            continue  # custom API pages and entities without webhooks: the scheduled incremental syncs pick them up
         resource = f"companies({company})/{mapping.bc_entity}"
         sub = existing.get(resource)
         try:
