@@ -20,6 +20,19 @@ if TYPE_CHECKING:
 
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 
+# The address and contact fields vendors and the company information share with customers.
+_ADDRESS: dict[str, Any] = {
+    "addressLine1": "",
+    "addressLine2": "",
+    "city": "",
+    "state": "",
+    "country": "",
+    "postalCode": "",
+    "phoneNumber": "",
+    "email": "",
+    "website": "",
+    "taxRegistrationNumber": "",
+}
 _CODE_SERIES = NumberSeries("X", 3, 1, 1)  # only used by /_sim/seed for code tables
 _RO = frozenset({"id", "lastModifiedDateTime"})
 
@@ -82,16 +95,7 @@ VENDORS = EntitySchema(
     name="vendors",
     defaults={
         "displayName": "",
-        "addressLine1": "",
-        "addressLine2": "",
-        "city": "",
-        "state": "",
-        "country": "",
-        "postalCode": "",
-        "phoneNumber": "",
-        "email": "",
-        "website": "",
-        "taxRegistrationNumber": "",
+        **_ADDRESS,
         "currencyId": EMPTY_GUID,
         "currencyCode": "",
         "irs1099Code": "",
@@ -165,16 +169,7 @@ COMPANY_INFORMATION = EntitySchema(
     name="companyInformation",
     defaults={
         "displayName": "",
-        "addressLine1": "",
-        "addressLine2": "",
-        "city": "",
-        "state": "",
-        "country": "",
-        "postalCode": "",
-        "phoneNumber": "",
-        "email": "",
-        "website": "",
-        "taxRegistrationNumber": "",
+        **_ADDRESS,
         "currencyCode": "",
         "currentFiscalYearStartDate": "",
         "industry": "",

@@ -20,7 +20,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from local.dv_sim.store import APP_USER_ID, DvError, FieldDef, Lookup, TableDef
+from local.dv_sim.store import _MONEY, _PICKLIST, _SYSTEM, APP_USER_ID, DvError, FieldDef, Lookup, TableDef, _s
 
 if TYPE_CHECKING:
     from local.dv_sim.store import Store
@@ -29,19 +29,6 @@ BASE_CURRENCY_ID = "6f1c2d3e-4a5b-4c6d-8e7f-a0b1c2d3e4f5"
 FIRST_CUSTOM_OPTION = 100_000_000
 
 
-def _s(n: int, required: str = "None") -> FieldDef:
-    return FieldDef("string", n, required=required)
-
-
-_MONEY = FieldDef("decimal", attribute_type="Money")
-_PICKLIST = FieldDef("int", attribute_type="Picklist")
-_SYSTEM = {
-    "statecode": FieldDef("int", attribute_type="State", required="SystemRequired"),
-    "statuscode": FieldDef("int", attribute_type="Status"),
-    "createdon": FieldDef("datetime", read_only=True),
-    "modifiedon": FieldDef("datetime", read_only=True),
-    "versionnumber": FieldDef("int", read_only=True, attribute_type="BigInt"),
-}
 _OWNER = {"_ownerid_value": FieldDef("guid", read_only=True)}
 _CURRENCY = {"_transactioncurrencyid_value": FieldDef("guid", read_only=True)}
 OWNER_LOOKUP = Lookup("ownerid", "ownerid", "systemusers")
