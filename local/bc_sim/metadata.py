@@ -54,7 +54,8 @@ def edm_type(schema: EntitySchema, prop: str) -> str:
 
 
 def _properties(schema: EntitySchema) -> list[str]:
-    return ["id", "number", *[p for p in schema.defaults if p not in ("id", "number")], "lastModifiedDateTime"]
+    key = schema.key
+    return ["id", key, *[p for p in schema.defaults if p not in ("id", key)], "lastModifiedDateTime"]
 
 
 def edmx(api: str = "v2.0") -> str:
