@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run status test test-fast test-faults lint bench deploy-check lock clean
+.PHONY: setup browser run status test test-fast test-faults lint bench deploy-check lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -19,6 +19,10 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(STAMP) node_modules/.installed
 
+## Headless Chromium + chromedriver for the console's browser test (Debian packages; only when missing).
+browser:
+	bash local/browser/install.sh
+
 ## Start the whole local stack with demo data (Ctrl-C stops everything it started).
 RUN_ARGS ?=
 run: setup
@@ -31,7 +35,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 ## Every test: lint, unit, integration on the local stack, contract smoke, fault matrix.
-test: setup lint
+test: setup lint browser
 	$(PY) -m pytest -q
 
 test-fast: setup

@@ -2,12 +2,14 @@
 
 import azure.functions as func
 
+from functions.console import bp as console_bp
 from functions.http_couplings import bp as couplings_bp
 from functions.http_errors_jobs import bp as errors_jobs_bp
 from functions.http_health import bp as health_bp
 from functions.http_mapping_fields import bp as mapping_fields_bp
 from functions.http_mappings import bp as mappings_bp
 from functions.http_openapi import bp as openapi_bp
+from functions.http_plans import bp as plans_bp
 from functions.http_sync import bp as sync_bp
 from functions.http_webhooks import bp as webhooks_bp
 from functions.sb_worker import bp as worker_bp
@@ -23,6 +25,8 @@ for blueprint in (
     errors_jobs_bp,
     webhooks_bp,
     openapi_bp,
+    plans_bp,
+    console_bp,
     worker_bp,
     timer_bp,
 ):

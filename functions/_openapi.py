@@ -15,6 +15,7 @@ from functions._models import (
     SyncRequest,
     UncoupleRequest,
 )
+from functions._plans_openapi import add_plan_paths
 
 _PROBLEM = {
     "description": "Problem details (RFC 9457)",
@@ -109,6 +110,7 @@ def openapi_document() -> dict[str, Any]:
         for model in (CoupleRequest, SyncRequest, UncoupleRequest, MatchRequest, MappingPatch, RetryRequest, JobRequest)
     }
     add_mapping_paths(paths, schemas, _op)
+    add_plan_paths(paths, schemas, _op)  # #22
     schemas["Problem"] = {
         "type": "object",
         "required": ["code", "status"],

@@ -125,6 +125,9 @@ class Settings(BaseModel):
     mappings_file: str = Field(str(PROJECT_ROOT / "shared" / "mappings" / "mappings.yaml"), alias="SYNC_MAPPINGS_FILE")
     skip_after_failures: int = Field(2, alias="SYNC_SKIP_AFTER_FAILURES", ge=1)
     sync_inline_limit: int = Field(100, alias="SYNC_INLINE_LIMIT", ge=1)
+    # #22 coupling history: retention in days, and whether field values (not only names) are kept.
+    history_days: int = Field(90, alias="SYNC_HISTORY_DAYS", ge=1)
+    history_values: bool = Field(True, alias="SYNC_HISTORY_VALUES")
     # A change page larger than this is fanned out to workers in batches of fanout_batch_size records.
     fanout_min_records: int = Field(1000, alias="SYNC_FANOUT_MIN_RECORDS", ge=1)
     fanout_batch_size: int = Field(2000, alias="SYNC_FANOUT_BATCH_SIZE", ge=1, le=5000)

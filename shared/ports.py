@@ -90,6 +90,12 @@ class CouplingStore(Protocol):
 
     async def delete_all(self, mapping: str) -> int: ...
 
+    async def history(self, mapping: str, bc_id: str) -> list[dict[str, Any]] | None:
+        """#22: the record's history entries, oldest first (None: never coupled)."""
+        ...
+
+    async def purge_history(self, mapping: str, before: datetime) -> int: ...
+
 
 class SyncErrorStore(Protocol):
     async def record_many(self, errors: Sequence[SyncErrorEntry]) -> None:
@@ -124,6 +130,14 @@ class JobStore(Protocol):
         ...
 
     async def set_status(self, job_id: str, status: str, **fields: Any) -> Job: ...
+
+    async def put_plan_items(self, job_id: str, items: list[dict[str, Any]]) -> None:
+        """Stores the items of a plan job (#22)."""
+        ...
+
+    async def plan_items_page(
+        self, job_id: str, *, top: int = 100, continuation: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
 
     async def list_page(
         self, *, mapping: str | None = None, top: int = 100, continuation: str | None = None

@@ -88,6 +88,38 @@ def _job_answer(api: Api, resp: requests.Response, no_wait: bool) -> int:
     return wait(api, resp.json()["jobId"])
 
 
+def _all_pages(api: Api, path: str) -> int:
+    """Prints every item of a paged list as one JSON array (following ``nextLink``)."""
+    items: list[Any] = []
+    resp = api.call("GET", path, top=1000)
+    while True:
+        if resp.status_code >= 400:
+            return _print(resp)
+        body = resp.json()
+        items += body["value"]
+        if not body.get("nextLink"):
+            print(json.dumps(items, indent=2))
+            return 0
+        resp = api.call("GET", body["nextLink"])
+
+
+def _plan(api: Api, a: argparse.Namespace) -> int:
+    """#22: a plan of ids (printed), or of the whole mapping (a job: waited for, then its items printed)."""
+    if a.kind:
+        resp = api.call("POST", f"/api/mappings/{quote(a.mapping)}/plan", {"kind": a.kind})
+        if resp.status_code != 202 or a.no_wait:
+            return _print(resp)
+        job_id = resp.json()["jobId"]
+        code = wait(api, job_id)
+        return _all_pages(api, f"/api/jobs/{job_id}/plan") or code
+    body: dict[str, Any] = {"bcIds": a.bc_id} if a.bc_id else {"dataverseIds": a.dataverse_id}
+    if a.direction:
+        body["direction"] = a.direction
+    if a.force:
+        body["force"] = True
+    return _print(api.call("POST", f"/api/mappings/{quote(a.mapping)}/plan", body))
+
+
 def fields_table(fields: list[dict[str, Any]]) -> str:
     """The Integration Field Mappings page as text: one line per field mapping."""
     rows = [("ID", "DIRECTION", "STATUS", "MATCH", "USER", "TRANSFORM")]
@@ -214,6 +246,16 @@ def main(argv: list[str] | None = None) -> int:
         if name == "sync":
             s.add_argument("--direction", choices=["toDataverse", "fromDataverse", "bidirectional"])
             s.add_argument("--force", action="store_true")
+    pl = sub.add_parser("plan", help="what a sync would do, without doing it (#22)")
+    pl.add_argument("mapping")
+    pl.add_argument("--bc-id", action="append", default=[])
+    pl.add_argument("--dataverse-id", action="append", default=[])
+    pl.add_argument("--direction", choices=["toDataverse", "fromDataverse", "bidirectional"])
+    pl.add_argument("--force", action="store_true")
+    pl.add_argument("--kind", choices=["full", "incremental"], help="plan the whole mapping (a plan job)")
+    hi = sub.add_parser("history", help="the history of one coupled (or formerly coupled) BC record (#22)")
+    hi.add_argument("mapping")
+    hi.add_argument("bc_id")
     j = sub.add_parser("job")
     j.add_argument("mapping")
     j.add_argument("kind", choices=["full", "incremental"])
@@ -289,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "retry":
         body = {"ids": a.id} if a.id else {"mapping": a.mapping, "all": True}
         return _job_answer(api, api.call("POST", "/api/errors/retry", body), a.no_wait)
+    if a.cmd == "plan":
+        return _plan(api, a)
+    if a.cmd == "history":
+        return _all_pages(api, f"/api/mappings/{quote(a.mapping)}/couplings/{quote(a.bc_id)}/history")
     if a.cmd == "wait":
         return wait(api, a.job_id)
     return 2

@@ -16,6 +16,7 @@ from typing import Any
 from shared.domain.errors import AlreadyCoupledError, InvalidContinuationError, JobNotFoundError
 from shared.domain.model import COUNT_KEYS, Coupling, Job, MappingSettings, Side, SyncErrorEntry, Watermark
 from shared.errors import ConflictError, PreconditionFailedError
+from shared.planning import history
 
 # =============================================================================== stores (owner: stores engineer)
 # Behaviour mirrors shared/stores (the same suite in tests/shared/stores runs against both): ids compared
@@ -58,6 +59,7 @@ class FakeCouplingStore:
         self.by_bc: dict[tuple[str, str], Coupling] = {}  # (mapping, lower bc id) -> coupling
         self.by_dv: dict[tuple[str, str], str] = {}  # (mapping, lower dv id) -> lower bc id
         self.lock = asyncio.Lock()
+        self.archive: dict[tuple[str, str], list[dict[str, Any]]] = {}  # #22: history of uncoupled records
 
     def _out(self, c: Coupling) -> Coupling:
         return copy.deepcopy(c)
@@ -71,6 +73,7 @@ class FakeCouplingStore:
             dv_modified_on=_utc(c.dv_modified_on),
             bc_values=_json_copy(c.bc_values),
             dv_values=_json_copy(c.dv_values),
+            history=copy.deepcopy(c.history),
             row_etag=_etag(),
         )
         self.by_bc[(c.mapping, c.bc_id.lower())] = stored
@@ -114,7 +117,9 @@ class FakeCouplingStore:
             for b in blockers:
                 self._remove(b)
             self._store(coupling)
-            return [self._out(b) for b in blockers]
+            removed = [self._out(b) for b in blockers]
+        self._archive_removed(coupling.mapping, removed)  # #22
+        return removed
 
     async def couple_many(self, couplings: Sequence[Coupling]) -> list[Coupling | Exception]:
         out: list[Coupling | Exception] = []
@@ -141,7 +146,29 @@ class FakeCouplingStore:
             if c is not None:
                 self._remove(c)
                 removed.append(self._out(c))
+        self._archive_removed(mapping, removed)
         return removed
+
+    def _archive_removed(self, mapping: str, removed: list[Coupling]) -> None:
+        now = datetime.now(UTC)
+        for c in removed:
+            c.history = [*c.history, history.entry(now, trigger=history.TRIGGER.get(), action="uncoupled")]
+            old = self.archive.get((mapping, c.bc_id.lower()), [])
+            self.archive[(mapping, c.bc_id.lower())] = [*old, *copy.deepcopy(c.history)]
+
+    async def history(self, mapping: str, bc_id: str) -> list[dict[str, Any]] | None:
+        state = self.by_bc.get((mapping, bc_id.lower()))
+        old = self.archive.get((mapping, bc_id.lower()))
+        if state is None and old is None:
+            return None
+        merged = {(e["at"], e["action"]): e for e in [*(old or []), *(state.history if state else [])]}
+        return copy.deepcopy(sorted(merged.values(), key=lambda e: e["at"]))
+
+    async def purge_history(self, mapping: str, before: datetime) -> int:
+        gone = [k for k, v in self.archive.items() if k[0] == mapping and max(e["at"] for e in v) < before.isoformat()]
+        for k in gone:
+            del self.archive[k]
+        return len(gone)
 
     def _sorted(self, mapping: str) -> list[Coupling]:
         return [self.by_bc[k] for k in sorted(k for k in self.by_bc if k[0] == mapping)]
@@ -162,8 +189,7 @@ class FakeCouplingStore:
 
     async def delete_all(self, mapping: str) -> int:
         rows = self._sorted(mapping)
-        for c in rows:
-            self._remove(c)
+        await self.uncouple_many(mapping, [c.bc_id for c in rows])  # #22: their history is kept
         return len(rows)
 
 
@@ -250,6 +276,18 @@ class FakeJobStore:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.batches: set[tuple[str, str]] = set()
+        self.plan_items: dict[str, list[dict[str, Any]]] = {}
+
+    async def put_plan_items(self, job_id: str, items: list[dict[str, Any]]) -> None:
+        self.plan_items[job_id] = copy.deepcopy(items)
+
+    async def plan_items_page(
+        self, job_id: str, *, top: int = 100, continuation: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        offset = int(_untoken(continuation)) if continuation else 0
+        items = self.plan_items.get(job_id, [])
+        page = items[offset : offset + top]
+        return copy.deepcopy(page), (_token(offset + len(page)) if offset + len(page) < len(items) else None)
 
     async def create(self, job: Job) -> Job:
         if not job.job_id:

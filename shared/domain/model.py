@@ -87,6 +87,8 @@ class Coupling:
     bc_modified_on: datetime | None = None
     dv_modified_on: datetime | None = None
     row_etag: str | None = None  # the table row's ETag (optimistic concurrency), set by the store
+    # #22: this coupling's history entries, oldest first (shared/planning/history.py); stored in its state row.
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

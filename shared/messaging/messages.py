@@ -20,7 +20,9 @@ from shared.errors import PermanentError
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
-MessageKind = Literal["mapping-sync", "sync-batch", "record-changed", "uncouple-all", "match-couple", "retry-errors"]
+MessageKind = Literal[
+    "mapping-sync", "sync-batch", "record-changed", "uncouple-all", "match-couple", "retry-errors", "plan"
+]
 MESSAGE_KINDS: tuple[str, ...] = (
     "mapping-sync",
     "sync-batch",

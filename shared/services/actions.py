@@ -15,6 +15,7 @@ from shared.mappings.config import TableMapping
 from shared.messaging.message_ids import bounded_message_id
 from shared.planning.automatic import does_automatic_work
 from shared.planning.decisions import upstream_failure_is_per_record
+from shared.planning.history import TRIGGER  # #22
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.jobs import BATCH_SIZE, JobService, message
@@ -83,6 +84,7 @@ async def sync_now(
     force: bool = False,
 ) -> tuple[int, dict[str, Any], Job | None]:
     """``(200, answer, None)`` for up to the inline limit, else ``(202, answer, job)``."""
+    TRIGGER.set("syncNow")  # #22 history
     mapping = await engine.registry.get(mapping_name)
     chosen = resolve_direction(mapping, direction)
     ids = list(bc_ids) or list(dv_ids)
@@ -168,6 +170,7 @@ def is_echo(context: dict[str, Any]) -> bool:
 
 async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     entity, row_id, _message_name, context = parse_dataverse_request(body)
+    TRIGGER.set("syncNow")  # #22 history
     base = await mapping_for_row(engine, entity, row_id)
     if base is None:
         raise MappingNotFoundError(f"No table mapping synchronizes the Dataverse table '{entity[:60]}'.")
@@ -256,7 +259,7 @@ async def bc_notification(engine: Engine, body: dict[str, Any]) -> int:
         if not does_automatic_work(mapping.state):
             continue  # paused: its next incremental run after resume catches up
         if it.get("changeType") == "collection" or not m.group(3):
-            await jobs.start(mapping.name, "incremental", mapping.direction.value, full=False)
+            await jobs.start(mapping.name, "incremental", mapping.direction.value, full=False, trigger="webhook")  # #22
             continue
         record_id = m.group(3).lower()
         deleted = it.get("changeType") == "deleted"

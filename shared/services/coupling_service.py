@@ -14,11 +14,13 @@ from shared.domain.errors import (
 )
 from shared.domain.model import Coupling, Direction, RemoteRecord, WriteOp, WriteResult
 from shared.mappings.config import TableMapping
+from shared.planning.history import TRIGGER  # #22
 from shared.planning.planner import plan_create, snapshot_after_create
 from shared.planning.transform import convert, same
 from shared.services.adoption import create_in_bc, create_in_dataverse
 from shared.services.codec import odata_string
 from shared.services.engine import Engine, utcnow
+from shared.services.history import new_entry  # #22
 from shared.services.sync_errors import create_error_entry, created_sources, failed_creates
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 
@@ -62,6 +64,7 @@ class CouplingService:
         replace: bool = False,
         sync_after: Direction | str | None = "default",
     ) -> Coupling:
+        TRIGGER.set("couple")  # #22 history
         mapping = await self.e.registry.get(mapping_name)
         direction = default_sync_after(mapping) if sync_after == "default" else sync_after
         if isinstance(direction, Direction) and not mapping.allows(direction):
@@ -89,6 +92,7 @@ class CouplingService:
                     f"Cannot couple: the record is already coupled to {other}. Use replace to couple anyway.",
                 )
             coupling = Coupling(mapping=mapping.name, bc_id=bc_id, dataverse_id=dv_id, coupled_at=utcnow())
+            coupling.history = [new_entry(self.e, "coupled")]  # #22
             removed = await self.e.couplings.couple(coupling, replace=True if (by_bc or by_dv) else False)
             if removed:
                 await self.e.errors.close_for_records(mapping.name, [c.bc_id for c in removed])
@@ -115,6 +119,7 @@ class CouplingService:
     async def couple_create_new(
         self, mapping_name: str, *, bc_id: str | None = None, dv_id: str | None = None, replace: bool = False
     ) -> Coupling:
+        TRIGGER.set("couple")  # #22 history
         mapping = await self.e.registry.get(mapping_name)
         direction = Direction.TO_DATAVERSE if bc_id else Direction.FROM_DATAVERSE
         if not mapping.allows(direction):
@@ -228,6 +233,7 @@ class CouplingService:
                     # What the change feeds will show for this pair: its echo there is skipped without reads.
                     bc_modified_on=(rec if direction == Direction.TO_DATAVERSE else target).modified_on,
                     dv_modified_on=(target if direction == Direction.TO_DATAVERSE else rec).modified_on,
+                    history=[new_entry(self.e, "created", job_id=job_id, direction=direction.value, at=now)],  # #22
                 )
             )
         stored = await self.e.couplings.couple_many(couplings) if couplings else []
@@ -330,6 +336,7 @@ class CouplingService:
 
     # ------------------------------------------------------------------ delete couplings
     async def uncouple(self, mapping_name: str, bc_id: str) -> None:
+        TRIGGER.set("uncouple")  # #22 history
         mapping = await self.e.registry.get(mapping_name)
         removed = await self.e.couplings.uncouple_many(mapping.name, [bc_id])
         if not removed:
@@ -339,6 +346,7 @@ class CouplingService:
     async def uncouple_many(
         self, mapping_name: str, *, bc_ids: Sequence[str] = (), dv_ids: Sequence[str] = ()
     ) -> list[dict[str, Any]]:
+        TRIGGER.set("uncouple")  # #22 history
         mapping = await self.e.registry.get(mapping_name)
         results: list[dict[str, Any]] = []
         targets: dict[str, tuple[str | None, str | None]] = {}

@@ -12,6 +12,7 @@ from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side, Sy
 from shared.errors import PreconditionFailedError
 from shared.mappings.config import TableMapping
 from shared.planning.automatic import may_run
+from shared.planning.history import TRIGGER  # #22
 from shared.planning.planner import may_create, plan_deletion
 from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
@@ -129,6 +130,7 @@ class JobService:
         if job is not None and job.status == "queued":
             await self.e.jobs.set_status(job_id, "running", started_at=utcnow())
         batch_id = str(msg.get("batch", "0"))
+        TRIGGER.set(trigger_of(msg, job))  # #22 history
         try:
             if kind == "mapping-sync":
                 # Parents first, code tables coupled by match, option sets compared (shared.services.dependencies).
@@ -160,6 +162,11 @@ class JobService:
                 outcome = await self._match(mapping, msg)
             elif kind == "retry-errors":
                 outcome = await self._retry(mapping, msg, job_id)
+            elif kind == "plan":  # #22: a mapping-wide plan (shared/services/plans.py); writes nothing else
+                from shared.services.plans import PlanService
+
+                outcome = SyncOutcome()
+                outcome.counts = await PlanService(self.e).run_job(mapping, msg, job_id)
             else:
                 raise ValueError(f"unknown message kind {kind!r}")
         except Exception as exc:
@@ -576,6 +583,21 @@ def _pending_cursors(detail: str | None) -> dict[str, str]:
         return dict(json.loads(detail).get("pendingCursors") or {})
     except (ValueError, AttributeError):
         return {}
+
+
+def trigger_of(msg: dict[str, Any], job: Job | None) -> str:
+    """#22: the history trigger of a work message (the timer marks the jobs it starts)."""
+    if msg.get("trigger") in ("timer", "webhook"):
+        return str(msg["trigger"])
+    by_kind = {
+        "record-changed": "webhook",
+        "uncouple-all": "uncouple",
+        "match-couple": "match",
+        "retry-errors": "retry",
+    }
+    if msg.get("kind") in by_kind:
+        return by_kind[str(msg.get("kind"))]
+    return "syncNow" if job is not None and job.kind == "syncNow" else "job"
 
 
 def _message_kind(kind: str) -> str:

@@ -21,6 +21,7 @@ from shared.planning.matching import (
     unmatched_reason,
 )
 from shared.services.engine import Engine, utcnow
+from shared.services.history import new_entry  # #22
 from shared.services.sync_errors import error_id
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 
@@ -75,7 +76,13 @@ class MatchService:
             for rec, d in zip(chunk, decisions, strict=True):
                 if d.outcome == "coupled" and d.dataverse_id:
                     new.append(
-                        Coupling(mapping=mapping.name, bc_id=rec.id, dataverse_id=d.dataverse_id, coupled_at=now)
+                        Coupling(
+                            mapping=mapping.name,
+                            bc_id=rec.id,
+                            dataverse_id=d.dataverse_id,
+                            coupled_at=now,
+                            history=[new_entry(self.e, "coupled", job_id=job_id, at=now)],  # #22
+                        )
                     )
                 else:
                     unmatched.append((rec, unmatched_reason(d)))

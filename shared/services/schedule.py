@@ -30,6 +30,6 @@ async def start_due_syncs(engine: Engine, *, now: datetime | None = None) -> dic
             not_due = now - last.created_at < timedelta(minutes=mapping.schedule_minutes)
             if in_flight or (not_due and last.kind == "incremental"):
                 continue
-        job = await jobs.start(mapping.name, "incremental", mapping.direction.value, full=False)
+        job = await jobs.start(mapping.name, "incremental", mapping.direction.value, full=False, trigger="timer")  # #22
         started[mapping.name] = job.job_id
     return started

@@ -27,6 +27,7 @@ from shared.planning.decisions import (
 )
 from shared.planning.lookups import unresolved_lookups
 from shared.planning.planner import Changes, PairState, RecordPlan, detect_changes, plan_sync, suggest_direction
+from shared.services import history  # #22
 from shared.services.engine import Engine, empty_counts, utcnow
 from shared.services.sync_errors import error_entry
 from shared.telemetry import log_event, record_sync_outcomes
@@ -218,6 +219,7 @@ class SyncService:
             bc_recs,
             dv_recs,
             blocked,
+            {p.bc_id: p for p in pairs},
         )
         outcome, stale = await self._record(mapping, couplings, plans, writes, direction, job_id, scheduled, _attempt)
         if stale:
@@ -316,6 +318,9 @@ class SyncService:
             outcome.add(result)
             before = _state_key(c)
             self._bookkeep(c, plan, result, now, dv_w, bc_w)
+            if not (scheduled and result.status == "unchanged" and _state_key(c) == before):  # #22 history
+                err = (result.error_code, result.error_message) if result.error_code else None
+                history.on_sync(self.e, mapping, c, plan, w.pairs[c.bc_id], result.status, err, job_id, now)
             read_bc, read_dv = w.bc_recs.get(c.bc_id), w.dv_recs.get(c.dataverse_id)
             if result.status in ("updated", "unchanged"):
                 # Remember what was seen, so the change feeds' overlap and our own echoes are skipped cheaply.
@@ -412,6 +417,7 @@ class _Writes:
     bc_recs: dict[str, RemoteRecord]
     dv_recs: dict[str, RemoteRecord]
     blocked: dict[str, str]
+    pairs: dict[str, PairState]  # the values before the writes (#22 history)
 
 
 def _dv_ops(

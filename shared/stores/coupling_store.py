@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -18,6 +19,7 @@ from azure.data.tables.aio import TableClient
 from shared.domain.errors import AlreadyCoupledError
 from shared.domain.model import Coupling
 from shared.errors import ConflictError
+from shared.planning import history
 from shared.stores.tables import (
     MAX_FILTER_KEYS,
     MAX_PAGE,
@@ -42,6 +44,7 @@ from shared.stores.tables import (
 
 STATE = "bc:"
 INDEX = "dv:"
+ARCHIVE = "h:"  # #22: the history of an uncoupled record (the state row held it while coupled)
 PART_CHARS = 30_000  # a string property holds ≤64 KiB (UTF-16): larger snapshots span several properties
 DEFAULT_PARTITION_ROWS = 20_000  # assumed partition size (rows) before a scan has measured it
 REPLACE_ATTEMPTS = 4
@@ -74,10 +77,36 @@ def _split(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _join(prefix: str, row: Entity) -> dict[str, Any]:
+def _join(prefix: str, row: Entity, empty: str = "{}") -> Any:
     count = int(row.get(f"{prefix}Parts") or 1)
-    text = (row.get(f"{prefix}Values") or "{}") + "".join(row.get(f"{prefix}Values{n}", "") for n in range(1, count))
+    text = (row.get(f"{prefix}Values") or empty) + "".join(row.get(f"{prefix}Values{n}", "") for n in range(1, count))
     return json.loads(text)
+
+
+def archive_rk(bc_id: str) -> str:
+    return ARCHIVE + norm_id(bc_id)
+
+
+_ARCHIVED = re.compile(r"^(H\d+)Parts$")
+
+
+def history_of(row: Entity | None) -> list[dict[str, Any]]:
+    """The history entries a state row (``Hist*``) or an archive row (``H<coupled-at>*``, one group of
+    properties per former coupling of the record) holds (#22), oldest first."""
+    if row is None:
+        return []
+    groups = ["Hist"] + [m.group(1) for k in row if (m := _ARCHIVED.match(k))]
+    entries = [e for g in groups for e in (_join(g, row, "[]") if f"{g}Values" in row else [])]
+    return sorted(entries, key=lambda e: e.get("at", ""))
+
+
+def to_archive_entity(c: Coupling) -> Entity:
+    """Merged into the archive row without reading it: each coupling's entries get their own properties."""
+    last = max((e.get("at", "") for e in c.history), default="")
+    group = f"H{int(to_utc(c.coupled_at).timestamp() * 1000)}"  # type: ignore[union-attr]
+    return {"PartitionKey": escape_key(c.mapping), "RowKey": archive_rk(c.bc_id), "BcId": c.bc_id, "LastAt": last} | (
+        _split(group, c.history)  # type: ignore[arg-type]
+    )
 
 
 def sync_properties(c: Coupling) -> dict[str, Any]:
@@ -95,7 +124,7 @@ def sync_properties(c: Coupling) -> dict[str, Any]:
         "dvModifiedOn": _iso(c.dv_modified_on),
     }
     return {"Sync": json.dumps(sync, separators=(",", ":")), "Skipped": bool(c.skipped)} | (
-        _split("Bc", c.bc_values) | _split("Dv", c.dv_values)
+        _split("Bc", c.bc_values) | _split("Dv", c.dv_values) | _split("Hist", c.history)  # type: ignore[arg-type]
     )
 
 
@@ -133,6 +162,7 @@ def from_state_entity(mapping: str, row: Entity) -> Coupling:
         bc_modified_on=_dt(sync.get("bcModifiedOn")),
         dv_modified_on=_dt(sync.get("dvModifiedOn")),
         row_etag=etag_of(row),
+        history=history_of(row),
     )
 
 
@@ -230,7 +260,9 @@ class TableCouplingStore:
             return []
         for _ in range(REPLACE_ATTEMPTS):
             try:
-                return await self._replace(table, coupling)
+                removed = await self._replace(table, coupling)
+                await self._archive(table, coupling.mapping, removed)  # #22: replaced couplings keep their history
+                return removed
             except TableTransactionError as e:
                 if failure_kind(e) not in ("exists", "modified", "missing"):
                     raise transaction_failure(e) from e
@@ -393,15 +425,58 @@ class TableCouplingStore:
             todo = retry
             if not todo:
                 break
+        await self._archive(table, mapping, removed)
         return removed
+
+    # ------------------------------------------------------------------ history (#22)
+    async def _archive(self, table: TableClient, mapping: str, removed: Sequence[Coupling]) -> None:
+        """Keeps the history of uncoupled records, with an ``uncoupled`` entry: one merge-upsert per record,
+        100 per transaction, no read (what earlier couplings of the record left stays in its own properties)."""
+        if not removed:
+            return
+        now = datetime.now(UTC)
+        ops: list[Op] = []
+        for c in removed:
+            c.history = [*c.history, history.entry(now, trigger=history.TRIGGER.get(), action="uncoupled")]
+            ops.append(("upsert", to_archive_entity(c), {"mode": UpdateMode.MERGE}))
+        await submit_tolerant(table, ops, drop=lambda i, kind: [])
+
+    async def history(self, mapping: str, bc_id: str) -> list[dict[str, Any]] | None:
+        """Every entry of this record's couplings, oldest first; None when it was never coupled (or its
+        history expired). One request: the state and archive rows in one lookup."""
+        rows = await lookup_rows(await self._table(), escape_key(mapping), [state_rk(bc_id), archive_rk(bc_id)])
+        if not rows:
+            return None
+        entries = history_of(rows.get(archive_rk(bc_id))) + history_of(rows.get(state_rk(bc_id)))
+        return sorted(entries, key=lambda e: e.get("at", ""))
+
+    async def purge_history(self, mapping: str, before: datetime) -> int:
+        """Deletes archive rows whose newest entry is older than ``before``: a key-range query over the
+        archive rows of one partition (never the couplings), one page per call (a timer tick)."""
+        table = await self._table()
+        query = (
+            f"PartitionKey eq {quote(escape_key(mapping))} and {prefix_range(ARCHIVE)}"
+            f" and LastAt lt {quote(to_utc(before).isoformat())}"  # type: ignore[union-attr]
+        )
+        async for page in query_all(table, query, select=["PartitionKey", "RowKey"]):
+            ops: list[Op] = [("delete", {"PartitionKey": r["PartitionKey"], "RowKey": r["RowKey"]}, {}) for r in page]
+            return sum(await _delete_chunks(table, ops))
+        return 0
 
     async def delete_all(self, mapping: str) -> int:
         """Deletes the partition page by page (1,000 rows read, 10 transactions of 100 deletes)."""
         table = await self._table()
         pk = escape_key(mapping)
         count = 0
-        async for page in query_all(table, f"PartitionKey eq {quote(pk)}", select=["PartitionKey", "RowKey"]):
-            ops: list[Op] = [("delete", {"PartitionKey": pk, "RowKey": r["RowKey"]}, {}) for r in page]
+        async for page in query_all(table, f"PartitionKey eq {quote(pk)}"):
+            # #22: the state rows' history moves to archive rows first (one transaction per 100 records).
+            await self._archive(table, mapping, [from_state_entity(mapping, r) for r in page
+                                                 if r["RowKey"].startswith(STATE)])  # fmt: skip
+            ops: list[Op] = [
+                ("delete", {"PartitionKey": pk, "RowKey": r["RowKey"]}, {})
+                for r in page
+                if not r["RowKey"].startswith(ARCHIVE)  # #22: an uncoupled record keeps its history
+            ]
             out = await _delete_chunks(table, ops)
             count += sum(1 for op, ok in zip(ops, out, strict=True) if ok and op[1]["RowKey"].startswith(STATE))
         self._partition_rows[pk] = 0

@@ -23,6 +23,7 @@ from azure.data.tables.aio import TableClient
 from shared.domain.errors import JobNotFoundError
 from shared.domain.model import COUNT_KEYS, Job
 from shared.errors import ConflictError
+from shared.stores import plan_items  # #22
 from shared.stores.tables import (
     Entity,
     Op,
@@ -215,6 +216,15 @@ class TableJobStore:
             job.row_etag = out[0].get("etag")
             return job
         raise ConflictError(f"job {job_id} kept changing concurrently", service="tables")
+
+    # --- #22 plans: the items of a plan job live beside it (shared/stores/plan_items.py)
+    async def put_plan_items(self, job_id: str, items: list[dict[str, Any]]) -> None:
+        await plan_items.put_items(await self._table(), job_id, items)
+
+    async def plan_items_page(
+        self, job_id: str, *, top: int = 100, continuation: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return await plan_items.page_items(await self._table(), job_id, top=top, continuation=continuation)
 
     async def list_page(
         self, *, mapping: str | None = None, top: int = 100, continuation: str | None = None

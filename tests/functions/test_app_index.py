@@ -39,6 +39,11 @@ EXPECTED = {
     "webhook_dataverse",
     "sync_worker",
     "scheduled_sync",
+    "plan",  # #22
+    "plan_items",
+    "history",
+    "console",
+    "console_asset",
 }
 
 
@@ -72,4 +77,14 @@ def test_openapi_paths_and_methods_match_registered_http_routes() -> None:
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert documented == registered
     open_in_doc = {p for p, ops in doc["paths"].items() if all(op.get("security") == [] for op in ops.values())}
-    assert open_in_doc == anonymous == {"/health", "/webhooks/businesscentral", "/webhooks/dataverse"}
+    assert (
+        open_in_doc
+        == anonymous
+        == {
+            "/health",
+            "/webhooks/businesscentral",
+            "/webhooks/dataverse",
+            "/console",
+            "/console/{asset}",
+        }
+    )

@@ -33,6 +33,10 @@ class _Stub(BaseHTTPRequestHandler):
         self._answer(202, {"jobId": "j1", "status": "queued"}, {"Location": "/api/jobs/j1"})
 
     def do_GET(self) -> None:
+        if "/history" in self.path:  # a paged list of two pages
+            page2 = "continuation=t" in self.path
+            more = {} if page2 else {"nextLink": self.path.split("?")[0] + "?top=1000&continuation=t"}
+            return self._answer(200, {"value": [{"at": "2" if page2 else "1"}], **more})
         _Stub.polls += 1
         status = "running" if _Stub.polls < 3 else "succeeded"
         self._answer(200, {"jobId": "j1", "status": status, "counts": {"modified": _Stub.polls}})
@@ -125,3 +129,15 @@ def test_fields_table_shows_the_field_mapping_page() -> None:
     assert lines[0].split()[:5] == ["ID", "DIRECTION", "STATUS", "MATCH", "USER"]
     assert "displayName~name" in lines[1] and " 2 " in lines[1] and '"maxLength": 100' in lines[1]
     assert "disabled" in lines[2] and "yes" in lines[2] and "clearOnFail" in lines[2]
+
+
+def test_plan_and_history_commands(server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """#22: ``plan`` sends Synchronize now's body (or a kind) to the plan route; ``history`` pages through."""
+    assert main(["--base-url", server, "plan", "CUSTOMER", "--bc-id", "a", "--direction", "toDataverse"]) == 0
+    method, path, body, _ = _Stub.seen[-1]
+    assert (method, path, body) == ("POST", "/api/mappings/CUSTOMER/plan", {"bcIds": ["a"], "direction": "toDataverse"})
+    main(["--base-url", server, "--no-wait", "plan", "CUSTOMER", "--kind", "full"])
+    assert _Stub.seen[-1][1:3] == ("/api/mappings/CUSTOMER/plan", {"kind": "full"})
+    capsys.readouterr()
+    assert main(["--base-url", server, "history", "CUSTOMER", "b1"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"at": "1"}, {"at": "2"}]

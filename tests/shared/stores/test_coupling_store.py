@@ -213,3 +213,46 @@ async def test_mapping_names_with_forbidden_characters(stores: Stores) -> None:
     assert got is not None and got.mapping == mapping
     page, _ = await stores.couplings.list_page(mapping)
     assert [x.bc_id for x in page] == [c.bc_id]
+
+
+def _entry(at: str, action: str) -> dict:
+    return {"at": at, "jobId": None, "trigger": "job", "action": action, "direction": None, "changes": [],
+            "error": None}  # fmt: skip
+
+
+async def test_history_rides_in_the_state_row_and_outlives_the_coupling(stores: Stores) -> None:
+    """#22: entries are saved with the coupling state; an uncoupled record keeps them (also through a second
+    coupling); uncouple-all keeps them; an archive past retention is purged; never coupled -> None."""
+    c = cp()
+    c.history = [_entry("2026-01-01T00:00:00+00:00", "coupled")]
+    await stores.couplings.couple(c)
+    c.history = [*c.history, _entry("2026-01-02T00:00:00+00:00", "updated")]
+    await stores.couplings.save_sync_state([c])
+    assert [e["action"] for e in await stores.couplings.history(M, c.bc_id) or []] == ["coupled", "updated"]
+    await stores.couplings.uncouple_many(M, [c.bc_id])
+    again = cp(bc=c.bc_id)
+    again.coupled_at = datetime(2026, 2, 1, tzinfo=UTC)
+    again.history = [_entry("2026-02-01T00:00:00+00:00", "coupled")]
+    await stores.couplings.couple(again)
+    await stores.couplings.uncouple_many(M, [c.bc_id])
+    got = await stores.couplings.history(M, c.bc_id.upper()) or []
+    assert [e["action"] for e in got] == ["coupled", "updated", "coupled", "uncoupled", "uncoupled"]  # by time
+    other = cp()
+    other.history = [_entry("2026-01-01T00:00:00+00:00", "coupled")]
+    await stores.couplings.couple(other)
+    await stores.couplings.uncouple_many(M, [other.bc_id])
+    kept = cp()
+    kept.history = [_entry("2026-01-03T00:00:00+00:00", "coupled")]
+    await stores.couplings.couple(kept)
+    await stores.couplings.delete_all(M)
+    assert len(await stores.couplings.history(M, c.bc_id) or []) == 5
+    assert [e["action"] for e in await stores.couplings.history(M, kept.bc_id) or []] == ["coupled", "uncoupled"]
+    assert await stores.couplings.history(M, gid()) is None
+    replaced = cp()
+    replaced.history = [_entry("2026-01-04T00:00:00+00:00", "coupled")]
+    await stores.couplings.couple(replaced)
+    await stores.couplings.couple(cp(dv=replaced.dataverse_id), replace=True)  # takes its Dataverse row
+    assert [e["action"] for e in await stores.couplings.history(M, replaced.bc_id) or []] == ["coupled", "uncoupled"]
+    assert await stores.couplings.purge_history(M, datetime(2000, 1, 1, tzinfo=UTC)) == 0
+    assert await stores.couplings.purge_history(M, datetime(2999, 1, 1, tzinfo=UTC)) == 4
+    assert await stores.couplings.history(M, c.bc_id) is None
