@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from local.bc_sim.store import Store
 
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
+BLANK_DATE = "0001-01-01"  # BC's blank date, as the API serialises it
 
 # The address and contact fields vendors and the company information share with customers.
 _ADDRESS: dict[str, Any] = {
@@ -200,9 +201,29 @@ CUSTOMER_FIELDS: dict[str, Any] = {
     "shipmentMethodId": EMPTY_GUID,
     "paymentMethodId": EMPTY_GUID,
     "taxRegistrationNumber": "",
+    "taxAreaId": EMPTY_GUID,
+    "taxAreaDisplayName": "",
 }
-CONTACT_FIELDS: dict[str, Any] = {"addressLine2": "", "state": "", "searchName": "", "privacyBlocked": False}
-ITEM_FIELDS: dict[str, Any] = {"baseUnitOfMeasureId": EMPTY_GUID, "gtin": "", "priceIncludesTax": False}
+CONTACT_FIELDS: dict[str, Any] = {
+    "addressLine2": "",
+    "state": "",
+    "searchName": "",
+    "privacyBlocked": False,
+    "lastInteractionDate": BLANK_DATE,
+}
+ITEM_FIELDS: dict[str, Any] = {
+    "displayName2": "",
+    "itemCategoryId": EMPTY_GUID,
+    "baseUnitOfMeasureId": EMPTY_GUID,
+    "gtin": "",
+    "priceIncludesTax": False,
+    "taxGroupId": EMPTY_GUID,
+    "taxGroupCode": "",
+    "generalProductPostingGroupId": EMPTY_GUID,
+    "generalProductPostingGroupCode": "",
+    "inventoryPostingGroupId": EMPTY_GUID,
+    "inventoryPostingGroupCode": "",
+}
 
 # Table relations: field -> (entity, field of that entity it must name). An id field and its code field
 # are kept together, as the API pages do (setting currencyCode sets currencyId and the other way round).

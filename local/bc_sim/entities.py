@@ -105,7 +105,7 @@ CUSTOMERS = EntitySchema(
         "balanceDue": 0,
     },
     series=NumberSeries("C", 5, 10, 10),
-    read_only=frozenset({"id", "lastModifiedDateTime", "balanceDue"}),
+    read_only=frozenset({"id", "lastModifiedDateTime", "balanceDue", "taxAreaDisplayName"}),
     max_length=_TEXT_LENGTHS,
     enums={"type": ("Company", "Person"), "blocked": (BLANK_OPTION, "Ship", "Invoice", "All")},
 )
@@ -128,9 +128,21 @@ CONTACTS = EntitySchema(
         "website": "",
     },
     series=NumberSeries("CT", 6, 10, 10),
-    read_only=frozenset({"id", "lastModifiedDateTime", "companyName", "contactBusinessRelation"}),
+    read_only=frozenset({"id", "lastModifiedDateTime"}),  # companyName, contactBusinessRelation: editable in AL
     max_length=_TEXT_LENGTHS,
-    enums={"type": ("Company", "Person")},
+    # AL enum "Contact Business Relation" (BC serialises a space in a member name as _x0020_)
+    enums={
+        "type": ("Company", "Person"),
+        "contactBusinessRelation": (
+            "None",
+            "Customer",
+            "Vendor",
+            "Bank_x0020_Account",
+            "Employee",
+            "Other",
+            "Multiple",
+        ),
+    },
 )
 
 ITEMS = EntitySchema(
