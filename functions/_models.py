@@ -238,9 +238,9 @@ def mapping_json(m: TableMapping) -> dict[str, Any]:
     }
 
 
-def accepted(job_id: str) -> func.HttpResponse:
+def accepted(job_id: str, **extra: Any) -> func.HttpResponse:
     return func.HttpResponse(
-        json.dumps({"jobId": job_id, "status": "queued"}),
+        json.dumps({"jobId": job_id, "status": "queued", **extra}),
         status_code=202,
         mimetype="application/json",
         headers={"Location": f"/api/jobs/{job_id}"},

@@ -24,12 +24,9 @@ bp = func.Blueprint()
 @bp.route(route="errors", methods=["GET"])
 @handle_errors
 async def list_errors(req: func.HttpRequest) -> func.HttpResponse:
-    engine = await get_engine()
-    mapping = req.params.get("mapping")
-    if mapping is not None:
-        mapping = (await engine.registry.get(mapping)).name
     top, cont, closed = top_param(req), continuation_param(req), bool_param(req, "includeClosed")
-    items, token = await engine.errors.list_page(mapping=mapping, include_closed=closed, top=top, continuation=cont)
+    jobs = JobService(await get_engine())
+    mapping, items, token = await jobs.errors_page(req.params.get("mapping"), top, cont, closed)
     link = next_link("errors", top, token, mapping=mapping, includeClosed="true" if closed else None)
     return json_response(paged([error_json(e) for e in items], link))
 
@@ -38,28 +35,19 @@ async def list_errors(req: func.HttpRequest) -> func.HttpResponse:
 @handle_errors
 async def retry_errors(req: func.HttpRequest) -> func.HttpResponse:
     body = parse_json_body(req, RetryRequest)
-    engine = await get_engine()
-    jobs = JobService(engine)
-    if body.ids is not None:
-        entries = await engine.errors.get_many(body.ids)
-        mapping = entries[0].mapping if entries else engine.registry.names()[0]
-        job = await jobs.start(mapping, "retry", None, ids=body.ids)
-    else:
+    jobs = JobService(await get_engine())
+    if body.ids is None:
         assert body.mapping is not None
-        mapping = (await engine.registry.get(body.mapping)).name
-        job = await jobs.start(mapping, "retry", None, all=True)
-    return accepted(job.job_id)
+        return accepted((await jobs.retry_all(body.mapping)).job_id)
+    started, unknown = await jobs.retry_errors(body.ids)
+    return accepted(started[0].job_id, jobIds=[j.job_id for j in started], unknown=unknown)
 
 
 @bp.route(route="jobs", methods=["GET"])
 @handle_errors
 async def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
-    engine = await get_engine()
-    mapping = req.params.get("mapping")
-    if mapping is not None:
-        mapping = (await engine.registry.get(mapping)).name
     top, cont = top_param(req), continuation_param(req)
-    items, token = await engine.jobs.list_page(mapping=mapping, top=top, continuation=cont)
+    mapping, items, token = await JobService(await get_engine()).jobs_page(req.params.get("mapping"), top, cont)
     return json_response(paged([job_json(j) for j in items], next_link("jobs", top, token, mapping=mapping)))
 
 

@@ -70,8 +70,9 @@ _TOKEN_RE = re.compile(
   | (?P<date>\d{{4}}-\d{{2}}-\d{{2}})(?![\w:-])
   | (?P<guid>{_GUID})(?![\w-])
   | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)[mMdDfFlL]?(?![\w-])
+  | (?P<qfunc>Microsoft\.Dynamics\.CRM\.[A-Za-z]+)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*)
-  | (?P<punct>[(),])
+  | (?P<punct>[(),=\[\]])
     """,
     re.VERBOSE,
 )
@@ -189,13 +190,21 @@ class _Node:
     conjuncts: list[Condition] | None = None  # for AND chains of simple conditions
 
 
+# Dataverse's documented query functions for value lists (Learn "Filter rows": query functions);
+# OData 4.01's ``in`` operator is not documented for the Web API, so the Dataverse dialect refuses it.
+_DV_LIST_FUNCTIONS = {"Microsoft.Dynamics.CRM.In": False, "Microsoft.Dynamics.CRM.NotIn": True}
+
+
 class _Parser:
-    def __init__(self, text: str, fields: Collection[str] | None, case_insensitive: bool = False) -> None:
+    def __init__(
+        self, text: str, fields: Collection[str] | None, case_insensitive: bool = False, dialect: str = "bc"
+    ) -> None:
         self.tokens = _tokenize(text)
         self.i = 0
         self.fields = fields
         self.properties: set[str] = set()
         self.ci = case_insensitive
+        self.dialect = dialect
 
     # -- token helpers
     def peek(self) -> _Token:
@@ -228,10 +237,19 @@ class _Parser:
         return Filter(lambda row: get(row) is True, conditions, self.properties)
 
     def or_expr(self) -> _Node:
+        before = set(self.properties)
         left = self.and_expr()
+        left_props = self.properties - before
         while self.at_keyword("or"):
             self.next()
+            mark = set(self.properties)
             right = self.and_expr()
+            right_props = self.properties - mark
+            if self.dialect == "bc" and left_props and right_props and left_props != right_props:
+                # Learn "Using filter expressions in OData URIs": "you can't use OR operators to apply
+                # filters on two different fields".
+                raise ODataError("OR operators cannot be used to apply filters on different fields.")
+            left_props = left_props | right_props
             lg, rg = left.get, right.get
             left = _Node(lambda r, lg=lg, rg=rg: _truth(lg(r)) or _truth(rg(r)))
         return left
@@ -256,15 +274,35 @@ class _Parser:
             return _Node(lambda r, g=g: not _truth(g(r)))
         return self.comparison()
 
+    def _kind_of(self, node: _Node) -> str | None:
+        """The declared kind of a bare property (when ``fields`` maps names to definitions with ``kind``)."""
+        if node.path is None or not isinstance(self.fields, Mapping):
+            return None
+        return getattr(self.fields.get(node.path), "kind", None)
+
     def comparison(self) -> _Node:
         left = self.primary()
         if self.at_keyword(*_COMPARISONS):
             op = self.next().text
             right = self.primary()
+            if self.dialect == "dataverse":
+                for prop, lit in ((left, right), (right, left)):
+                    if self._kind_of(prop) == "datetime" and lit.literal and isinstance(lit.value, str):
+                        # The Web API's parser types operands: Edm.DateTimeOffset vs Edm.String is refused.
+                        raise ODataError(
+                            f"A binary operator with incompatible types was detected. Found operand types "
+                            f"'Edm.DateTimeOffset' and 'Edm.String' for operator kind '{op}'."
+                        )
             if self.ci and op in ("eq", "ne"):
                 left, right = _folded(left), _folded(right)
             return _compare_node(op, left, right)
         if self.at_keyword("in"):
+            if self.dialect == "dataverse":
+                tok = self.peek()
+                raise ODataError(
+                    f"Syntax error at position {tok.pos}: the 'in' operator is not supported; "
+                    "use Microsoft.Dynamics.CRM.In(PropertyName=...,PropertyValues=[...])."
+                )
             self.next()
             self.expect_punct("(")
             items = [self.primary()]
@@ -291,6 +329,8 @@ class _Parser:
             return node
         if tok.kind in ("string", "guid", "datetime", "date", "number"):
             return _literal(tok.value)
+        if tok.kind == "qfunc":
+            return self.list_function(tok)
         if tok.kind == "name":
             word = tok.text
             if word in ("true", "false"):
@@ -322,6 +362,48 @@ class _Parser:
             return value
 
         return _Node(get, path=path)
+
+    def list_function(self, tok: _Token) -> _Node:
+        """``Microsoft.Dynamics.CRM.In(PropertyName='x',PropertyValues=['a','b'])`` (and ``NotIn``)."""
+        if self.dialect != "dataverse" or tok.text not in _DV_LIST_FUNCTIONS:
+            raise ODataError(f"Unknown function '{tok.text}' at position {tok.pos}.")
+        negate = _DV_LIST_FUNCTIONS[tok.text]
+        self.expect_punct("(")
+        args: dict[str, Any] = {}
+        for i in range(2):
+            if i:
+                self.expect_punct(",")
+            name = self.next()
+            if name.kind != "name" or name.text not in ("PropertyName", "PropertyValues") or name.text in args:
+                raise ODataError(f"{tok.text} takes PropertyName and PropertyValues (position {name.pos}).")
+            self.expect_punct("=")
+            if name.text == "PropertyName":
+                value = self.next()
+                if value.kind != "string":
+                    raise ODataError(f"{tok.text}: PropertyName must be a string literal.")
+                args["PropertyName"] = value.value
+            else:
+                self.expect_punct("[")
+                items: list[Any] = []
+                while not (self.peek().kind == "punct" and self.peek().text == "]"):
+                    if items:
+                        self.expect_punct(",")
+                    item = self.next()
+                    if item.kind != "string":
+                        raise ODataError(f"{tok.text}: PropertyValues are string literals.")
+                    items.append(item.value)
+                self.expect_punct("]")
+                args["PropertyValues"] = items
+        self.expect_punct(")")
+        left = self.property(args["PropertyName"], tok.pos)
+        values = [_fold(v) for v in args["PropertyValues"]] if self.ci else list(args["PropertyValues"])
+        if self.ci:
+            left = _folded(left)
+        lg = left.get
+        if negate:
+            return _Node(lambda r, lg=lg: not any(_equal(lg(r), v) for v in values))
+        cond = Condition(left.path, "in", values) if left.path else None
+        return _Node(lambda r, lg=lg: any(_equal(lg(r), v) for v in values), condition=cond)
 
     def function(self, name: str) -> _Node:
         self.expect_punct("(")
@@ -483,10 +565,14 @@ def _order(op: str, a: Any, b: Any) -> bool:
     return bool(x <= y)
 
 
-def parse_filter(text: str, *, fields: Collection[str] | None = None, case_insensitive: bool = False) -> Filter:
+def parse_filter(
+    text: str, *, fields: Collection[str] | None = None, case_insensitive: bool = False, dialect: str = "bc"
+) -> Filter:
     """Compile a ``$filter`` expression to a predicate over dict rows.
 
     ``case_insensitive``: ``eq``/``ne``/``in`` compare text ignoring case (Dataverse's default collation).
+    ``dialect``: ``"bc"`` (OData 4.01 ``in``; OR across different fields refused, as BC documents) or
+    ``"dataverse"`` (``Microsoft.Dynamics.CRM.In``/``NotIn``; the ``in`` operator refused).
     ``fields``: the entity's property names; when given, an unknown property raises ``ODataError``
     at parse time (the real services answer 400). Type mismatches found while evaluating a row also
     raise ``ODataError``; callers should evaluate inside their error handling.
@@ -496,7 +582,7 @@ def parse_filter(text: str, *, fields: Collection[str] | None = None, case_insen
     if len(text) > 8000:
         raise ODataError("The $filter expression is too long.")
     try:
-        return _Parser(text, fields, case_insensitive).parse()
+        return _Parser(text, fields, case_insensitive, dialect).parse()
     except RecursionError as e:
         raise ODataError("The $filter expression is nested too deeply.") from e
 

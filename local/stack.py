@@ -230,6 +230,9 @@ class Stack:
             }
         )
         env.setdefault("SYNC_FUNCTION_KEY", "local-dev-key")
+        # The local stack's own secrets, set explicitly (the service has no default for them).
+        env.setdefault("BC_WEBHOOK_CLIENT_STATE", "local-bc-client-state")
+        env.setdefault("DATAVERSE_WEBHOOK_KEY", "local-dv-webhook-key")
         env.update(self.extra_env)
         return env
 
@@ -296,7 +299,8 @@ class Stack:
             ),
             Component(
                 "bc_sim",
-                [py, "-m", "local.bc_sim", "--port", str(p["bc_sim"]), "--notify-delay", "1", *sim_auth],
+                [py, "-m", "local.bc_sim", "--port", str(p["bc_sim"]), "--notify-delay", "1",
+                 "--webhook-time-scale", "0.001", *sim_auth],
                 p["bc_sim"],
                 http_probe(f"http://127.0.0.1:{p['bc_sim']}/_sim/stats"),
                 module="local.bc_sim",

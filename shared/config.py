@@ -67,7 +67,9 @@ class Settings(BaseModel):
     # Identity (MSAL)
     tenant_id: str = Field(LOCAL_TENANT_ID, alias="SYNC_TENANT_ID")
     client_id: str = Field(LOCAL_CLIENT_ID, alias="SYNC_CLIENT_ID")
-    client_secret: str | None = Field(LOCAL_CLIENT_SECRET, alias="SYNC_CLIENT_SECRET", repr=False)
+    # Secrets have no default: a publicly known value must never be accepted in Azure (the local stack sets
+    # its own values explicitly); a missing one marks health degraded, naming the setting.
+    client_secret: str | None = Field(None, alias="SYNC_CLIENT_SECRET", repr=False)
     client_certificate_path: str | None = Field(None, alias="SYNC_CLIENT_CERTIFICATE_PATH")
     # PEM content (key + certificate), e.g. a Key Vault reference on Flex Consumption, which can't load files.
     client_certificate: str | None = Field(None, alias="SYNC_CLIENT_CERTIFICATE", repr=False)
@@ -111,8 +113,13 @@ class Settings(BaseModel):
     # Scheduling and webhooks
     scheduled_sync: bool = Field(True, alias="SYNC_SCHEDULED_SYNC")
     timer_schedule: str = Field("0 * * * * *", alias="SYNC_TIMER_SCHEDULE")
-    bc_webhook_client_state: str = Field("local-bc-client-state", alias="BC_WEBHOOK_CLIENT_STATE", repr=False)
-    dataverse_webhook_key: str = Field("local-dv-webhook-key", alias="DATAVERSE_WEBHOOK_KEY", repr=False)
+    bc_webhook_client_state: str | None = Field(None, alias="BC_WEBHOOK_CLIENT_STATE", repr=False)
+    # After rotating BC_WEBHOOK_CLIENT_STATE, BC keeps sending the old value until the timer renews each
+    # subscription; the old value stays accepted while this is set (a 4xx would make BC delete the subscription).
+    bc_webhook_client_state_previous: str | None = Field(
+        None, alias="BC_WEBHOOK_CLIENT_STATE_PREVIOUS", repr=False
+    )
+    dataverse_webhook_key: str | None = Field(None, alias="DATAVERSE_WEBHOOK_KEY", repr=False)
 
     # Engine
     mappings_file: str = Field(str(PROJECT_ROOT / "shared" / "mappings" / "mappings.yaml"), alias="SYNC_MAPPINGS_FILE")

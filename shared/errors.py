@@ -63,7 +63,7 @@ class NotFoundError(PermanentError):
 
 
 class PreconditionFailedError(PermanentError):
-    """412: the ETag given with If-Match is stale; the record changed meanwhile."""
+    """412 (Dataverse) or 409 Request_EntityChanged (BC): the If-Match ETag is stale; the record changed."""
 
 
 class ConflictError(PermanentError):
@@ -78,8 +78,14 @@ class ConfigurationError(Exception):
     """A setting is missing or wrong. The message names the setting and never contains a secret."""
 
 
-def classify_status(status: int) -> type[SyncError]:
-    """The error class for an HTTP status (the single mapping used by every HTTP adapter)."""
+# BC answers a stale If-Match with 409 Request_EntityChanged (an ODataConflictException); it means
+# exactly what Dataverse's 412 means, so it is classified as a stale ETag, not a conflict.
+STALE_ETAG_CODES = frozenset({"Request_EntityChanged"})
+
+
+def classify_status(status: int, code: str | None = None) -> type[SyncError]:
+    """The error class for an HTTP status and the service's error code (the single mapping used by every
+    HTTP adapter)."""
     if status == 429:
         return ThrottledError
     if status in (408,) or status >= 500:
@@ -89,7 +95,7 @@ def classify_status(status: int) -> type[SyncError]:
     if status == 404:
         return NotFoundError
     if status == 409:
-        return ConflictError
+        return PreconditionFailedError if code in STALE_ETAG_CODES else ConflictError
     if status == 412:
         return PreconditionFailedError
     return PermanentError

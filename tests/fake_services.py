@@ -96,7 +96,7 @@ class FakeRecordService:
         elif filter:
             from local.odata import parse_filter  # any other filter: the simulators' own $filter evaluator
 
-            pred = parse_filter(filter, case_insensitive=True)
+            pred = parse_filter(filter, case_insensitive=True, dialect="dataverse" if self.name == "dv" else "bc")
             records = [r for r in records if pred({"statecode": 0, **r.fields})]
         yield records
 

@@ -9,6 +9,9 @@ from local.simcore import limits_from_args, run_app, sim_arg_parser, validator_f
 def main(argv: list[str] | None = None) -> None:
     parser = sim_arg_parser("python -m local.bc_sim", default_port=7081, description="Business Central API simulator")
     parser.add_argument("--notify-delay", type=float, default=30.0, help="webhook coalescing window in seconds")
+    parser.add_argument(
+        "--webhook-time-scale", type=float, default=1.0, help="compresses the 36 h retry schedule"
+    )
     parser.add_argument("--collection-threshold", type=int, default=1000, help="pending changes -> 'collection'")
     parser.add_argument("--max-running", type=int, default=5, help="requests per user processed at once")
     parser.add_argument("--subscription-lifetime", type=float, default=3 * 24 * 3600, help="seconds")
@@ -26,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         limits=limits_from_args(args, bc_limits()),
         max_running=args.max_running,
         notify_delay=args.notify_delay,
+        webhook_time_scale=args.webhook_time_scale,
         collection_threshold=args.collection_threshold,
         subscription_lifetime_seconds=args.subscription_lifetime,
         **kwargs,

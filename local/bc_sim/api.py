@@ -128,11 +128,12 @@ class Api:
         if req.method == "PATCH":
             if_match = req.headers.get("If-Match")
             if if_match is None:
-                # Documented choice: BC requires If-Match on PATCH; the simulator answers 428.
+                # Learn's BC error table and docs issue #813: a PATCH without If-Match is 400 BadRequest_InvalidToken.
                 raise BCError(
-                    428,
-                    "Request_PreconditionRequired",
-                    "An If-Match header is required for this request; use the @odata.etag value or '*'.",
+                    400,
+                    "BadRequest_InvalidToken",
+                    "Could not validate the client concurrency token required by the service. "
+                    "Please provide a valid token in the client request.",
                 )
             row = store.update(company, entity, rid, _json_object(req.body), if_match)
             return _row_response(200, context, row)

@@ -88,11 +88,18 @@ def create_app(
     collection_threshold: int = 1000,
     subscription_lifetime_seconds: float = 3 * 24 * 3600,
     handshake_timeout: float = 10.0,
+    webhook_time_scale: float = 1.0,
 ) -> web.Application:
     """The BC simulator. ``auth=None``: no token needed. ``tenant=None`` accepts any tenant in the URL.
     ``max_running`` requests per user run at once; the rest queue (up to ``limits.max_concurrent`` in all)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    settings = WebhookSettings(notify_delay, collection_threshold, subscription_lifetime_seconds, handshake_timeout)
+    settings = WebhookSettings(
+        notify_delay,
+        collection_threshold,
+        subscription_lifetime_seconds,
+        handshake_timeout,
+        time_scale=webhook_time_scale,
+    )
     store = Store()
     webhooks = Webhooks(store, settings)
     store.listener = webhooks.on_change
@@ -232,8 +239,8 @@ async def _subscriptions(webhooks: Webhooks, request: web.Request, tail: str, bo
 # ---------------------------------------------------------------------------------------------- $batch
 def _batch(api: Api, request: web.Request, body: Any, base_url: str, api_route: str = "v2.0") -> SimResponse:
     """BC's JSON $batch. Default: stop at the first failed request (``Prefer: odata.continue-on-error``
-    goes on). ``Isolation: snapshot``: all-or-nothing; on a failure every change is rolled back and the
-    answer holds only the failed request's response (as BC's transactional batch does)."""
+    goes on). ``Isolation: snapshot``: all-or-nothing; every request is answered (Learn "Using OData
+    $batch": the sample returns 200, 204 and 400 together) and on any failure every change is rolled back."""
     if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
         return SimResponse(400, _err("BadRequest", 'The $batch body must be {"requests": [...]}.'))
     items: list[Any] = body["requests"]
@@ -263,12 +270,11 @@ def _batch(api: Api, request: web.Request, body: Any, base_url: str, api_route: 
         responses.append(entry)
         if resp.status >= 400:
             failed = entry
-            if snapshot or not continue_on_error:
+            if not snapshot and not continue_on_error:
                 break
     if snapshot:
         if failed is not None:
             store.rollback()
-            responses = [failed]
         else:
             store.commit()
     return SimResponse(200, {"responses": responses}, {"OData-Version": "4.0"})

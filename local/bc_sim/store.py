@@ -196,6 +196,9 @@ class Store:
     def create(self, company_id: str, entity: str, body: Mapping[str, Any]) -> dict[str, Any]:
         table = self.table(company_id, entity)
         values = self._validate(table, body, creating=True)
+        if entity in NAME_REQUIRED_ON_CREATE and not str(values.get("displayName") or "").strip():
+            # APIV2 pages 30009/30071 OnInsertRecord: Error(NotProvidedCustomerNameErr / NotProvidedContactNameErr).
+            raise BCError(400, "Application_DialogException", 'A "displayName" must be provided.')
         rid = str(values.pop("id", None) or uuid.uuid4()).lower()
         if rid in table.rows:
             raise BCError(400, "Internal_EntityWithSameKeyExists", f"The record with id '{rid}' already exists.")
@@ -374,6 +377,9 @@ def _check_type(schema: EntitySchema, key: str, value: Any, default: Any) -> Any
     return value
 
 
+NAME_REQUIRED_ON_CREATE = frozenset({"customers", "contacts"})
+
+
 def check_etag(row: Mapping[str, Any], if_match: str | None) -> None:
     """``If-Match`` check: None means the caller decided no header is fine; ``*`` matches anything."""
     if if_match is None:
@@ -381,8 +387,10 @@ def check_etag(row: Mapping[str, Any], if_match: str | None) -> None:
     tags = [t.strip() for t in if_match.split(",")]
     if "*" in tags or row["@odata.etag"] in tags:
         return
+    # Learn's BC error table: Request_EntityChanged comes from an ODataConflictException, i.e. HTTP 409
+    # (the stricter reading; REAL-SERVICES.md ranks it second).
     raise BCError(
-        412,
+        409,
         "Request_EntityChanged",
         "Could not save the changes because the record was changed by another user or process. Refresh and try again.",
     )

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -21,10 +22,12 @@ from local.bc_sim.store import BCError, Store, check_etag, format_ms
 log = logging.getLogger(__name__)
 
 _G = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-# Entities BC's webhooks support (Learn, "Working with webhooks": the supported entities list) among the
-# simulated ones; salespeoplePurchasers and opportunities are not in it (their mappings run on the timer).
-_WEBHOOK_ENTITIES = "customers|contacts|items|vendors|currencies|paymentTerms|shipmentMethods|unitsOfMeasure"
-_RESOURCE_RE = re.compile(rf"(?:^|/)companies\(({_G})\)/({_WEBHOOK_ENTITIES})/?$")
+_RESOURCE_RE = re.compile(rf"(?:^|/)companies\(({_G})\)/(\w+)/?$")
+# Learn "Working with webhooks in Dynamics 365 Business Central", supported APIs: contacts are not listed.
+WEBHOOK_ENTITIES = frozenset(
+    {"customers", "items", "vendors", "currencies", "paymentTerms", "shipmentMethods", "unitsOfMeasure",
+     "salesOrders", "salesInvoices", "salesQuotes", "salesCreditMemos", "purchaseInvoices", "employees"}
+)  # fmt: skip
 MAX_SUBSCRIPTIONS = 200  # BC's limit per environment
 
 
@@ -34,6 +37,12 @@ class WebhookSettings:
     collection_threshold: int = 1000  # more pending changes than this -> one "collection" notification
     lifetime_seconds: float = 3 * 24 * 3600  # subscriptions expire after three days
     handshake_timeout: float = 10.0
+    # Delivery failures (codeunit 6154 "API Webhook Notification Send", ShouldReschedule): 408, 429, 5xx
+    # and no answer are retried for up to 36 hours; any other non-2xx answer deletes the subscription.
+    retry_window_seconds: float = 36 * 3600
+    first_retry_seconds: float = 60.0  # then doubling, capped at max_retry_seconds
+    max_retry_seconds: float = 3600.0
+    time_scale: float = 1.0  # < 1 compresses the retry schedule for tests (e.g. 0.001: 36 h in ~2 min)
 
 
 @dataclass
@@ -55,6 +64,8 @@ class Webhooks:
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
         self.failed = 0
+        self.retried = 0
+        self.deleted_by_failure = 0
         self.handshakes = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -80,6 +91,8 @@ class Webhooks:
             "subscriptions": len(self._active()),
             "notificationsSent": self.sent,
             "notificationsFailed": self.failed,
+            "notificationsRetried": self.retried,
+            "subscriptionsDeletedByFailure": self.deleted_by_failure,
             "handshakes": self.handshakes,
         }
 
@@ -112,7 +125,7 @@ class Webhooks:
         if not isinstance(client_state, str) or len(client_state) > 2048:
             raise BCError(400, "BadRequest", "clientState must be a string of at most 2048 characters.")
         m = _RESOURCE_RE.search(resource.split("?", 1)[0])
-        if not m:
+        if not m or m.group(2) not in WEBHOOK_ENTITIES:
             raise BCError(400, "BadRequest", f"The resource '{resource}' cannot be subscribed to.")
         company_id, entity = m.group(1).lower(), m.group(2)
         self.store.company(company_id)  # 404 for an unknown company
@@ -231,7 +244,7 @@ class Webhooks:
         if not pending or sub.expires <= time.time():
             return
         record = sub.record
-        base = f"/api/v2.0/companies({sub.company_id})/{sub.entity}"
+        base = record["resource"].split("?", 1)[0].rstrip("/")  # echoes the form that was subscribed
         common = {
             "subscriptionId": record["subscriptionId"],
             "clientState": record["clientState"],
@@ -240,26 +253,58 @@ class Webhooks:
         if len(pending) > self.settings.collection_threshold:
             # Too many changes: one "collection" notification; lastModifiedDateTime is the EARLIEST
             # pending change, so a subscriber reading `lastModifiedDateTime ge <it>` misses nothing.
+            # The resource carries the filter BC builds (codeunit 6154 GetEntityCollectionUrl): changes after the
+            # first pending one, minus 50 ms for SQL's datetime rounding.
             earliest = min(lmdt for _, lmdt in pending.values())
-            value = [{**common, "resource": base, "changeType": "collection", "lastModifiedDateTime": earliest}]
+            since = (datetime.fromisoformat(earliest.replace("Z", "+00:00")) - timedelta(milliseconds=50))
+            stamp = since.strftime("%Y-%m-%dT%H:%M:%S.") + f"{since.microsecond // 1000:03d}Z"
+            resource = f"{base}?$filter=lastModifiedDateTime%20gt%20{stamp}"
+            value = [{**common, "resource": resource, "changeType": "collection", "lastModifiedDateTime": earliest}]
         else:
             value = [
                 {**common, "resource": f"{base}({rid})", "changeType": change, "lastModifiedDateTime": lmdt}
                 for rid, (change, lmdt) in pending.items()
             ]
-        await self._post(record["notificationUrl"], {"value": value})
+        await self._deliver(sid, record["notificationUrl"], {"value": value})
 
-    async def _post(self, url: str, payload: Mapping[str, Any]) -> None:
+    async def _deliver(self, sid: str, url: str, payload: Mapping[str, Any]) -> None:
+        """Posts a notification, retrying as BC does; a refusing receiver loses its subscription."""
+        cfg = self.settings
+        started = time.time()
+        delay = cfg.first_retry_seconds
+        while True:
+            status = await self._post(url, payload)
+            if status is not None and 200 <= status < 300:
+                self.sent += 1
+                return
+            self.failed += 1
+            if status is not None and not retryable_delivery_status(status):
+                if self.subs.pop(sid, None) is not None:
+                    self.deleted_by_failure += 1
+                    log.info("subscription %s deleted: its receiver answered %s", sid, status)
+                return
+            if (time.time() - started) / max(cfg.time_scale, 1e-9) + delay > cfg.retry_window_seconds:
+                return  # 36 hours of retries spent: the notification is dropped
+            await asyncio.sleep(delay * cfg.time_scale)
+            if sid not in self.subs:
+                return
+            self.retried += 1
+            delay = min(delay * 2, cfg.max_retry_seconds)
+
+    async def _post(self, url: str, payload: Mapping[str, Any]) -> int | None:
+        """The receiver's HTTP status, or None when it gave no answer (refused, reset, timed out)."""
         if self.session is None:
-            return
+            return None
         try:
             timeout = aiohttp.ClientTimeout(total=self.settings.handshake_timeout)
             async with self.session.post(url, json=payload, timeout=timeout) as resp:
                 await resp.read()
-                if 200 <= resp.status < 300:
-                    self.sent += 1
-                else:
-                    self.failed += 1
+                return resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("notification to %s failed: %s", url, exc)
-            self.failed += 1
+            return None
+
+
+def retryable_delivery_status(status: int) -> bool:
+    """BC's ShouldReschedule: 408 Request Timeout, 429 Too Many Requests and every 5xx are retried."""
+    return status in (408, 429) or 500 <= status < 600

@@ -131,17 +131,24 @@ async def _expire_deltatokens(request: web.Request) -> web.Response:
 
 
 async def _config(request: web.Request) -> web.Response:
-    """GET/POST `{"bulkUnsupported": [...], "dopHint": n}`: simulator switches for client fallback tests."""
+    """GET/POST `{"bulkUnsupported": [...], "untracked": [...], "dopHint": n}`: simulator switches for client
+    fallback tests (`untracked`: entity sets without change tracking enabled)."""
     service = request.app[SERVICE]
     core_headers = request.app[HEADERS]
     if request.method == "POST":
         body = await request.json()
         if "bulkUnsupported" in body:
             service.bulk_unsupported = {str(t) for t in body["bulkUnsupported"]}
+        if "untracked" in body:
+            service.untracked = {str(t) for t in body["untracked"]}
         if "dopHint" in body:
             core_headers["x-ms-dop-hint"] = str(int(body["dopHint"]))
     return web.json_response(
-        {"bulkUnsupported": sorted(service.bulk_unsupported), "dopHint": int(core_headers["x-ms-dop-hint"])}
+        {
+            "bulkUnsupported": sorted(service.bulk_unsupported),
+            "untracked": sorted(service.untracked),
+            "dopHint": int(core_headers["x-ms-dop-hint"]),
+        }
     )
 
 
@@ -151,11 +158,12 @@ def create_app(
     limits: ServiceLimits | None = None,
     dop_hint: int = 4,
     bulk_unsupported: Iterable[str] = ("systemusers",),
+    untracked: Iterable[str] = (),
 ) -> web.Application:
     """The Dataverse Web API simulator. `auth=None`: no token required. `limits`: default Dataverse's."""
     app = web.Application(client_max_size=256 * 1024 * 1024)
     store = Store()
-    service = DataverseService(store, bulk_unsupported=bulk_unsupported)
+    service = DataverseService(store, bulk_unsupported=bulk_unsupported, untracked=untracked)
     app[SERVICE] = service
     core = install_sim_core(
         app,

@@ -253,7 +253,7 @@ def _query(rows: list[dict[str, Any]], query: Any, props: tuple[str, ...], type_
     selected = _select(query, props, type_name)
     if "$filter" in query:
         flat_fields = set(props) | {"MaxLength"}
-        pred = parse_filter(query["$filter"], fields=flat_fields)
+        pred = parse_filter(query["$filter"], fields=flat_fields, dialect="dataverse")
         rows = [r for r in rows if pred({**r, "RequiredLevel": r["RequiredLevel"]})]
     if selected is None:
         return rows

@@ -44,7 +44,7 @@ MAX_PAGE_SIZE = 5000
 MAX_BULK = 1000
 BULK_ACTIONS = ("CreateMultiple", "UpdateMultiple", "UpsertMultiple")
 
-_PATH = re.compile(r"^(?P<set>[A-Za-z_][A-Za-z0-9_]*)(?:\((?P<key>.*)\))?(?:/(?P<action>[A-Za-z0-9_.]+))?$")
+_PATH = re.compile(r"^(?P<set>[A-Za-z_][A-Za-z0-9_]*)(?:\((?P<key>.*)\))?(?:/(?P<action>[A-Za-z0-9_.]+|\$count))?$")
 _KEY_PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
 _BIND = re.compile(r"(?:^|/)([A-Za-z_][A-Za-z0-9_]*)\(([^)]*)\)$")
 _ETAG = re.compile(r'^(?:W/)?"?(\d+)"?$')
@@ -69,6 +69,29 @@ class DvResponse:
 
 def error_json(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
+
+
+# Query options the simulator evaluates. Anything else is refused, never silently ignored (a silently
+# ignored $filter-like option returns every row; REAL-SERVICES.md ranks lenient parsing 8th).
+_COLLECTION_OPTIONS = frozenset({"$select", "$filter", "$orderby", "$top", "$count", "$skiptoken", "$deltatoken"})
+_ENTITY_OPTIONS = frozenset({"$select"})
+# Supported by the real Web API, not simulated: refused with a message saying so (docs/simulators.md).
+_NOT_SIMULATED = frozenset({"$expand", "$apply", "fetchXml", "savedQuery", "userQuery"})
+
+
+def _check_query_options(query: Mapping[str, str], *, collection: bool) -> None:
+    allowed = _COLLECTION_OPTIONS if collection else _ENTITY_OPTIONS
+    for name in query:
+        if name in allowed:
+            continue
+        if name in _NOT_SIMULATED:
+            raise bad_request(f"The query option '{name}' is not supported by this simulator.")
+        if name.startswith("$") or name.lower() in {n.lower() for n in _NOT_SIMULATED}:
+            raise bad_request(f"The query parameter {name} is not supported.")
+
+
+# The real code is undocumented (REAL-SERVICES.md §3); the message names the cause, which clients match.
+CHANGE_TRACKING_OFF = "0x80044352"
 
 
 def bad_request(message: str, code: str = "0x80060888") -> DvError:
@@ -109,9 +132,14 @@ def _etag_matches(header: str, row: Mapping[str, Any]) -> bool:
 
 
 class DataverseService:
-    def __init__(self, store: Store, *, bulk_unsupported: Iterable[str] = ("systemusers",)) -> None:
+    def __init__(
+        self, store: Store, *, bulk_unsupported: Iterable[str] = ("systemusers",), untracked: Iterable[str] = ()
+    ) -> None:
         self.store = store
         self.bulk_unsupported = set(bulk_unsupported)
+        # Change tracking is a per-table setting in Dataverse (Learn "Use change tracking to synchronize data
+        # with external systems"); tables listed here have it off, and a track-changes read is refused.
+        self.untracked = set(untracked)
 
     # ------------------------------------------------------------------------------------------- dispatch
     def execute(self, req: DvRequest) -> DvResponse:
@@ -154,11 +182,15 @@ class DataverseService:
         if match is None or data is None:
             raise DvError(404, "0x8006088a", f"Resource not found for the segment '{path.split('/')[0]}'.")
         key, action = match.group("key"), match.group("action")
+        if action == "$count" and key is None and req.method == "GET":
+            return self._count(req, data)
         if action:
             name = action.rsplit(".", 1)[-1]
             if key is not None or name not in BULK_ACTIONS or req.method != "POST":
                 raise DvError(404, "0x8006088a", f"Resource not found for the segment '{action}'.")
             return self._bulk(req, data, name)
+        if req.method == "GET":
+            _check_query_options(req.query, collection=key is None)
         if key is None:
             if req.method == "GET":
                 return self._list(req, data)
@@ -279,6 +311,21 @@ class DataverseService:
         body = {"@odata.context": self._context(req, data, select, "/$entity"), **self._row_json(data, row, select)}
         return DvResponse(200, body, {"ETag": _etag(row)})
 
+    def _count(self, req: DvRequest, data: TableData) -> DvResponse:
+        """``GET <set>/$count[?$filter=…]``: the number as plain text, at most 5,000 (Learn "Query data using
+        the Web API", Count number of rows)."""
+        for name in req.query:
+            if name != "$filter":
+                raise bad_request(f"The query parameter {name} is not supported with /$count.")
+        q = req.query
+        predicate = (
+            parse_filter(q["$filter"], fields=data.definition.fields, case_insensitive=True, dialect="dataverse")
+            if "$filter" in q
+            else None
+        )
+        count = sum(1 for r in data.rows.values() if predicate is None or predicate(r))
+        return DvResponse(200, str(min(count, 5000)), {"Content-Type": "text/plain"})
+
     def _list(self, req: DvRequest, data: TableData) -> DvResponse:
         definition, q = data.definition, req.query
         fields = definition.fields
@@ -288,16 +335,24 @@ class DataverseService:
         applied: list[str] = []
         if parse_maxpagesize(req.headers.get("Prefer")):
             applied.append(f"odata.maxpagesize={page_size}")
+        track = "odata.track-changes" in prefer
+        if (track or "$deltatoken" in q) and definition.entity_set in self.untracked:
+            raise bad_request(
+                f"Change tracking is not enabled for the entity '{definition.logical}'.", CHANGE_TRACKING_OFF
+            )
         if "$deltatoken" in q:
             return self._delta(req, data, select, page_size, applied)
-        track = "odata.track-changes" in prefer
         state = decode_skiptoken(q["$skiptoken"]) if "$skiptoken" in q else {}
         if track or "t" in state:
             if "$filter" in q or "$orderby" in q or "$top" in q:
                 raise bad_request("Change tracking does not support $filter, $orderby or $top.", "0x80044351")
             applied.append("odata.track-changes")
         # Dataverse compares text ignoring case (its SQL collation): 'ACME' eq 'acme'.
-        predicate = parse_filter(q["$filter"], fields=fields, case_insensitive=True) if "$filter" in q else None
+        predicate = (
+            parse_filter(q["$filter"], fields=fields, case_insensitive=True, dialect="dataverse")
+            if "$filter" in q
+            else None
+        )
         orderby = parse_orderby(q.get("$orderby"), fields=fields)
         top: int | None = None
         if "$top" in q:
@@ -480,6 +535,16 @@ class DataverseService:
                         ids.append(self.store.create(table, values)[pk])
                         continue
                     row_id = values.get(pk)
+                    odata_id = target.get("@odata.id")
+                    if action == "UpsertMultiple" and isinstance(odata_id, str):
+                        # Learn "Use UpsertMultiple": the target names its row by `@odata.id`, e.g.
+                        # "accounts(accountnumber='K-1')"; a created row takes the key's values.
+                        match = re.fullmatch(rf"(?:.*/)?{re.escape(table)}\((.+)\)", odata_id.strip())
+                        if match is None:
+                            raise payload_error(f"The @odata.id '{odata_id}' does not name a row of {table}.")
+                        found, key_values = self._resolve_key(data, match.group(1))
+                        values = {**values, **key_values}
+                        row_id = found if found is not None else values.get(pk)
                     if row_id is None and definition.alternate_keys:
                         key_name = definition.alternate_keys[0]
                         row_id = data.key_of(key_name, values.get(key_name))

@@ -195,8 +195,9 @@ TABLES: dict[str, TableDef] = {
 
 
 def now_iso() -> str:
-    """UTC now, millisecond precision, ISO 8601 with Z (what `modifiedon` carries)."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC now in whole seconds, ISO 8601 with Z: what `modifiedon` carries in every Learn sample
+    (e.g. "2023-05-06T10:37:01Z"), so two writes in one second share a stamp; only `versionnumber` orders them."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def normalize_guid(value: Any) -> str | None:

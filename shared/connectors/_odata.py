@@ -66,19 +66,22 @@ def with_required(select: Sequence[str] | None, *required: str) -> list[str] | N
 
 
 def chunk_ids_by_url(
-    ids: Iterable[str], *, field: str, base_len: int, budget: int = MAX_URL_BYTES
+    ids: Iterable[str], *, field: str, base_len: int, budget: int = MAX_URL_BYTES, dataverse: bool = False
 ) -> Iterator[list[str]]:
-    """Greedy chunks of ids such that ``<base>?$filter=<field> in (id,id,...)`` stays under ``budget`` bytes
+    """Greedy chunks of ids such that ``<base>?$filter=<in filter of the ids>`` stays under ``budget`` bytes
     once percent-encoded: the fewest GET calls that every front end still accepts."""
-    overhead = base_len + len("?%24filter=") + len(quote(f"{field} in ()", safe=""))
+    render = dataverse_in_filter if dataverse else in_filter
+    overhead = base_len + len("?%24filter=") + len(quote(render(field, []), safe=""))
+    quote_cost = len(quote("''", safe="")) if dataverse else 0
+    comma = len(quote(",", safe=""))
     chunk: list[str] = []
     size = overhead
     for raw in ids:
-        cost = len(quote(raw, safe="")) + (len(quote(",", safe="")) if chunk else 0)
+        cost = len(quote(raw, safe="")) + quote_cost + (comma if chunk else 0)
         if chunk and size + cost > budget:
             yield chunk
             chunk, size = [], overhead
-            cost = len(quote(raw, safe=""))
+            cost -= comma
         chunk.append(raw)
         size += cost
     if chunk:
@@ -86,7 +89,19 @@ def chunk_ids_by_url(
 
 
 def in_filter(field: str, ids: Sequence[str]) -> str:
+    """BC's list filter: the ``in`` operator (Learn "Using filter expressions in OData URIs")."""
     return f"{field} in ({','.join(ids)})"
+
+
+def dataverse_in_filter(field: str, values: Sequence[str]) -> str:
+    """Dataverse documents no ``in`` operator, only the ``Microsoft.Dynamics.CRM.In`` query function
+    (Learn "Filter rows", query functions), whose PropertyValues are string literals."""
+    listed = ",".join(quote_literal(v) for v in values)
+    return f"Microsoft.Dynamics.CRM.In(PropertyName='{field}',PropertyValues=[{listed}])"
+
+
+def quote_literal(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def normalise_guid(value: str) -> str:
@@ -94,10 +109,15 @@ def normalise_guid(value: str) -> str:
 
 
 async def gather_by_chunks(
-    ids: Sequence[str], fetch: Callable[[list[str]], Awaitable[list[RemoteRecord]]], *, field: str, base_len: int
+    ids: Sequence[str],
+    fetch: Callable[[list[str]], Awaitable[list[RemoteRecord]]],
+    *,
+    field: str,
+    base_len: int,
+    dataverse: bool = False,
 ) -> dict[str, RemoteRecord]:
     """``get_many`` of both clients: ids split so every URL stays short, chunks fetched concurrently."""
-    chunks = list(chunk_ids_by_url(ids, field=field, base_len=base_len))
+    chunks = list(chunk_ids_by_url(ids, field=field, base_len=base_len, dataverse=dataverse))
     found: dict[str, RemoteRecord] = {}
     for records in await asyncio.gather(*(fetch(c) for c in chunks)):
         for rec in records:

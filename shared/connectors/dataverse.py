@@ -4,7 +4,7 @@
 - Changes: change tracking. Cursor None -> ``Prefer: odata.track-changes`` initial read; the last page's
   ``@odata.deltaLink`` is the next cursor. A stored delta link -> changed rows plus ``$deletedEntity``
   rows (``deleted_ids``). An expired/invalid delta token -> one ``ChangePage(full_resync_required=True)``.
-- Get many: chunked ``$filter=<pk> in (...)`` GETs (URLs < 8 KB).
+- Get many: chunked ``$filter=Microsoft.Dynamics.CRM.In(...)`` GETs (URLs < 8 KB).
 - Writes: creates carry the engine's deterministic primary key (``WriteOp.id``; a random one when absent)
   and go through ``CreateMultiple`` (<= 1,000 rows per call). Because the keys are fixed, the call is
   safe to repeat: the pipeline retries it on ambiguous failures too. Updates without an ETag go through
@@ -25,6 +25,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -33,8 +34,8 @@ from azure.core.credentials_async import AsyncTokenCredential
 from shared.config import Settings
 from shared.connectors._multipart import BatchPart, build_batch, parse_batch_response
 from shared.connectors._odata import (
+    dataverse_in_filter,
     gather_by_chunks,
-    in_filter,
     normalise_guid,
     to_record,
     with_required,
@@ -51,6 +52,7 @@ from shared.errors import (
 )
 
 log = logging.getLogger("shared.connectors.dataverse")
+MODIFIED_CURSOR = "modifiedon:"  # a change cursor of a table without change tracking: the last stamp read
 
 SERVICE = "dataverse"
 BULK_LIMIT = 1000  # rows per CreateMultiple/UpdateMultiple and requests per $batch
@@ -115,6 +117,8 @@ class DataverseClient:
         for name, info in (entities or {}).items():
             self._entities[name] = info if isinstance(info, EntityInfo) else EntityInfo(name, info[0], info[1])
         self._no_bulk: set[tuple[str, str]] = set()
+        # Entity sets seen without change tracking: their changes are read by a modifiedon query (health says so).
+        self.untracked: set[str] = set()
         self._http = ServiceHttp(
             service=SERVICE,
             base_url=self.api_root,
@@ -273,6 +277,10 @@ class DataverseClient:
         self, entity: str, cursor: str | None, *, select: Sequence[str] | None = None
     ) -> AsyncIterator[ChangePage]:
         info = self.entity(entity)
+        if (cursor or "").startswith(MODIFIED_CURSOR) or entity in self.untracked:
+            async for page in self._changes_by_modifiedon(entity, cursor, select):
+                yield page
+            return
         if cursor:
             url, params = cursor, None  # the delta link keeps the original $select
         else:
@@ -296,6 +304,12 @@ class DataverseClient:
                     yield pending
                 pending = page
         except PermanentError as e:
+            if pending is None and _is_change_tracking_off(e):
+                log.warning("Dataverse change tracking is off for %s (%s): reading by modifiedon", entity, e)
+                self.untracked.add(entity)
+                async for page in self._changes_by_modifiedon(entity, None, select):
+                    yield page
+                return
             if cursor and _is_expired_token(e):
                 log.warning("Dataverse delta token of %s expired (%s): full resync", entity, e)
                 yield ChangePage(records=[], is_last=True, full_resync_required=True)
@@ -304,6 +318,36 @@ class DataverseClient:
         last = pending or ChangePage(records=[])
         last.is_last = True
         last.next_cursor = delta or cursor
+        yield last
+
+    async def _changes_by_modifiedon(
+        self, entity: str, cursor: str | None, select: Sequence[str] | None
+    ) -> AsyncIterator[ChangePage]:
+        """The change feed of a table without change tracking: rows with ``modifiedon ge <last stamp>``
+        (whole seconds, so the last second is read again; the engine's echo check drops what it already
+        synced). Deletions cannot be seen this way (documented; health names the table)."""
+        info = self.entity(entity)
+        since = (cursor or "").removeprefix(MODIFIED_CURSOR) or None
+        cols = with_required(select, info.primary_key, "modifiedon")
+        params = {"$orderby": "modifiedon asc"}
+        if cols:
+            params["$select"] = ",".join(cols)
+        if since:
+            params["$filter"] = f"modifiedon ge {since}"
+        latest = since
+        pending: ChangePage | None = None
+        async for body in self._pages(f"{self.api_root}/{entity}", params):
+            page = ChangePage(records=[self._record(entity, row) for row in body.get("value", [])])
+            for rec in page.records:
+                if rec.modified_on is not None:
+                    stamp = rec.modified_on.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    latest = stamp if latest is None or stamp > latest else latest
+            if pending is not None:
+                yield pending
+            pending = page
+        last = pending or ChangePage(records=[])
+        last.is_last = True
+        last.next_cursor = MODIFIED_CURSOR + (latest or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         yield last
 
     async def get_many(
@@ -318,7 +362,7 @@ class DataverseClient:
         base_len = len(url) + (len(",".join(cols)) + 12 if cols else 0)
 
         async def fetch(chunk: list[str]) -> list[RemoteRecord]:
-            params = {"$filter": in_filter(info.primary_key, chunk)}
+            params = {"$filter": dataverse_in_filter(info.primary_key, chunk)}
             if cols:
                 params["$select"] = ",".join(cols)
             out: list[RemoteRecord] = []
@@ -326,7 +370,7 @@ class DataverseClient:
                 out += [self._record(entity, r) for r in body.get("value", [])]
             return out
 
-        return await gather_by_chunks(wanted, fetch, field=info.primary_key, base_len=base_len)
+        return await gather_by_chunks(wanted, fetch, field=info.primary_key, base_len=base_len, dataverse=True)
 
     # ------------------------------------------------------------------ writes
     async def write_many(self, entity: str, ops: Sequence[WriteOp]) -> list[WriteResult]:
@@ -490,6 +534,10 @@ def _is_expired_token(err: SyncError) -> bool:
         return True
     text = err.message.lower()
     return any(w in text for w in ("expired", "version stamp", "delta token", "deltatoken", "change tracking token"))
+
+
+def _is_change_tracking_off(err: SyncError) -> bool:
+    return "change tracking is not enabled" in err.message.lower()
 
 
 def _is_unsupported_bulk(err: SyncError) -> bool:

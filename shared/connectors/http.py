@@ -297,7 +297,7 @@ def error_from_response(response: AsyncHttpResponse, service: str) -> SyncError:
     status = response.status_code
     code, message = _error_body(response)
     message = message or f"{service} answered HTTP {status}"
-    cls = classify_status(status)
+    cls = classify_status(status, code)
     if cls is ThrottledError:
         seconds = _retry_after_seconds(response.headers)
         return ThrottledError(message, retry_after=seconds, code=code, status=status, service=service)
@@ -308,7 +308,7 @@ def error_from_payload(status: int, body: Any, service: str, headers: Mapping[st
     """The same mapping for an inner response of a ``$batch``."""
     code, message = _error_fields(body)
     message = message or f"{service} answered HTTP {status}"
-    cls = classify_status(status)
+    cls = classify_status(status, code)
     if cls is ThrottledError:
         return ThrottledError(
             message, retry_after=_retry_after_seconds(headers or {}), code=code, status=status, service=service

@@ -58,3 +58,7 @@ class InvalidContinuationError(ValidationFailedError, ValueError):
     """A paging token that this service did not issue (or that was tampered with)."""
 
     code = "invalid_continuation"
+
+
+class ErrorNotFoundError(ServiceError):
+    code, status, title = "error_not_found", 404, "No such sync error"

@@ -11,7 +11,7 @@ snapshot; it is *in sync* when the source value converted to the other side equa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from shared.domain.model import Direction
@@ -258,9 +258,16 @@ def _winner(
         return "conflict"
     # Out of sync but neither side known to have changed (never synced): the newer record wins,
     # Business Central when unknown (BC runs its To pass first).
-    if pair.dv_modified_on and pair.bc_modified_on and pair.dv_modified_on > pair.bc_modified_on:
+    if pair.dv_modified_on and pair.bc_modified_on and dv_stamp_end(pair.dv_modified_on) > pair.bc_modified_on:
         return Direction.FROM_DATAVERSE
     return Direction.TO_DATAVERSE
+
+
+def dv_stamp_end(stamp: datetime) -> datetime:
+    """Dataverse stamps `modifiedon` in whole seconds: a row stamped 10:00:01 changed at some moment of that
+    second, so against BC's millisecond stamps it counts as the second's end (a row created in Dataverse just
+    after the BC record, in the same second, is the newer one)."""
+    return stamp.replace(microsecond=0) + timedelta(microseconds=999_999)
 
 
 def plan_sync(

@@ -10,9 +10,11 @@ from typing import Any
 
 from shared.domain.errors import CannotAutoCoupleError, MappingNotFoundError, ServiceError, ValidationFailedError
 from shared.domain.model import Direction, Job
+from shared.errors import SyncError
 from shared.mappings.config import TableMapping
 from shared.messaging.message_ids import bounded_message_id
 from shared.planning.automatic import does_automatic_work
+from shared.planning.decisions import upstream_failure_is_per_record
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.jobs import BATCH_SIZE, JobService, message
@@ -48,7 +50,13 @@ async def sync_ids(
         keys = list(dict.fromkeys(dv_ids))
         found = await engine.couplings.get_many_by_dataverse_ids(mapping.name, keys)
     couplings = [found[k] for k in dict.fromkeys(keys) if k in found]
-    synced = await SyncService(engine).sync_couplings(mapping, couplings, direction, force=force, job_id=job_id)
+    svc = SyncService(engine)
+    try:
+        synced = await svc.sync_couplings(mapping, couplings, direction, force=force, job_id=job_id)
+    except SyncError as e:
+        if not upstream_failure_is_per_record(e.service, e.transient):
+            raise
+        synced = await svc.upstream_failed(mapping, couplings, direction, e, job_id)
     by_key = {(r.bc_id if bc_ids else r.dataverse_id): r for r in synced.results}
     for k in keys:
         r = by_key.get(k)
@@ -215,9 +223,10 @@ async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int
 
 
 # ------------------------------------------------------------------ webhooks
-def check_secret(given: object, expected: str) -> bool:
-    """Constant-time comparison; anything but a string (a forged number, list, object) simply fails."""
-    return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
+def check_secret(given: object, expected: str | None) -> bool:
+    """Constant-time comparison; anything but a string (a forged number, list, object) simply fails, and so
+    does everything while the secret is not configured."""
+    return bool(expected) and isinstance(given, str) and hmac.compare_digest(given.encode(), str(expected).encode())
 
 
 _RESOURCE = re.compile(r"companies\(([^)]+)\)/(\w+)(?:\(([0-9a-fA-F-]{36})\))?")
@@ -229,8 +238,12 @@ async def bc_notification(engine: Engine, body: dict[str, Any]) -> int:
     if not isinstance(items, list) or not items:
         raise ValidationFailedError("A notification has a non-empty 'value' array.")
     expected = engine.settings.bc_webhook_client_state
+    previous = engine.settings.bc_webhook_client_state_previous  # rotation grace: see the setting
     for it in items:
-        if not isinstance(it, dict) or not check_secret(it.get("clientState"), expected):
+        if not isinstance(it, dict) or not (
+            check_secret(it.get("clientState"), expected)
+            or (previous is not None and check_secret(it.get("clientState"), previous))
+        ):
             raise WebhookUnauthorizedError("clientState does not match the registered subscription.")
     by_entity = {m.bc_entity: m for m in await engine.registry.list()}
     msgs: list[dict[str, Any]] = []

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from shared.connectors._odata import dataverse_in_filter
 from shared.domain.model import RemoteRecord
 from shared.mappings.config import FieldMap, TableMapping
 from shared.planning.identity_keys import bc_number_for, dataverse_id_for  # noqa: F401 -- re-exported
@@ -101,7 +102,7 @@ class RecordCodec:
         """Unit group id -> its base unit's id (one query per batch)."""
         if not group_ids or self._dv is None:
             return {}
-        filt = "isschedulebaseuom eq true and _uomscheduleid_value in (" + ",".join(sorted(group_ids)) + ")"
+        filt = "isschedulebaseuom eq true and " + dataverse_in_filter("_uomscheduleid_value", sorted(group_ids))
         out: dict[str, str] = {}
         async for page in self._dv.list_records("uoms", select=["uomid", "_uomscheduleid_value"], filter=filt):
             for rec in page:

@@ -18,8 +18,8 @@ from shared.planning.planner import plan_create, snapshot_after_create
 from shared.planning.transform import convert, same
 from shared.services.adoption import create_in_bc, create_in_dataverse
 from shared.services.codec import odata_string
-from shared.services.create_errors import create_error_entry, created_sources, failed_creates
 from shared.services.engine import Engine, utcnow
+from shared.services.sync_errors import create_error_entry, created_sources, failed_creates
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 
 

@@ -1,13 +1,14 @@
 """A mapping's table filter (BC) and integration table filter (Dataverse) in scheduled and webhook syncs:
 records of a change page outside the filter of their side are left alone (not synchronized, not created),
 as BC's job never reads them. The change feeds cannot carry a filter (Dataverse change tracking refuses
-``$filter``), so the records that need work are checked with one query per 100 ids: ``(id in (...)) and
-(<filter>)``; no filter, no query."""
+``$filter``), so the records that need work are checked with one query per 100 ids: ``(<ids>) and
+(<filter>)`` (BC's ``in``, Dataverse's ``Microsoft.Dynamics.CRM.In``); no filter, no query."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from shared.connectors._odata import dataverse_in_filter, in_filter
 from shared.domain.model import RemoteRecord, Side
 from shared.mappings.config import TableMapping
 from shared.services.engine import Engine
@@ -29,7 +30,8 @@ async def within_filter(
     keep: set[str] = set()
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
-        query = f"({key} in ({','.join(chunk)})) and ({filt})"
+        ids_filter = in_filter(key, chunk) if side == Side.BC else dataverse_in_filter(key, chunk)
+        query = f"({ids_filter}) and ({filt})"
         async for page in service.list_records(entity, select=[key], filter=query):
             keep.update(r.id for r in page)
     return [r for r in records if r.id in keep]

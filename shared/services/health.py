@@ -222,6 +222,16 @@ async def _bounded(name: str, check: Callable[[], Awaitable[str]], limit_seconds
         return "error"
 
 
+def missing_secrets(s: Settings) -> dict[str, str]:
+    """The health check that names each unset secret setting (webhooks of that side are refused meanwhile)."""
+    missing = {}
+    if not s.bc_webhook_client_state:
+        missing["businessCentral"] = "BC_WEBHOOK_CLIENT_STATE"
+    if not s.dataverse_webhook_key:
+        missing["dataverse"] = "DATAVERSE_WEBHOOK_KEY"
+    return missing
+
+
 async def check_health(
     settings: Settings | None = None, *, limit_seconds: float = CHECK_TIMEOUT_SECONDS
 ) -> dict[str, Any]:
@@ -240,4 +250,23 @@ async def check_health(
     }
     results = await asyncio.gather(*(_bounded(name, check, limit_seconds) for name, check in checks.items()))
     outcome = dict(zip(checks, results, strict=True))
-    return {"status": OK if all(v == OK for v in outcome.values()) else "degraded", "checks": outcome}
+    for name, setting in missing_secrets(s).items():
+        if outcome[name] == OK:
+            outcome[name] = f"{setting} is not set"
+    answer: dict[str, Any] = {"status": OK if all(v == OK for v in outcome.values()) else "degraded", "checks": outcome}
+    notes = await _notes() if use_runtime else []
+    if notes:
+        answer["notes"] = notes
+    return answer
+
+
+async def _notes() -> list[str]:
+    """What this process learned that an operator should know; it changes no status."""
+    from shared.bootstrap import get_runtime
+
+    runtime = await get_runtime()
+    return [
+        f"dataverse: change tracking is not enabled for {entity}; its changes are read by modifiedon "
+        "and deletions there are not seen by scheduled syncs"
+        for entity in sorted(getattr(runtime.dv, "untracked", ()))
+    ]

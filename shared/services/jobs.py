@@ -7,19 +7,19 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from shared.domain.errors import JobNotFoundError
-from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side, Watermark
+from shared.domain.errors import ErrorNotFoundError, JobNotFoundError
+from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side, SyncErrorEntry, Watermark
 from shared.errors import PreconditionFailedError
 from shared.mappings.config import TableMapping
 from shared.planning.automatic import may_run
 from shared.planning.planner import may_create, plan_deletion
 from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
-from shared.services.create_errors import create_error_entry
 from shared.services.dependencies import for_full_run, run_mapping_job
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.filters import within_filter
 from shared.services.option_sets import OptionSetService, is_option_mapping
+from shared.services.sync_errors import create_error_entry
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 from shared.telemetry import log_event, record_job
 
@@ -72,6 +72,43 @@ class JobService:
         await self.e.jobs.create(job)
         await self.e.publisher.publish(msgs)
         return job
+
+    async def _mapping_name(self, mapping: str | None) -> str | None:
+        return None if mapping is None else (await self.e.registry.get(mapping)).name
+
+    async def jobs_page(
+        self, mapping: str | None, top: int, continuation: str | None
+    ) -> tuple[str | None, list[Job], str | None]:
+        """(mapping name, a page of jobs newest first, continuation); an unknown mapping -> not found."""
+        name = await self._mapping_name(mapping)
+        items, token = await self.e.jobs.list_page(mapping=name, top=top, continuation=continuation)
+        return name, items, token
+
+    async def errors_page(
+        self, mapping: str | None, top: int, continuation: str | None, include_closed: bool
+    ) -> tuple[str | None, list[SyncErrorEntry], str | None]:
+        """(mapping name, a page of sync errors newest first, continuation)."""
+        name = await self._mapping_name(mapping)
+        items, token = await self.e.errors.list_page(
+            mapping=name, include_closed=include_closed, top=top, continuation=continuation
+        )
+        return name, items, token
+
+    async def retry_errors(self, ids: Sequence[str]) -> tuple[list[Job], list[str]]:
+        """One retry job per mapping of these open sync errors (the first mapping's job first) and the ids
+        that match no open error; none matching -> ``ErrorNotFoundError``."""
+        entries = [e for e in await self.e.errors.get_many(ids) if not e.closed]
+        if not entries:
+            raise ErrorNotFoundError("None of the ids names an open sync error.", unknown=list(ids))
+        by_mapping: dict[str, list[str]] = {}
+        for e in entries:
+            by_mapping.setdefault(e.mapping, []).append(e.id)
+        jobs = [await self.start(m, "retry", None, ids=m_ids) for m, m_ids in by_mapping.items()]
+        known = {e.id for e in entries}
+        return jobs, [i for i in ids if i not in known]
+
+    async def retry_all(self, mapping: str) -> Job:
+        return await self.start((await self.e.registry.get(mapping)).name, "retry", None, all=True)
 
     async def get(self, job_id: str) -> Job:
         job = await self.e.jobs.get(job_id)
@@ -522,9 +559,14 @@ class JobService:
 
 
 def _newer(record: RemoteRecord, coupling: Coupling, side: Side) -> bool:
-    """Whether a change is newer than what the last sync of this pair saw (feeds overlap and echo our writes)."""
+    """Whether a change may be newer than what the last sync of this pair saw (feeds overlap and echo our
+    writes). Dataverse stamps `modifiedon` in whole seconds: a person's edit in the same second as our write
+    carries the same stamp, so an equal Dataverse stamp is a candidate too (the value check then tells our
+    echo from the edit)."""
     seen = coupling.bc_modified_on if side == Side.BC else coupling.dv_modified_on
-    return record.modified_on is None or seen is None or record.modified_on > seen
+    if record.modified_on is None or seen is None:
+        return True
+    return record.modified_on > seen if side == Side.BC else record.modified_on >= seen
 
 
 def _pending_cursors(detail: str | None) -> dict[str, str]:

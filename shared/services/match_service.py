@@ -21,7 +21,8 @@ from shared.planning.matching import (
     unmatched_reason,
 )
 from shared.services.engine import Engine, utcnow
-from shared.services.sync_service import RecordResult, SyncOutcome, SyncService, error_id
+from shared.services.sync_errors import error_id
+from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 
 # Records per Dataverse query: 50 values of up to 160 characters stay far below Dataverse's 32 KB URL limit,
 # and a full match of a code table (currencies, units) costs 0.02 queries per record.

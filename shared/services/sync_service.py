@@ -5,7 +5,6 @@ Used by Synchronize now, sync from Dataverse, scheduled/incremental jobs and ret
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,9 +14,21 @@ from shared.domain.errors import DirectionNotAllowedError, DirectionRequiredErro
 from shared.domain.model import Coupling, Direction, RemoteRecord, SyncErrorEntry, WriteOp, WriteResult
 from shared.errors import SyncError
 from shared.mappings.config import TableMapping
+from shared.planning.decisions import (
+    PARENT_NOT_COUPLED,
+    UPSTREAM_UNAVAILABLE,
+    FailureState,
+    WriteFailure,
+    after_failure,
+    failure_code,
+    failure_transient,
+    parent_missing_message,
+    replan,
+)
 from shared.planning.lookups import unresolved_lookups
 from shared.planning.planner import Changes, PairState, RecordPlan, detect_changes, plan_sync, suggest_direction
 from shared.services.engine import Engine, empty_counts, utcnow
+from shared.services.sync_errors import error_entry
 from shared.telemetry import log_event, record_sync_outcomes
 
 log = logging.getLogger(__name__)
@@ -41,7 +52,11 @@ class RecordResult:
             "dataverseId": self.dataverse_id,
             "status": self.status,
             "direction": self.direction,
-            "error": {"code": self.error_code, "message": self.error_message} if self.error_code else None,
+            "error": (
+                {"code": self.error_code, "message": self.error_message, "transient": self.transient}
+                if self.error_code
+                else None
+            ),
         }
 
 
@@ -80,11 +95,6 @@ def resolve_direction(mapping: TableMapping, requested: Direction | None) -> Dir
             allowed=[mapping.direction.value],
         )
     return requested
-
-
-def error_id(mapping: str, bc_id: str | None, dv_id: str | None, direction: str | None) -> str:
-    raw = f"{mapping}|{bc_id or ''}|{dv_id or ''}|{direction or ''}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 class SyncService:
@@ -186,10 +196,8 @@ class SyncService:
         """Synchronizes these coupled pairs in ``direction``; one result per coupling. A write refused because
         the record changed after it was read (412: another worker, or a change in between) is re-read and
         re-planned once, so a concurrent writer's values are merged, not lost and not reported as failures."""
-        outcome = SyncOutcome()
-        stale: list[Coupling] = []
         if not couplings:
-            return outcome
+            return SyncOutcome()
         bc_recs, dv_recs, bc_values = await self._load(mapping, couplings, known if _attempt == 0 else None)
         pairs = self._pairs(mapping, couplings, bc_recs, dv_recs, bc_values)
         plans = plan_sync(
@@ -201,66 +209,114 @@ class SyncService:
             honour_skipped=honour_skipped,
         )
         codec = self.e.codec(mapping)
+        blocked, bc_payloads = await self._bc_payloads(mapping, codec, couplings, plans, bc_recs, bc_values, direction)
+        dv_ops = _dv_ops(codec, plans, dv_recs, blocked)
+        bc_ops = [WriteOp("update", ref=r, id=r, fields=f, etag=bc_recs[r].etag) for r, f in bc_payloads.items()]
+        writes = _Writes(
+            await self._write(self.e.dv, mapping.dataverse_entity_set, dv_ops),
+            await self._write(self.e.bc, mapping.bc_entity, bc_ops),
+            bc_recs,
+            dv_recs,
+            blocked,
+        )
+        outcome, stale = await self._record(mapping, couplings, plans, writes, direction, job_id, scheduled, _attempt)
+        if stale:
+            again = await self.sync_couplings(
+                mapping, stale, direction, force=force, honour_skipped=honour_skipped, job_id=job_id,
+                scheduled=scheduled, _attempt=1,
+            )  # fmt: skip
+            outcome.merge(again)
+        _report(mapping.name, direction, job_id, len(couplings), outcome)
+        return outcome
 
-        # Dependency check: a lookup whose parent is not coupled fails (retryable) instead of blanking it.
-        dependency_errors: dict[str, str] = {}
+    async def upstream_failed(
+        self,
+        mapping: TableMapping,
+        couplings: Sequence[Coupling],
+        direction: Direction,
+        err: SyncError,
+        job_id: str | None,
+    ) -> SyncOutcome:
+        """BC or Dataverse kept failing past the retries for these pairs: each one is a ``failed`` record result
+        (``upstream_unavailable``, transient), recorded on its coupling and listed as a sync error to retry."""
+        outcome, now = SyncOutcome(), utcnow()
+        message = f"{err.service or 'a dependency'} is unavailable: {err.message}"
+        errors: list[SyncErrorEntry] = []
+        for c in couplings:
+            r = RecordResult(c.bc_id, c.dataverse_id, "failed", direction.value, UPSTREAM_UNAVAILABLE, message, True)
+            outcome.add(r)
+            state = after_failure(
+                FailureState(c.consecutive_failures, c.last_error, c.last_sync_result, c.skipped),
+                message,
+                True,
+                self.e.settings.skip_after_failures,
+            )
+            c.consecutive_failures, c.last_error, c.last_sync_result = state.consecutive_failures, message, "failed"
+            c.last_sync_direction = direction.value
+            errors.append(error_entry(mapping.name, r, job_id, now))
+        if couplings:
+            await self.e.couplings.save_sync_state(list(couplings))
+            await self.e.errors.record_many(errors)
+        _report(mapping.name, direction, job_id, len(couplings), outcome)
+        return outcome
+
+    async def _bc_payloads(
+        self,
+        mapping: TableMapping,
+        codec: Any,
+        couplings: Sequence[Coupling],
+        plans: Sequence[RecordPlan],
+        bc_recs: dict[str, RemoteRecord],
+        bc_values: dict[str, dict[str, Any]],
+        direction: Direction,
+    ) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+        """(records blocked by an uncoupled parent -> message, BC payloads by id) under the dependency rule."""
+        blocked: dict[str, str] = {}
         for c in couplings:
             rec = bc_recs.get(c.bc_id)
-            if rec is not None:
-                missing = codec.unresolved_parents(bc_values.get(c.bc_id, {}), rec)
-                if missing and direction != Direction.FROM_DATAVERSE:
-                    dependency_errors[c.bc_id] = (
-                        f"The parent record ({', '.join(missing)}) is not coupled yet; couple or sync the parent "
-                        "mapping first."
-                    )
-
-        bc_values_by_ref = {p.bc_id: p.bc_update for p in plans if p.bc_update and p.bc_id not in dependency_errors}
+            if rec is not None and direction != Direction.FROM_DATAVERSE:
+                message = parent_missing_message(codec.unresolved_parents(bc_values.get(c.bc_id, {}), rec))
+                if message:
+                    blocked[c.bc_id] = message
+        bc_values_by_ref = {p.bc_id: p.bc_update for p in plans if p.bc_update and p.bc_id not in blocked}
         bc_payloads = await codec.bc_payloads(bc_values_by_ref)
         lookups = [(f.key, f.bc) for f in mapping.fields if f.lookup is not None and f.bc is not None]
         for ref, missing in unresolved_lookups(lookups, bc_values_by_ref, bc_payloads).items():
-            # The Dataverse parent is not coupled: fail the record rather than write it without its parent.
-            dependency_errors[ref] = (
-                f"The parent record ({', '.join(missing)}) is not coupled yet; couple or sync the parent mapping first."
-            )
+            blocked[ref] = parent_missing_message(missing) or ""
             bc_payloads.pop(ref, None)
-        dv_ops: list[WriteOp] = []
-        for plan in plans:
-            if plan.bc_id in dependency_errors or not plan.dv_update:
-                continue
-            d = dv_recs[plan.dv_id]
-            dv_ops.append(
-                WriteOp("update", ref=plan.bc_id, id=plan.dv_id, fields=codec.dv_payload(plan.dv_update), etag=d.etag)
-            )
-        bc_ops = [
-            WriteOp("update", ref=ref, id=ref, fields=payload, etag=bc_recs[ref].etag)
-            for ref, payload in bc_payloads.items()
-        ]
-        dv_results = await self._write(self.e.dv, mapping.dataverse_entity_set, dv_ops)
-        bc_results = await self._write(self.e.bc, mapping.bc_entity, bc_ops)
+        return blocked, bc_payloads
 
+    async def _record(
+        self,
+        mapping: TableMapping,
+        couplings: Sequence[Coupling],
+        plans: Sequence[RecordPlan],
+        w: _Writes,
+        direction: Direction,
+        job_id: str | None,
+        scheduled: bool,
+        attempt: int,
+    ) -> tuple[SyncOutcome, list[Coupling]]:
+        """Results, coupling bookkeeping and sync errors of one pass; the stale couplings to re-plan."""
+        outcome, stale = SyncOutcome(), []
         now = utcnow()
         to_save: list[Coupling] = []
         errors: list[SyncErrorEntry] = []
         succeeded: list[str] = []
         for c, plan in zip(couplings, plans, strict=True):
-            result = self._result_of(plan, dv_results.get(c.bc_id), bc_results.get(c.bc_id))
-            if c.bc_id in dependency_errors:
+            dv_w, bc_w = w.dv.get(c.bc_id), w.bc.get(c.bc_id)
+            result = self._result_of(plan, dv_w, bc_w)
+            if c.bc_id in w.blocked:
                 result = RecordResult(
-                    c.bc_id,
-                    c.dataverse_id,
-                    "failed",
-                    direction.value,
-                    "parent_not_coupled",
-                    dependency_errors[c.bc_id],
-                    transient=True,
+                    c.bc_id, c.dataverse_id, "failed", direction.value, PARENT_NOT_COUPLED, w.blocked[c.bc_id], True
                 )
-            if result.status == "failed" and result.error_code == "target_changed" and _attempt == 0:
-                stale.append(c)  # re-planned below with fresh reads; nothing recorded for this attempt
+            if replan(result.error_code if result.status == "failed" else None, attempt):
+                stale.append(c)  # re-planned with fresh reads; nothing recorded for this attempt
                 continue
             outcome.add(result)
             before = _state_key(c)
-            self._bookkeep(c, plan, result, now, dv_results.get(c.bc_id), bc_results.get(c.bc_id))
-            read_bc, read_dv = bc_recs.get(c.bc_id), dv_recs.get(c.dataverse_id)
+            self._bookkeep(c, plan, result, now, dv_w, bc_w)
+            read_bc, read_dv = w.bc_recs.get(c.bc_id), w.dv_recs.get(c.dataverse_id)
             if result.status in ("updated", "unchanged"):
                 # Remember what was seen, so the change feeds' overlap and our own echoes are skipped cheaply.
                 c.bc_modified_on = _latest(c.bc_modified_on, read_bc.modified_on if read_bc else None)
@@ -271,50 +327,16 @@ class SyncService:
             if result.status in ("updated", "unchanged"):
                 succeeded.append(c.bc_id)
             elif result.error_code and result.error_code not in ("record_skipped",):
-                errors.append(self._error_entry(mapping, c, result, job_id, now))
+                errors.append(
+                    error_entry(mapping.name, result, job_id, now, bc_id=c.bc_id, dataverse_id=c.dataverse_id)
+                )
         if to_save:
             await self.e.couplings.save_sync_state(to_save)
         if errors:
             await self.e.errors.record_many(errors)
         if succeeded:
             await self.e.errors.close_for_records(mapping.name, succeeded)
-        if stale:
-            outcome.merge(
-                await self.sync_couplings(
-                    mapping,
-                    stale,
-                    direction,
-                    force=force,
-                    honour_skipped=honour_skipped,
-                    job_id=job_id,
-                    scheduled=scheduled,
-                    _attempt=1,
-                )
-            )
-        record_sync_outcomes(mapping.name, direction.value, outcome.counts)
-        for r in outcome.results:
-            if r.status not in ("updated", "unchanged"):
-                log_event(
-                    log,
-                    f"record {r.status}: {r.error_code}",
-                    mapping=mapping.name,
-                    job_id=job_id,
-                    record_ids=[x for x in (r.bc_id, r.dataverse_id) if x],
-                    direction=r.direction,
-                    outcome=r.status,
-                    code=r.error_code,
-                    level=logging.WARNING,
-                )
-        log_event(
-            log,
-            f"synchronized {len(couplings)} records",
-            mapping=mapping.name,
-            job_id=job_id,
-            direction=direction.value,
-            outcome="partial" if outcome.counts["failed"] else "succeeded",
-            **outcome.counts,
-        )
-        return outcome
+        return outcome, stale
 
     async def _write(self, service: Any, entity: str, ops: list[WriteOp]) -> dict[str, WriteResult]:
         if not ops:
@@ -325,11 +347,15 @@ class SyncService:
     def _result_of(self, plan: RecordPlan, dv_w: WriteResult | None, bc_w: WriteResult | None) -> RecordResult:
         for w in (dv_w, bc_w):
             if w is not None and not w.ok:
-                err = w.error
-                transient = bool(getattr(err, "transient", False)) or getattr(err, "status", None) == 412
-                code = "target_changed" if getattr(err, "status", None) == 412 else _error_code(err)
+                f = write_failure(w.error)
                 return RecordResult(
-                    plan.bc_id, plan.dv_id, "failed", plan.direction.value, code, _message(err), transient
+                    plan.bc_id,
+                    plan.dv_id,
+                    "failed",
+                    plan.direction.value,
+                    failure_code(f),
+                    _message(w.error),
+                    failure_transient(f),
                 )
         return RecordResult(
             plan.bc_id, plan.dv_id, plan.status, plan.direction.value, plan.error_code, plan.error_message
@@ -367,29 +393,62 @@ class SyncService:
             c.last_error = result.error_message
             return
         # failed / conflict / not_found: count repeated identical failures (BC marks Skipped on the 2nd).
-        same_again = c.last_error == result.error_message and c.last_sync_result == "failed"
-        c.consecutive_failures = c.consecutive_failures + 1 if same_again or c.consecutive_failures == 0 else 1
-        c.last_sync_result = "failed"
-        c.last_error = result.error_message
-        if c.consecutive_failures >= self.e.settings.skip_after_failures and not result.transient:
-            c.skipped = True
-
-    def _error_entry(
-        self, mapping: TableMapping, c: Coupling, result: RecordResult, job_id: str | None, now: Any
-    ) -> SyncErrorEntry:
-        return SyncErrorEntry(
-            id=error_id(mapping.name, c.bc_id, c.dataverse_id, result.direction),
-            mapping=mapping.name,
-            direction=result.direction or "",
-            code=result.error_code or "sync_failed",
-            message=result.error_message or "",
-            transient=result.transient,
-            bc_id=c.bc_id,
-            dataverse_id=c.dataverse_id,
-            first_occurred_at=now,
-            last_occurred_at=now,
-            job_id=job_id,
+        state = FailureState(c.consecutive_failures, c.last_error, c.last_sync_result, c.skipped)
+        state = after_failure(state, result.error_message, result.transient, self.e.settings.skip_after_failures)
+        c.consecutive_failures, c.last_error, c.last_sync_result, c.skipped = (
+            state.consecutive_failures,
+            state.last_error,
+            state.last_sync_result,
+            state.skipped,
         )
+
+
+@dataclass(slots=True)
+class _Writes:
+    """What one pass wrote (by BC id), what it read, and the records held back by the dependency rule."""
+
+    dv: dict[str, WriteResult]
+    bc: dict[str, WriteResult]
+    bc_recs: dict[str, RemoteRecord]
+    dv_recs: dict[str, RemoteRecord]
+    blocked: dict[str, str]
+
+
+def _dv_ops(
+    codec: Any, plans: Sequence[RecordPlan], dv_recs: dict[str, RemoteRecord], blocked: dict[str, str]
+) -> list[WriteOp]:
+    return [
+        WriteOp("update", ref=p.bc_id, id=p.dv_id, fields=codec.dv_payload(p.dv_update), etag=dv_recs[p.dv_id].etag)
+        for p in plans
+        if p.bc_id not in blocked and p.dv_update
+    ]
+
+
+def _report(mapping: str, direction: Direction, job_id: str | None, n: int, outcome: SyncOutcome) -> None:
+    """Metrics and logs of a sync pass: one warning per record that did not sync, one summary line."""
+    record_sync_outcomes(mapping, direction.value, outcome.counts)
+    for r in outcome.results:
+        if r.status not in ("updated", "unchanged"):
+            log_event(
+                log,
+                f"record {r.status}: {r.error_code}",
+                mapping=mapping,
+                job_id=job_id,
+                record_ids=[x for x in (r.bc_id, r.dataverse_id) if x],
+                direction=r.direction,
+                outcome=r.status,
+                code=r.error_code,
+                level=logging.WARNING,
+            )
+    log_event(
+        log,
+        f"synchronized {n} records",
+        mapping=mapping,
+        job_id=job_id,
+        direction=direction.value,
+        outcome="partial" if outcome.counts["failed"] else "succeeded",
+        **outcome.counts,
+    )
 
 
 def _latest(a: Any, b: Any) -> Any:
@@ -412,10 +471,11 @@ def _state_key(c: Coupling) -> tuple[Any, ...]:
     )
 
 
-def _error_code(err: Exception | None) -> str:
-    if isinstance(err, SyncError):
-        return "remote_" + (type(err).__name__.removesuffix("Error").lower() or "error")
-    return "sync_failed"
+def write_failure(err: Exception | None) -> WriteFailure:
+    """The plain data of an adapter error that the decisions need."""
+    if not isinstance(err, SyncError):
+        return WriteFailure("", None, None, False)
+    return WriteFailure(type(err).__name__, err.status, err.code, err.transient)
 
 
 def _message(err: Exception | None) -> str:

@@ -14,6 +14,17 @@ from shared.services.engine import Engine, utcnow
 
 log = logging.getLogger(__name__)
 RENEW_BEFORE = timedelta(days=1)
+# Learn "Working with webhooks in Dynamics 365 Business Central", supported APIs (API v2.0). `contacts` is
+# not listed (its page allows change tracking, but the stricter reading follows the list): such mappings are
+# synced by the scheduled incremental job only, and the timer's report says so.
+BC_WEBHOOK_ENTITIES = frozenset(
+    {
+        "companyInformation", "countriesRegions", "currencies", "customerPaymentJournals", "customers",
+        "dimensions", "dimensionValues", "employees", "generalLedgerEntries", "itemCategories", "items",
+        "journals", "paymentMethods", "paymentTerms", "purchaseInvoices", "salesCreditMemos", "salesInvoices",
+        "salesOrders", "salesQuotes", "shipmentMethods", "taxAreas", "taxGroups", "unitsOfMeasure", "vendors",
+    }
+)  # fmt: skip
 
 
 def _expires(sub: dict[str, Any]) -> datetime | None:
@@ -26,28 +37,32 @@ def _expires(sub: dict[str, Any]) -> datetime | None:
         return None
 
 
-# API v2.0 entities BC's webhooks do not support (Learn, "Working with webhooks": supported entities).
-NO_BC_WEBHOOKS = frozenset({"salespeoplePurchasers", "opportunities"})
-
-
 async def ensure_bc_subscriptions(engine: Engine, bc: Any) -> dict[str, str]:
-    """``{resource: "created" | "renewed" | "ok" | "failed: <reason>"}`` for each running mapping's BC entity."""
+    """``{resource: "created" | "renewed" | "ok" | "not supported: …" | "failed: <reason>"}`` for each running
+    mapping's BC entity."""
+    state = engine.settings.bc_webhook_client_state
+    if not state:  # no subscription with a guessable clientState; health names the missing setting
+        return {m.bc_entity: "failed: BC_WEBHOOK_CLIENT_STATE is not set" for m in await engine.registry.list()}
     url = engine.settings.public_base_url.rstrip("/") + "/api/webhooks/businesscentral"
     company = await bc.company_id()
     existing = {
-        s.get("resource", "").split("api/v2.0/")[-1]: s
+        "/api/v2.0/" + s.get("resource", "").split("api/v2.0/")[-1].lstrip("/"): s
         for s in await bc.list_subscriptions()
         if s.get("notificationUrl") == url
     }
     out: dict[str, str] = {}
     for mapping in await engine.registry.list():
-        if mapping.state != "running" or mapping.bc_api != "v2.0" or mapping.bc_entity in NO_BC_WEBHOOKS:
-            continue  # custom API pages and entities without webhooks: the scheduled incremental syncs pick them up
-        resource = f"companies({company})/{mapping.bc_entity}"
+        if mapping.state != "running" or mapping.bc_api != "v2.0":
+            continue  # custom API pages: their changes are picked up by the scheduled incremental syncs
+        # The documented form (every Learn example): /api/v2.0/companies(<id>)/<entity>.
+        resource = f"/api/v2.0/companies({company})/{mapping.bc_entity}"
+        if mapping.bc_entity not in BC_WEBHOOK_ENTITIES:
+            out[resource] = "not supported: scheduled sync only"  # e.g. contacts: not in BC's webhook list
+            continue
         sub = existing.get(resource)
         try:
             if sub is None:
-                await bc.create_subscription(url, resource, engine.settings.bc_webhook_client_state)
+                await bc.create_subscription(url, resource, state)
                 out[resource] = "created"
             elif (_expires(sub) or utcnow()) - utcnow() < RENEW_BEFORE:
                 await bc.renew_subscription(
@@ -55,7 +70,7 @@ async def ensure_bc_subscriptions(engine: Engine, bc: Any) -> dict[str, str]:
                     sub.get("@odata.etag", "*"),
                     notificationUrl=url,
                     resource=sub.get("resource"),
-                    clientState=engine.settings.bc_webhook_client_state,
+                    clientState=state,
                 )
                 out[resource] = "renewed"
             else:

@@ -99,7 +99,6 @@ def numbers(text: str) -> list[str]:
         ("lastModifiedDateTime eq 2026-11-25T11:00:00+01:00", ["C00020"]),
         ("lastModifiedDateTime eq 2026-11-25T11:00:00 01:00", ["C00020"]),  # '+' decoded as space
         ("lastModifiedDateTime lt 2026-11-25", []),
-        ("((balanceDue gt 0) and (taxLiable eq true)) or blocked eq 'All'", ["C00010", "C00020", "C00030"]),
         ("true", ["C00010", "C00020", "C00030"]),
     ],
 )
@@ -207,3 +206,42 @@ def test_parse_datetime_forms() -> None:
     assert a.microsecond == 123456 and a.utcoffset() is not None
     assert parse_datetime("2026-11-25T10:12:03+01:00") == parse_datetime("2026-11-25T09:12:03Z")
     assert parse_datetime("2026-11-25T09:12:03") == parse_datetime("2026-11-25T09:12:03Z")
+
+
+def test_dataverse_dialect_takes_the_in_function_and_refuses_the_in_operator() -> None:
+    rows = [{"k": "a"}, {"k": "b"}, {"k": "c"}]
+    f = parse_filter("Microsoft.Dynamics.CRM.In(PropertyName='k',PropertyValues=['a','c'])", dialect="dataverse")
+    assert [r["k"] for r in rows if f(r)] == ["a", "c"]
+    assert f.conditions and f.conditions[0].op == "in"
+    with pytest.raises(ODataError):
+        parse_filter("k in ('a')", dialect="dataverse")
+    with pytest.raises(ODataError):  # BC has no such function
+        parse_filter("Microsoft.Dynamics.CRM.In(PropertyName='k',PropertyValues=['a'])")
+    with pytest.raises(ODataError):
+        parse_filter("Microsoft.Dynamics.CRM.In(PropertyName=k,PropertyValues=['a'])", dialect="dataverse")
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("a eq 1 or a eq 2", True),
+        ("(a eq 1 and b eq 2) or (a eq 3 and b eq 4)", True),
+        ("a eq 1 and (b eq 2 or b eq 3)", True),
+        ("a eq 1 or b eq 2", False),
+        ("a eq 1 or a eq 2 or b eq 3", False),
+    ],
+)
+def test_bc_dialect_refuses_or_across_different_fields(text: str, ok: bool) -> None:
+    if ok:
+        parse_filter(text)
+    else:
+        with pytest.raises(ODataError, match="different fields"):
+            parse_filter(text)
+    parse_filter(text, dialect="dataverse")  # Dataverse allows it
+
+
+def test_or_across_fields_is_evaluated_in_the_dataverse_dialect() -> None:
+    pred = parse_filter(
+        "((balanceDue gt 0) and (taxLiable eq true)) or blocked eq 'All'", fields=FIELDS, dialect="dataverse"
+    )
+    assert [r["number"] for r in ROWS if pred(r)] == ["C00010", "C00020", "C00030"]

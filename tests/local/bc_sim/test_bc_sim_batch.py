@@ -89,7 +89,9 @@ async def test_snapshot_batch_rolls_back_everything(bc: TestClient) -> None:
     resp = await bc.post(BATCH, json=body, headers={"Isolation": "snapshot"})
     assert resp.status == 200
     out = (await resp.json())["responses"]
-    assert [(r["id"], r["status"]) for r in out] == [("3", 412)]
+    # every request answered, the stale delete as BC's 409 Request_EntityChanged; everything rolled back
+    assert [(r["id"], r["status"]) for r in out] == [("1", 201), ("2", 200), ("3", 409)]
+    assert out[2]["body"]["error"]["code"] == "Request_EntityChanged"
     resp = await bc.get(CUSTOMERS)
     rows = (await resp.json())["value"]
     assert [(r["displayName"], r["city"], r["@odata.etag"]) for r in rows] == [("Keep", "", keep["@odata.etag"])]

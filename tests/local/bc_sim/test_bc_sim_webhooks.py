@@ -24,6 +24,7 @@ class Receiver:
     tokens: list[str] = field(default_factory=list)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    answers: list[int] = field(default_factory=list)  # statuses to answer notifications with, in order
 
     async def handle(self, request: web.Request) -> web.Response:
         token = request.query.get("validationToken")
@@ -32,7 +33,7 @@ class Receiver:
             return web.Response(text=token if self.echo else "nope", content_type="text/plain")
         self.notifications.append(await request.json())
         self.arrived.set()
-        return web.Response(status=202)
+        return web.Response(status=self.answers.pop(0) if self.answers else 202)
 
     async def next_batch(self, timeout: float = 5) -> dict[str, Any]:
         await asyncio.wait_for(self.arrived.wait(), timeout)
@@ -67,7 +68,7 @@ async def test_handshake_create_renew_delete(make_client: MakeClient, receiver: 
     resp = await bc.patch(url, json={})
     assert resp.status == 428
     resp = await bc.patch(url, json={}, headers={"If-Match": 'W/"stale"'})
-    assert resp.status == 412
+    assert resp.status == 409
     resp = await bc.patch(url, json={"clientState": "new"}, headers={"If-Match": sub["@odata.etag"]})
     assert resp.status == 200
     renewed = await resp.json()
@@ -121,7 +122,11 @@ async def test_notifications_are_coalesced_and_collection_when_many(
 
     resp = await bc.post("/_sim/seed", json={"entity": "customers", "count": 6})
     values = (await receiver.next_batch())["value"]
-    assert [(v["changeType"], v["resource"]) for v in values] == [("collection", RESOURCE)]
+    assert [v["changeType"] for v in values] == ["collection"]
+    # codeunit 6154 GetEntityCollectionUrl: the resource plus a filter from the first change, minus 50 ms
+    prefix = f"{RESOURCE}?$filter=lastModifiedDateTime%20gt%20"
+    assert values[0]["resource"].startswith(prefix)
+    assert values[0]["resource"][len(prefix) :] < values[0]["lastModifiedDateTime"]
 
     # other companies' and entities' changes do not notify this subscription
     await bc.post("/_sim/seed", json={"entity": "items", "count": 2})
@@ -144,3 +149,47 @@ async def test_expired_subscriptions_stop_notifying(make_client: MakeClient, rec
     assert receiver.notifications == []
     resp = await bc.get(f"{SUBS}('{sub['subscriptionId']}')")
     assert resp.status == 404
+
+
+async def test_failed_deliveries_are_retried_then_a_refusal_deletes_the_subscription(
+    make_client: MakeClient, receiver: Receiver
+) -> None:
+    # 36 h of retries compressed: the first retry after 60 s * 0.001
+    bc = await make_client(notify_delay=0.05, webhook_time_scale=0.001)
+    resp = await bc.post(SUBS, json={"notificationUrl": receiver.url, "resource": RESOURCE, "clientState": "cs"})
+    sub = await resp.json()
+    receiver.answers = [503, 429, 408]
+    a = await (await bc.post(CUSTOMERS, json={"displayName": "A"})).json()
+    for _ in range(4):
+        await receiver.next_batch()
+    assert len(receiver.notifications) == 4  # the same notification, delivered until it was accepted
+    assert all(n == receiver.notifications[0] for n in receiver.notifications)
+    stats = await (await bc.get("/_sim/stats")).json()
+    assert stats["notificationsRetried"] == 3 and stats["subscriptions"] == 1
+
+    receiver.answers = [401]  # any other non-2xx: BC deletes the subscription and never retries
+    await bc.patch(f"{CUSTOMERS}({a['id']})", json={"city": "X"}, headers={"If-Match": "*"})
+    await receiver.next_batch()
+    await asyncio.sleep(0.3)
+    stats = await (await bc.get("/_sim/stats")).json()
+    assert stats["subscriptions"] == 0 and stats["subscriptionsDeletedByFailure"] == 1
+    assert (await bc.get(f"{SUBS}('{sub['subscriptionId']}')")).status == 404
+    await bc.patch(f"{CUSTOMERS}({a['id']})", json={"city": "Y"}, headers={"If-Match": "*"})
+    await asyncio.sleep(0.3)
+    assert len(receiver.notifications) == 5
+
+
+async def test_contacts_cannot_be_subscribed_and_the_subscribed_form_is_echoed(
+    make_client: MakeClient, receiver: Receiver
+) -> None:
+    bc = await make_client(notify_delay=0.05)
+    resp = await bc.post(
+        SUBS, json={"notificationUrl": receiver.url, "resource": RESOURCE.replace("customers", "contacts")}
+    )
+    assert resp.status == 400
+    relative_form = f"companies({COMPANY})/customers"
+    resp = await bc.post(SUBS, json={"notificationUrl": receiver.url, "resource": relative_form})
+    assert resp.status == 201
+    a = await (await bc.post(CUSTOMERS, json={"displayName": "A"})).json()
+    values = (await receiver.next_batch())["value"]
+    assert [v["resource"] for v in values] == [f"{relative_form}({a['id']})"]

@@ -94,7 +94,7 @@ async def test_create_read_update_delete_with_etags(dv: TestClient) -> None:
     r = await dv.get(f"{API}/accounts({row_id})")
     row = await r.json()
     assert row["name"] == "Contoso" and row["@odata.etag"] == f'W/"{row["versionnumber"]}"'
-    assert row["modifiedon"].endswith("Z") and len(row["modifiedon"]) == 24
+    assert row["modifiedon"].endswith("Z") and len(row["modifiedon"]) == 20  # whole seconds, as Dataverse
     etag = row["@odata.etag"]
     r = await dv.patch(f"{API}/accounts({row_id})", json={"telephone1": "1"}, headers={"If-Match": etag})
     assert r.status == 204
@@ -222,3 +222,60 @@ async def test_seed_100k_is_fast(dv: TestClient) -> None:
     r = await dv.get(link, headers={"Prefer": "odata.maxpagesize=5000"})
     assert r.status == 200 and len((await r.json())["value"]) == 5000
     assert time.monotonic() - started < 1.0
+
+
+async def test_in_query_function_is_accepted_and_the_in_operator_refused(dv: TestClient) -> None:
+    ids = await seed(dv, "accounts", 3)
+    fn = f"Microsoft.Dynamics.CRM.In(PropertyName='accountid',PropertyValues=['{ids[0]}','{ids[2].upper()}'])"
+    r = await dv.get(f"{API}/accounts", params={"$filter": fn, "$select": "accountid"})
+    assert r.status == 200
+    assert sorted(row["accountid"] for row in (await r.json())["value"]) == sorted([ids[0], ids[2]])
+    not_in = fn.replace(".In(", ".NotIn(")
+    r = await dv.get(f"{API}/accounts", params={"$filter": not_in, "$select": "accountid"})
+    assert [row["accountid"] for row in (await r.json())["value"]] == [ids[1]]
+    # OData 4.01's `in` is not documented for the Web API: refused like any syntax error
+    r = await dv.get(f"{API}/accounts", params={"$filter": f"accountid in ({ids[0]})"})
+    assert r.status == 400 and (await r.json())["error"]["code"] == "0x80060888"
+
+
+async def test_unknown_or_unsimulated_query_options_are_refused_not_ignored(dv: TestClient) -> None:
+    ids = await seed(dv, "accounts", 2)
+    for params in ({"$apply": "aggregate($count as n)"}, {"$expand": "primarycontactid"}, {"fetchXml": "<fetch/>"},
+                   {"$foo": "1"}, {"$search": "x"}):  # fmt: skip
+        r = await dv.get(f"{API}/accounts", params=params)
+        assert r.status == 400, params
+        assert (await r.json())["error"]["code"] == "0x80060888"
+    r = await dv.get(f"{API}/accounts({ids[0]})", params={"$filter": "name eq 'x'"})
+    assert r.status == 400
+    r = await dv.get(f"{API}/accounts", params={"$select": "name", "$count": "true"})
+    assert r.status == 200 and (await r.json())["@odata.count"] == 2
+
+
+async def test_count_path_answers_plain_text(dv: TestClient) -> None:
+    await seed(dv, "accounts", 3)
+    r = await dv.get(f"{API}/accounts/$count")
+    assert r.status == 200 and r.content_type == "text/plain" and await r.text() == "3"
+    r = await dv.get(f"{API}/accounts/$count", params={"$filter": "name eq 'nobody'"})
+    assert await r.text() == "0"
+
+
+async def test_upsert_multiple_by_alternate_key_in_odata_id(dv: TestClient) -> None:
+    target = {"@odata.type": "Microsoft.Dynamics.CRM.account", "@odata.id": "accounts(accountnumber='UP-1')"}
+    body = {"Targets": [{**target, "name": "First"}]}
+    r = await dv.post(f"{API}/accounts/Microsoft.Dynamics.CRM.UpsertMultiple", json=body)
+    assert r.status == 200, await r.text()
+    first = (await r.json())["Results"]
+    body = {"Targets": [{**target, "name": "Second"}]}
+    r = await dv.post(f"{API}/accounts/Microsoft.Dynamics.CRM.UpsertMultiple", json=body)
+    second = (await r.json())["Results"]
+    assert first[0]["RecordCreated"] is True and second[0]["RecordCreated"] is False
+    r = await dv.get(f"{API}/accounts", params={"$filter": "accountnumber eq 'UP-1'", "$select": "name"})
+    assert [row["name"] for row in (await r.json())["value"]] == ["Second"]  # one row, updated: no duplicate
+
+
+async def test_a_datetime_compared_with_a_string_literal_is_refused(dv: TestClient) -> None:
+    await seed(dv, "accounts", 1)
+    r = await dv.get(f"{API}/accounts", params={"$filter": "modifiedon gt '2026-01-01T00:00:00Z'"})
+    assert r.status == 400 and "incompatible types" in (await r.json())["error"]["message"]
+    r = await dv.get(f"{API}/accounts", params={"$filter": "modifiedon gt 2026-01-01T00:00:00Z"})
+    assert r.status == 200 and len((await r.json())["value"]) == 1

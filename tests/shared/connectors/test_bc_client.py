@@ -85,7 +85,7 @@ async def test_1000_creates_in_10_batches_then_update_and_delete(sim: Sim, bc: B
     assert len(await all_records(bc)) == 997
 
 
-async def test_412_fails_only_that_record(sim: Sim, bc: BusinessCentralClient) -> None:
+async def test_stale_etag_409_fails_only_that_record(sim: Sim, bc: BusinessCentralClient) -> None:
     ids = (await sim.seed("customers", 3))["ids"]
     current = await bc.get_many("customers", ids)
     stale = 'W/"JzE5OzEyMzQ1Njc4OTAxMjM0NTY3ODk7MDA7Jw=="'

@@ -302,3 +302,12 @@ def test_timestamps() -> None:
     assert ts is not None and ts.microsecond == 123456
     assert format_timestamp(ts) == "2026-01-02T03:04:05.123Z"
     assert parse_timestamp("nonsense") is None
+
+
+def test_bc_409_request_entity_changed_is_a_stale_etag_not_a_conflict() -> None:
+    from shared.errors import ConflictError, classify_status
+
+    assert classify_status(409, "Request_EntityChanged") is PreconditionFailedError
+    assert classify_status(409, "Internal_EntityWithSameKeyExists") is ConflictError
+    assert classify_status(409) is ConflictError
+    assert classify_status(412) is PreconditionFailedError

@@ -190,6 +190,21 @@ async def test_change_tracking_updates_deletions_and_expiry(sim: Sim, dv: Datave
     assert len(expired) == 1 and expired[0].full_resync_required and expired[0].is_last
 
 
+async def test_a_table_without_change_tracking_is_read_by_modifiedon(sim: Sim, dv: DataverseClient) -> None:
+    await sim.control("POST", "/_sim/config", {"untracked": ["accounts"]})
+    await sim.seed("accounts", 5)
+    pages = [p async for p in dv.iter_changes("accounts", None, select=["name"])]
+    rows = [r for p in pages for r in p.records]
+    assert len(rows) == 5 and pages[-1].is_last
+    cursor = pages[-1].next_cursor
+    assert cursor and cursor.startswith("modifiedon:") and "accounts" in dv.untracked
+    await dv.write_many("accounts", [WriteOp("update", "u", id=rows[0].id, fields={"name": "changed"})])
+    changes = [r for p in [p async for p in dv.iter_changes("accounts", cursor)] for r in p.records]
+    # whole seconds: the last second is read again (the engine's echo check drops the unchanged rows)
+    assert rows[0].id in {r.id for r in changes}
+    assert {r.id: r for r in changes}[rows[0].id].fields["name"] == "changed"
+
+
 async def test_get_many_chunks_and_missing_ids(sim: Sim, dv: DataverseClient) -> None:
     ids = (await sim.seed("accounts", 1000))["ids"]
     found = await dv.get_many("accounts", [*ids, dv_id(123456)])

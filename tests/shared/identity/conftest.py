@@ -15,7 +15,7 @@ import pytest
 
 from local.authority import AuthorityServer
 from local.certs import LocalCerts, ensure_local_certs
-from shared.config import PROJECT_ROOT, Settings
+from shared.config import LOCAL_CLIENT_SECRET, PROJECT_ROOT, Settings
 
 AZURITE = PROJECT_ROOT / "node_modules" / ".bin" / "azurite-table"
 
@@ -49,6 +49,7 @@ def make_settings(authority: AuthorityServer, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "authority_host": authority.url,
         "authority_ca": str(authority.certs.ca_pem),
+        "client_secret": LOCAL_CLIENT_SECRET,  # the local authority's client; the service has no default secret
     }
     values.update(overrides)
     return Settings.model_validate(values)

@@ -148,4 +148,3 @@ def test_certificate_renewal_keeps_working(start_authority: Callable[..., Author
     os.utime(live, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     token = provider.get_token(BC, force_refresh=True)
     assert _claims(token.token)["appid"] == "cert-app" and token.expires_on > time.time()
-

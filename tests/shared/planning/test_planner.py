@@ -226,3 +226,12 @@ def test_property_a_plan_applied_twice_changes_nothing_the_second_time(seed: int
         assert not second.writes
     else:
         assert second.status == first.status
+
+
+def test_a_whole_second_dataverse_stamp_counts_as_the_end_of_its_second() -> None:
+    second = datetime(2026, 1, 1, 10, 0, 1, tzinfo=UTC)
+    bc_ms = second + timedelta(milliseconds=400)  # BC edited 0.4 s into the second the DV row is stamped with
+    same_second = pair(bc(phone="1"), dv(phone="9"), bc_modified_on=bc_ms, dv_modified_on=second)
+    assert plan_record(FIELDS, B, same_second).bc_update == {PHONE.key: "9"}
+    bc_later = pair(bc(phone="1"), dv(phone="9"), bc_modified_on=second + timedelta(seconds=1), dv_modified_on=second)
+    assert plan_record(FIELDS, B, bc_later).dv_update == {PHONE.key: "1"}

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from shared.services.create_errors import create_error_entry, created_sources, failed_creates
+from shared.services.sync_errors import create_error_entry, created_sources, failed_creates
 from shared.services.sync_service import RecordResult
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -21,3 +21,15 @@ def test_only_failed_creates_become_errors_naming_the_source_record() -> None:
     e = create_error_entry("CUSTOMER", failed[1], "", NOW)
     assert (e.bc_id, e.dataverse_id, e.direction, e.job_id) == (None, "d2", "fromDataverse", None)
     assert created_sources(results) == (["b4"], ["d4"])
+
+
+def test_one_builder_for_sync_errors_of_pairs_and_of_creates() -> None:
+    from shared.services.sync_errors import error_entry, error_id
+    from shared.services.sync_service import RecordResult
+
+    r = RecordResult("b1", None, "failed", "toDataverse", "upstream_unavailable", "dataverse is unavailable", True)
+    e = error_entry("CUSTOMER", r, "", NOW, bc_id="b1", dataverse_id="d1")
+    assert (e.bc_id, e.dataverse_id, e.code, e.transient, e.job_id) == ("b1", "d1", "upstream_unavailable", True, None)
+    assert e.id == error_id("CUSTOMER", "b1", "d1", "toDataverse")
+    bare = error_entry("CUSTOMER", RecordResult("b1", None, "failed", None), "j", NOW)
+    assert (bare.code, bare.message, bare.direction, bare.dataverse_id) == ("sync_failed", "", "", None)

@@ -1,0 +1,87 @@
+"""Pure decisions of a sync pass over plain data (no I/O), tested with literals like the planner:
+how a failed write is classified, whether a stale write is re-planned, the parent-dependency rule and
+the next failure bookkeeping of a coupling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Dataverse's "a record with matching key values already exists": a permanent refusal of its own, not a
+# concurrency conflict (only a stale ETag, 412 / 0x80060882, is re-read and re-planned).
+DUPLICATE_KEY_CODES = frozenset({"0x80060892", "0x80040237", "0x80040333"})
+STALE_ETAG_CODES = frozenset({"0x80060882"})
+
+DUPLICATE_KEY = "duplicate_key"
+TARGET_CHANGED = "target_changed"
+PARENT_NOT_COUPLED = "parent_not_coupled"
+UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+UPSTREAM_SERVICES = frozenset({"businessCentral", "dataverse"})
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFailure:
+    """A refused write as plain data: the adapter error's class name, HTTP status, remote code, transience."""
+
+    kind: str
+    status: int | None
+    code: str | None
+    transient: bool
+
+
+def failure_code(f: WriteFailure) -> str:
+    """The sync-error code of a refused write."""
+    remote = (f.code or "").lower()
+    if remote in DUPLICATE_KEY_CODES:
+        return DUPLICATE_KEY
+    # Dataverse 412, or BC's 409 Request_EntityChanged (classified PreconditionFailedError by the adapter)
+    if f.status == 412 or f.kind == "PreconditionFailedError" or remote in STALE_ETAG_CODES:
+        return TARGET_CHANGED
+    if not f.kind:
+        return "sync_failed"
+    return "remote_" + (f.kind.removesuffix("Error").lower() or "error")
+
+
+def failure_transient(f: WriteFailure) -> bool:
+    """A stale write is worth retrying (the record changed meanwhile); a duplicate key never is."""
+    return failure_code(f) == TARGET_CHANGED or (f.transient and failure_code(f) != DUPLICATE_KEY)
+
+
+def replan(code: str | None, attempt: int) -> bool:
+    """Stale-ETag rule: a write refused because the target changed is re-read and re-planned once."""
+    return code == TARGET_CHANGED and attempt == 0
+
+
+def upstream_failure_is_per_record(service: str | None, transient: bool) -> bool:
+    """A lasting transient failure of BC or Dataverse during Synchronize now is a per-record result; one of
+    the service's own stores or queue stays a failed request (503)."""
+    return transient and service in UPSTREAM_SERVICES
+
+
+def parent_missing_message(missing: list[str]) -> str | None:
+    """Parent-dependency rule: a lookup whose parent is not coupled fails the record (retryable) rather than
+    writing it without its parent; ``None`` when nothing is missing."""
+    if not missing:
+        return None
+    return f"The parent record ({', '.join(missing)}) is not coupled yet; couple or sync the parent mapping first."
+
+
+@dataclass(frozen=True, slots=True)
+class FailureState:
+    consecutive_failures: int
+    last_error: str | None
+    last_sync_result: str | None
+    skipped: bool
+
+
+def after_failure(s: FailureState, message: str | None, transient: bool, skip_after: int) -> FailureState:
+    """Next coupling state after a failed sync: identical failures in a row are counted (a different one starts
+    again at 1) and a permanent one repeated ``skip_after`` times marks the coupling skipped (BC's Skipped)."""
+    same_again = s.last_error == message and s.last_sync_result == "failed"
+    failures = s.consecutive_failures + 1 if same_again or s.consecutive_failures == 0 else 1
+    skipped = s.skipped or (failures >= skip_after and not transient)
+    return FailureState(failures, message, "failed", skipped)
+
+
+def after_success() -> FailureState:
+    """Next coupling state after a successful sync: counters reset and a skipped coupling is un-skipped."""
+    return FailureState(0, None, "succeeded", False)

@@ -1,0 +1,93 @@
+"""Bugs fixed by issue #15, proved through the HTTP API on the local stack."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import ApiClient
+from tests.reliability.harness import SimControl
+
+pytestmark = pytest.mark.stack
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix} {uuid.uuid4().hex[:10]}"
+
+
+def _failed_sync(api: ApiClient, ctl: SimControl, sims: Any, mapping: str, entity: str, **fields: Any) -> str:
+    """The id of the sync error a sync now leaves while Dataverse keeps answering 503."""
+    bc_id = sims.bc_create(entity, displayName=_name("Retry"), **fields)
+    created = api.post(f"/api/mappings/{mapping}/couplings", json={"bcId": bc_id, "createNew": True})
+    assert created.status_code == 201, created.text
+    sims.bc_patch(entity, bc_id, displayName=_name("Changed"))
+    ctl.fault("dv_sim", status=503, count=1000)
+    try:
+        resp = api.post(f"/api/mappings/{mapping}/sync", json={"bcIds": [bc_id], "direction": "toDataverse"})
+    finally:
+        ctl.clear()
+    assert resp.status_code == 200, resp.text
+    ids = [e["id"] for e in api.all_pages("/api/errors", mapping=mapping) if e["bcId"] == bc_id]
+    assert len(ids) == 1, ids
+    return ids[0]
+
+
+def test_retrying_errors_of_several_mappings_retries_each_in_its_own_mapping(
+    stack: Any, api: ApiClient, world: dict[str, Any]
+) -> None:
+    sims, ctl = world["sims"], SimControl(stack)
+    customer = _failed_sync(api, ctl, sims, "CUSTOMER", "customers")
+    contact = _failed_sync(api, ctl, sims, "CONTACT", "contacts", type="Person")
+    unknown = "bm8tc3VjaC1lcnJvcg"
+    resp = api.post("/api/errors/retry", json={"ids": [customer, contact, unknown]})
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert len(body["jobIds"]) == 2 and body["jobId"] == body["jobIds"][0], body
+    assert resp.headers["Location"] == f"/api/jobs/{body['jobId']}"
+    assert body["unknown"] == [unknown], body
+    jobs = [api.wait_for_job(j, timeout=120) for j in body["jobIds"]]
+    assert {j["mapping"] for j in jobs} == {"CUSTOMER", "CONTACT"}, jobs
+    assert all(j["kind"] == "retry" for j in jobs), jobs
+    for mapping, eid in (("CUSTOMER", customer), ("CONTACT", contact)):
+        still = [e for e in api.all_pages("/api/errors", mapping=mapping) if e["id"] == eid]
+        assert not still, f"the {mapping} error was not retried: {still}"
+
+
+def test_retrying_only_unknown_error_ids_is_error_not_found(api: ApiClient) -> None:
+    resp = api.post("/api/errors/retry", json={"ids": ["bm8tc3VjaC1lcnJvcg", "another-unknown"]})
+    assert resp.status_code == 404, resp.text
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    assert resp.json()["code"] == "error_not_found"
+
+
+def test_a_lasting_upstream_failure_during_sync_now_is_a_failed_record_that_retry_syncs(
+    stack: Any, api: ApiClient, world: dict[str, Any]
+) -> None:
+    sims, ctl = world["sims"], SimControl(stack)
+    bc_id = sims.bc_create("customers", displayName=_name("Upstream"))
+    created = api.post("/api/mappings/CUSTOMER/couplings", json={"bcId": bc_id, "createNew": True})
+    assert created.status_code == 201, created.text
+    dv_id = created.json()["dataverseId"]
+    new_name = _name("Renamed")
+    sims.bc_patch("customers", bc_id, displayName=new_name)
+    ctl.fault("dv_sim", status=503, count=1000)
+    try:
+        resp = api.post("/api/mappings/CUSTOMER/sync", json={"bcIds": [bc_id], "direction": "toDataverse"})
+    finally:
+        ctl.clear()
+    assert resp.status_code == 200, resp.text
+    result = resp.json()["results"][0]
+    assert result["status"] == "failed", result
+    assert result["error"]["code"] == "upstream_unavailable" and result["error"]["transient"] is True, result
+    assert resp.json()["counts"]["failed"] == 1
+    coupling = api.get(f"/api/mappings/CUSTOMER/couplings/{bc_id}").json()
+    assert coupling["lastSyncResult"] == "failed", coupling
+    listed = [e for e in api.all_pages("/api/errors", mapping="CUSTOMER") if e["bcId"] == bc_id]
+    assert len(listed) == 1 and listed[0]["code"] == "upstream_unavailable" and listed[0]["transient"], listed
+    retry = api.post("/api/errors/retry", json={"ids": [listed[0]["id"]]})
+    assert retry.status_code == 202, retry.text
+    api.wait_for_job(retry.json()["jobId"], timeout=120)
+    assert (sims.dv_get("accounts", dv_id) or {}).get("name") == new_name
+    assert not [e for e in api.all_pages("/api/errors", mapping="CUSTOMER") if e["bcId"] == bc_id]

@@ -1,0 +1,78 @@
+from shared.planning.decisions import (
+    DUPLICATE_KEY,
+    PARENT_NOT_COUPLED,
+    TARGET_CHANGED,
+    FailureState,
+    WriteFailure,
+    after_failure,
+    after_success,
+    failure_code,
+    failure_transient,
+    parent_missing_message,
+    replan,
+)
+
+
+def test_duplicate_key_is_its_own_permanent_code_not_a_conflict() -> None:
+    for code in ("0x80060892", "0x80040237", "0X80060892"):
+        f = WriteFailure("ConflictError", 412 if code == "0x80040237" else 409, code, False)
+        assert failure_code(f) == DUPLICATE_KEY and not failure_transient(f)
+    assert failure_code(WriteFailure("ConflictError", 409, None, False)) == "remote_conflict"
+
+
+def test_only_a_stale_etag_is_target_changed_and_replanned_once() -> None:
+    stale = WriteFailure("PreconditionFailedError", 412, "0x80060882", False)
+    assert failure_code(stale) == TARGET_CHANGED and failure_transient(stale)
+    assert failure_code(WriteFailure("PreconditionFailedError", None, "0x80060882", False)) == TARGET_CHANGED
+    assert replan(TARGET_CHANGED, 0) and not replan(TARGET_CHANGED, 1) and not replan(DUPLICATE_KEY, 0)
+
+
+def test_other_failures_keep_the_adapter_error_name() -> None:
+    assert failure_code(WriteFailure("TransientError", 503, None, True)) == "remote_transient"
+    assert failure_transient(WriteFailure("TransientError", 503, None, True))
+    assert failure_code(WriteFailure("", None, None, False)) == "sync_failed"
+    assert failure_code(WriteFailure("SyncError", 400, "0x80040217", False)) == "remote_sync"
+
+
+def test_parent_dependency_rule() -> None:
+    assert parent_missing_message([]) is None
+    msg = parent_missing_message(["customerId", "parentcustomerid"])
+    assert msg is not None and "customerId, parentcustomerid" in msg and "not coupled" in msg
+    assert PARENT_NOT_COUPLED == "parent_not_coupled"
+
+
+def test_identical_permanent_failures_skip_after_n() -> None:
+    s = FailureState(0, None, "succeeded", False)
+    s = after_failure(s, "boom", False, 2)
+    assert s == FailureState(1, "boom", "failed", False)
+    s = after_failure(s, "boom", False, 2)
+    assert s == FailureState(2, "boom", "failed", True)
+
+
+def test_a_different_failure_starts_counting_again_and_transient_never_skips() -> None:
+    s = after_failure(FailureState(3, "old", "failed", False), "new", False, 5)
+    assert s.consecutive_failures == 1 and not s.skipped
+    s = FailureState(0, None, None, False)
+    for _ in range(5):
+        s = after_failure(s, "503", True, 2)
+    assert s.consecutive_failures == 5 and not s.skipped
+
+
+def test_success_unskips_and_resets() -> None:
+    assert after_success() == FailureState(0, None, "succeeded", False)
+
+
+def test_classifications_applied_twice_change_nothing() -> None:
+    cases = [
+        WriteFailure(kind, status, code, transient)
+        for kind in ("", "ConflictError", "TransientError", "PreconditionFailedError")
+        for status in (None, 409, 412, 503)
+        for code in (None, "0x80060892", "0x80060882", "0x80040217")
+        for transient in (False, True)
+    ]
+    for f in cases:
+        assert failure_code(f) == failure_code(f)
+        # classifying the classified result again: a code decided once stays that code
+        assert failure_code(WriteFailure(f.kind, f.status, f.code, failure_transient(f))) == failure_code(f)
+    s = FailureState(2, "x", "failed", True)
+    assert after_failure(s, "x", False, 2).skipped  # a skipped coupling stays skipped until a success
