@@ -13,7 +13,6 @@ from typing import Any
 from shared.domain.errors import JobNotFoundError, ValidationFailedError
 from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side
 from shared.mappings.config import TableMapping
-from shared.planning.lookups import unresolved_lookups
 from shared.planning.plan_view import counts_of, item, item_of_create, item_of_plan
 from shared.planning.planner import may_create, plan_create, plan_sync
 from shared.services.engine import Engine, empty_counts
@@ -88,15 +87,8 @@ class PlanService:
             honour_skipped=honour_skipped,
         )
         codec = self.e.codec(mapping)
-        blocked: set[str] = set()
-        if direction != Direction.FROM_DATAVERSE:
-            for c in couplings:
-                rec = bc_recs.get(c.bc_id)
-                if rec is not None and codec.unresolved_parents(bc_values.get(c.bc_id, {}), rec):
-                    blocked.add(c.bc_id)
-        by_ref = {p.bc_id: p.bc_update for p in plans if p.bc_update and p.bc_id not in blocked}
-        lookups = [(f.key, f.bc) for f in mapping.fields if f.lookup is not None and f.bc is not None]
-        blocked |= set(unresolved_lookups(lookups, by_ref, await codec.bc_payloads(by_ref)))
+        # The sync's own dependency rule (a parent not coupled yet): those records would fail, unwritten.
+        blocked, _ = await self.sync._bc_payloads(mapping, codec, couplings, plans, bc_recs, bc_values, direction)
         return [
             item_of_plan(mapping.fields, plan, pair, "parent_not_coupled" if plan.bc_id in blocked else None)
             for plan, pair in zip(plans, pairs, strict=True)

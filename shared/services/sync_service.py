@@ -219,7 +219,7 @@ class SyncService:
             bc_recs,
             dv_recs,
             blocked,
-            {p.bc_id: p for p in pairs},
+            {p.bc_id: p for p in pairs},  # #22 history: the values before the writes
         )
         outcome, stale = await self._record(mapping, couplings, plans, writes, direction, job_id, scheduled, _attempt)
         if stale:
@@ -256,6 +256,9 @@ class SyncService:
             c.consecutive_failures, c.last_error, c.last_sync_result = state.consecutive_failures, message, "failed"
             c.last_sync_direction = direction.value
             errors.append(error_entry(mapping.name, r, job_id, now))
+            entry = history.new_entry(self.e, "failed", job_id=job_id, direction=direction.value,
+                                      error=(UPSTREAM_UNAVAILABLE, message), at=now)  # fmt: skip
+            history.append(self.e, c, entry)  # #22
         if couplings:
             await self.e.couplings.save_sync_state(list(couplings))
             await self.e.errors.record_many(errors)
@@ -417,7 +420,7 @@ class _Writes:
     bc_recs: dict[str, RemoteRecord]
     dv_recs: dict[str, RemoteRecord]
     blocked: dict[str, str]
-    pairs: dict[str, PairState]  # the values before the writes (#22 history)
+    pairs: dict[str, PairState]  # #22 history: what each side held before the writes
 
 
 def _dv_ops(
