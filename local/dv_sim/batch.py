@@ -169,6 +169,7 @@ def execute_batch(service: DataverseService, content_type: str, body: bytes, bas
     continue_on_error = "odata.continue-on-error" in prefer.lower()
     out_boundary = f"batchresponse_{uuid.uuid4()}"
     chunks: list[str] = []
+    stopped = False
     for unit in units:
         failed = False
         if isinstance(unit, list):
@@ -179,12 +180,15 @@ def execute_batch(service: DataverseService, content_type: str, body: bytes, bas
             failed = response.status >= 400
             chunks.append(_render_response(response, unit.content_id))
         if failed and not continue_on_error:
+            stopped = True
             break
     text = "".join(f"--{out_boundary}\r\n{chunk}" for chunk in chunks) + f"--{out_boundary}--\r\n"
     headers = {"Content-Type": f"multipart/mixed; boundary={out_boundary}", "OData-Version": "4.0"}
     if continue_on_error:
         headers["Preference-Applied"] = "odata.continue-on-error"
-    return DvResponse(200, text, headers)
+    # Learn "Execute batch operations": without continue-on-error the batch stops at the first failure and
+    # the batch itself answers 400, its body holding the responses up to that one.
+    return DvResponse(400 if stopped else 200, text, headers)
 
 
 def _run_item(service: DataverseService, item: _Item) -> DvResponse:
