@@ -16,6 +16,7 @@ import psutil
 
 from bench.baseline import NaiveSync, baseline_scenario
 from bench.cpu import engine_cpu
+from bench.default_set import default_set_scenario
 from bench.engine_runs import engine_scenario, engine_sync, sample_progress, seed
 from bench.env import BenchEnv, RecordingPublisher, bench_env
 
@@ -39,9 +40,10 @@ class Config:
     latency: bool = True
     throttle: bool = True
     memory: bool = True
+    default_set_n: int = 2_000  # records per BC table in the full sync over every default mapping
 
 
-SMALL = Config(n=500, baseline_n=30, latency=False, throttle=False, memory=False, cpu_n=500)
+SMALL = Config(n=500, baseline_n=30, latency=False, throttle=False, memory=False, cpu_n=500, default_set_n=400)
 
 
 class PeakRss:
@@ -89,6 +91,9 @@ async def main_scenarios(env: BenchEnv, cfg: Config) -> dict[str, Any]:
     _say(f"engine: {cfg.n} records per side")
     await _fresh(env)
     out["engine"] = _clean(await engine_scenario(env, cfg.n, label="engine"))
+    _say(f"default mapping set: {cfg.default_set_n} records per table, full sync of every mapping")
+    await _fresh(env)
+    out["defaultSet"] = await default_set_scenario(env, cfg.default_set_n)
     if cfg.latency:
         _say(f"{cfg.latency_ms:g} ms latency: baseline {cfg.latency_baseline_n}, engine {cfg.latency_n} per side")
         await _fresh(env)

@@ -39,5 +39,9 @@ async def start_job(req: func.HttpRequest) -> func.HttpResponse:
     body = parse_json_body(req, JobRequest)
     engine = await get_engine()
     mapping = await engine.registry.get(req.route_params["mapping"])
-    job = await JobService(engine).start(mapping.name, body.kind, mapping.direction.value, full=body.kind == "full")
+    # Started by a person: the mappings it depends on are brought up to date first (the timer starts them as
+    # their own jobs, parents first).
+    job = await JobService(engine).start(
+        mapping.name, body.kind, mapping.direction.value, full=body.kind == "full", parentsFirst=True
+    )
     return accepted(job.job_id)

@@ -53,8 +53,19 @@ IDENTITY_HEADER = "local-identity-header"  # the authority's default X-IDENTITY-
 # Start order: everything the host talks to first (in parallel), then the host.
 _FIRST_WAVE = ("azurite", "authority", "bc_sim", "dv_sim", "amqp_peer")
 DEMO_DATA: dict[str, list[tuple[str, int]]] = {
-    "bc_sim": [("customers", 25), ("contacts", 10), ("items", 15)],
-    "dv_sim": [("accounts", 25), ("contacts", 10), ("products", 5)],
+    # Every default mapping has records: code tables first (units PCS/BOX/HOUR come with each company).
+    "bc_sim": [
+        ("salespeoplePurchasers", 3),
+        ("currencies", 3),
+        ("paymentTerms", 3),
+        ("shipmentMethods", 2),
+        ("customers", 25),
+        ("vendors", 5),
+        ("contacts", 10),
+        ("items", 15),
+        ("opportunities", 5),
+    ],
+    "dv_sim": [("systemusers", 3), ("accounts", 25), ("contacts", 10), ("products", 5), ("opportunities", 3)],
 }
 _STOP_GRACE_SECONDS = 5.0
 

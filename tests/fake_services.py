@@ -40,6 +40,19 @@ class FakeRecordService:
         self.writes: list[tuple[str, WriteOp]] = []
         self.fail_writes: dict[str, SyncError] = {}
         self.fail_writes_once: dict[str, SyncError] = {}
+        self.options: dict[tuple[str, str], dict[int, str]] = {}
+
+    # -------------------------------------------------------------- option sets (Dataverse metadata API)
+    async def get_options(self, logical_name: str, attribute: str) -> dict[int, str]:
+        self.calls["read"] += 1
+        return dict(self.options.get((logical_name, attribute), {}))
+
+    async def insert_option(self, logical_name: str, attribute: str, label: str) -> int:
+        self.calls["write"] += 1
+        options = self.options.setdefault((logical_name, attribute), {})
+        value = max([99_999_999, *options]) + 1
+        options[value] = label
+        return value
 
     # -------------------------------------------------------------- test helpers
     def put(self, entity: str, fields: dict[str, Any], record_id: str | None = None) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from local.bc_sim.entities import COMPANY_FIELDS, SCHEMAS
-from local.bc_sim.store import INDEXED, BCError, Store, Table
+from local.bc_sim.store import BCError, Store, Table
 from local.odata import (
     Filter,
     ODataError,
@@ -223,8 +223,8 @@ def query_table(
     rows: list[dict[str, Any]] = []
     state: dict[str, Any] | None = None
     if limit > 0:
-        if len(orderby) <= 1 and (not orderby or orderby[0][0] in INDEXED):
-            name, desc = orderby[0] if orderby else ("number", False)
+        if len(orderby) <= 1 and (not orderby or orderby[0][0] in table.index):
+            name, desc = orderby[0] if orderby else (table.key, False)
             rows, last = _scan_index(table, name, desc, pred, token, skip, limit)
             if last is not None:
                 state = {"k": list(last)}

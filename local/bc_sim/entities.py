@@ -57,10 +57,12 @@ class EntitySchema:
     read_only: frozenset[str] = frozenset({"id", "lastModifiedDateTime"})
     max_length: dict[str, int] = field(default_factory=dict)
     enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The natural key: "number" (a number series) or "code" (BC's code tables, entered by the user).
+    key: str = "number"
 
     @property
     def fields(self) -> frozenset[str]:
-        return frozenset({"id", "number", "lastModifiedDateTime", *self.defaults})
+        return frozenset({"id", self.key, "lastModifiedDateTime", *self.defaults})
 
 
 _TEXT_LENGTHS = {
@@ -103,7 +105,7 @@ CUSTOMERS = EntitySchema(
         "balanceDue": 0,
     },
     series=NumberSeries("C", 5, 10, 10),
-    read_only=frozenset({"id", "lastModifiedDateTime", "balanceDue"}),
+    read_only=frozenset({"id", "lastModifiedDateTime", "balanceDue", "taxAreaDisplayName"}),
     max_length=_TEXT_LENGTHS,
     enums={"type": ("Company", "Person"), "blocked": (BLANK_OPTION, "Ship", "Invoice", "All")},
 )
@@ -126,9 +128,21 @@ CONTACTS = EntitySchema(
         "website": "",
     },
     series=NumberSeries("CT", 6, 10, 10),
-    read_only=frozenset({"id", "lastModifiedDateTime", "companyName", "contactBusinessRelation"}),
+    read_only=frozenset({"id", "lastModifiedDateTime"}),  # companyName, contactBusinessRelation: editable in AL
     max_length=_TEXT_LENGTHS,
-    enums={"type": ("Company", "Person")},
+    # AL enum "Contact Business Relation" (BC serialises a space in a member name as _x0020_)
+    enums={
+        "type": ("Company", "Person"),
+        "contactBusinessRelation": (
+            "None",
+            "Customer",
+            "Vendor",
+            "Bank_x0020_Account",
+            "Employee",
+            "Other",
+            "Multiple",
+        ),
+    },
 )
 
 ITEMS = EntitySchema(
@@ -182,3 +196,9 @@ SCHEMAS[f"{CUSTOM_API}/{SERVICE_SITES.name}"] = SERVICE_SITES
 def api_of(key: str) -> str:
     """The API route of a SCHEMAS key: ``v2.0`` or ``publisher/group/version``."""
     return key.rsplit("/", 1)[0] if "/" in key else "v2.0"
+
+
+# Business Central's default integration set beyond the three above (separate module; registered here).
+from local.bc_sim.default_set import register_default_set  # noqa: E402
+
+register_default_set(SCHEMAS)

@@ -11,6 +11,7 @@ a value only the service sets; see docs/simulators.md).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
@@ -46,6 +47,10 @@ def edm_type(schema: EntitySchema, prop: str) -> str:
     if prop == "lastModifiedDateTime":
         return "Edm.DateTimeOffset"
     default: Any = schema.defaults.get(prop, "")
+    if default == "00000000-0000-0000-0000-000000000000":
+        return "Edm.Guid"
+    if isinstance(default, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", default):
+        return "Edm.Date"
     if isinstance(default, bool):
         return "Edm.Boolean"
     if isinstance(default, int | float):
@@ -54,7 +59,8 @@ def edm_type(schema: EntitySchema, prop: str) -> str:
 
 
 def _properties(schema: EntitySchema) -> list[str]:
-    return ["id", "number", *[p for p in schema.defaults if p not in ("id", "number")], "lastModifiedDateTime"]
+    key = schema.key
+    return ["id", key, *[p for p in schema.defaults if p not in ("id", key)], "lastModifiedDateTime"]
 
 
 def edmx(api: str = "v2.0") -> str:

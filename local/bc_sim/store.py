@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from local.bc_sim.default_set import check_relations, seed_company
 from local.bc_sim.entities import COMPANIES, SCHEMAS, EntitySchema
 
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 # Fields kept in sorted indexes: (value, id) lists, so paging by them resumes with a bisect.
-INDEXED = ("number", "lastModifiedDateTime")
 
 ChangeListener = Callable[[str, str, str, str, str], None]  # company id, entity, row id, changeType, lmdt
 
@@ -60,17 +60,27 @@ class Table:
     schema: EntitySchema
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_number: dict[str, str] = field(default_factory=dict)
-    index: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: {f: [] for f in INDEXED})
+    index: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     next_number: int = 0
 
     def __post_init__(self) -> None:
         self.next_number = self.schema.series.start
+        # Code tables (currencies, paymentTerms, ...) are keyed by ``code`` instead of ``number``.
+        self.index = {f: [] for f in self.indexed}
+
+    @property
+    def key(self) -> str:
+        return self.schema.key
+
+    @property
+    def indexed(self) -> tuple[str, str]:
+        return (self.schema.key, "lastModifiedDateTime")
 
     def put(self, row: dict[str, Any]) -> None:
         rid = row["id"]
         self.rows[rid] = row
-        self.by_number[row["number"]] = rid
-        for name in INDEXED:
+        self.by_number[row[self.key]] = rid
+        for name in self.indexed:
             entry = (row[name], rid)
             lst = self.index[name]
             if not lst or lst[-1] < entry:  # the common case (new rows, fresh timestamps): O(1)
@@ -80,9 +90,9 @@ class Table:
 
     def remove(self, rid: str) -> dict[str, Any]:
         row = self.rows.pop(rid)
-        if self.by_number.get(row["number"]) == rid:
-            del self.by_number[row["number"]]
-        for name in INDEXED:
+        if self.by_number.get(row[self.key]) == rid:
+            del self.by_number[row[self.key]]
+        for name in self.indexed:
             lst = self.index[name]
             entry = (row[name], rid)
             if lst and lst[-1] == entry:
@@ -122,6 +132,8 @@ class Store:
         self.tables = {(cid, name): Table(schema) for cid in self.companies for name, schema in SCHEMAS.items()}
         self._undo = None
         self._pending = []
+        for cid, company in self.companies.items():
+            seed_company(self, cid, company["displayName"])
 
     def table(self, company_id: str, entity: str) -> Table:
         company = self.company(company_id)
@@ -190,17 +202,23 @@ class Store:
         rid = str(values.pop("id", None) or uuid.uuid4()).lower()
         if rid in table.rows:
             raise BCError(400, "Internal_EntityWithSameKeyExists", f"The record with id '{rid}' already exists.")
-        number = values.pop("number", None)
+        number = values.pop(table.key, None)
         saved_next = table.next_number
         if number:
             if number in table.by_number:
                 raise _duplicate(entity, number)
+        elif table.key == "id":
+            raise BCError(405, "BadRequest_MethodNotAllowed", f"'POST' is not allowed on {entity}.")
+        elif table.key != "number":
+            # A code table's primary key is the code; BC refuses a record without it.
+            raise BCError(400, "BadRequest", f"The field {table.key} of table {entity} must have a value.")
         else:
             number = table.take_number()
-        row: dict[str, Any] = {"@odata.etag": "", "id": rid, "number": number}
+        row: dict[str, Any] = {"@odata.etag": "", "id": rid, table.key: number}
         row.update(table.schema.defaults)
         row.update(values)
         self._derive(company_id, table, row)
+        check_relations(self, company_id, entity, row, set(values))
         row["@odata.etag"] = self.new_etag()
         row["lastModifiedDateTime"] = self.clock.next()
         table.put(row)
@@ -221,12 +239,13 @@ class Store:
         check_etag(old, if_match)
         values = self._validate(table, body, creating=False)
         values.pop("id", None)
-        number = values.get("number")
-        if number is not None and number != old["number"] and number in table.by_number:
+        number = values.get(table.key)
+        if number is not None and number != old[table.key] and number in table.by_number:
             raise _duplicate(entity, number)
         row = dict(old)
         row.update(values)
         self._derive(company_id, table, row)
+        check_relations(self, company_id, entity, row, set(values))
         row["@odata.etag"] = self.new_etag()
         row["lastModifiedDateTime"] = self.clock.next()
         table.remove(old["id"])
@@ -253,18 +272,20 @@ class Store:
         table = self.table(company_id, entity)
         constant = self._validate(table, fields, creating=True)
         constant.pop("id", None)
-        constant.pop("number", None)
+        constant.pop(table.key, None)
         ids: list[str] = []
         for _ in range(count):
             number = table.take_number()
-            values: dict[str, Any] = {"displayName": f"{prefix} {number}"}
+            values: dict[str, Any] = {}
+            if "displayName" in table.schema.fields:
+                values["displayName"] = f"{prefix} {number}"
             if "email" in table.schema.fields:
                 slug = re.sub(r"[^a-z0-9]+", "", prefix.lower()) or "demo"
                 values["email"] = f"{slug}.{number.lower()}@example.com"
             if entity == "items":
                 values["unitPrice"] = round(10 + (len(ids) % 90) * 1.5, 2)
             values.update(constant)
-            row = self.create(company_id, entity, {"number": number, **values})
+            row = self.create(company_id, entity, {table.key: number, **values})
             ids.append(row["id"])
         return ids
 

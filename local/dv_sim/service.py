@@ -165,6 +165,11 @@ class DataverseService:
                     "OrganizationId": ORGANIZATION_ID,
                 },
             )
+        from local.dv_sim.default_set import serve_metadata  # option sets: reads and InsertOptionValue
+
+        option_answer = serve_metadata(self.store.options, req.method, path, req.body, req.query)
+        if option_answer is not None:
+            return DvResponse(200, option_answer)
         match = _PATH.match(path)
         if match is not None and match.group("set") == "EntityDefinitions":
             from local.dv_sim import metadata  # the metadata endpoints, generated from the table definitions
@@ -256,7 +261,7 @@ class DataverseService:
             raise payload_error("Error identified in Payload provided by the user: a JSON object is expected.")
         return body
 
-    def values_from(self, data: TableData, body: Mapping[str, Any]) -> dict[str, Any]:
+    def values_from(self, data: TableData, body: Mapping[str, Any], *, seeding: bool = False) -> dict[str, Any]:
         """Validate a request body's properties and turn `@odata.bind`s into `_x_value` attributes."""
         definition = data.definition
         values: dict[str, Any] = {}
@@ -271,7 +276,7 @@ class DataverseService:
             if name.startswith("@") or "@" in name:
                 continue  # other instance annotations are ignored, as Dataverse does
             fdef = definition.fields.get(name)
-            if fdef is None or fdef.read_only:
+            if fdef is None or (fdef.read_only and not seeding):
                 raise payload_error(f"Invalid property '{name}' was found in entity '{definition.odata_type}'.")
             values[name] = _check_value(definition, name, fdef, value)
         return values
@@ -570,15 +575,20 @@ class DataverseService:
     def seed(self, entity: str, count: int, prefix: str, fields: Mapping[str, Any]) -> list[str]:
         """Create `count` rows in-process (all-or-nothing), with unique alternate keys."""
         data = self.store.tables.get(entity)
-        if data is None or data.definition.read_only:
+        if data is None:
             raise bad_request(f"Cannot seed entity set '{entity}'.")
-        constant = self.values_from(data, fields)
+        # Seeding writes tables a client may not (systemusers) with the fields exactly as given.
+        constant = self.values_from(data, fields, seeding=True)
         ids: list[str] = []
         tag = prefix[:3].upper() or "S"
         with self.store.atomic():
             for _ in range(count):
                 n = data.next_seq
                 values = _seed_values(entity, prefix, tag, n)
+                if entity == "products":
+                    from local.dv_sim.default_set import default_unit_values  # after store (import cycle)
+
+                    values.update(default_unit_values(self.store))
                 values.update(constant)
                 ids.append(self.store.create(entity, values)[data.definition.primary_key])
         return ids
@@ -605,6 +615,21 @@ def _seed_values(entity: str, prefix: str, tag: str, n: int) -> dict[str, Any]:
             "telephone1": f"+1 555 {n:07d}",
             "jobtitle": "Buyer",
         }
+    if entity == "systemusers":
+        slug = prefix.lower().replace(" ", "") or "user"
+        return {
+            "fullname": f"{prefix} User {n}",
+            "internalemailaddress": f"{slug}{n}@contoso.example",
+            "domainname": f"{slug}{n}@contoso.example",
+            "isdisabled": False,
+            "islicensed": True,
+            "isintegrationuser": False,
+            "accessmode": 0,
+        }
+    if entity == "opportunities":
+        return {"name": f"{prefix} Opportunity {n}", "estimatedvalue": 1000 + n, "closeprobability": 50}
+    if entity != "products":
+        return {}
     return {
         "name": f"{prefix} Product {n}",
         "productnumber": f"{tag}-P{n:07d}",

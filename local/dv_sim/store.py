@@ -271,12 +271,17 @@ class Store:
             data.keys = {k: {} for k in data.definition.alternate_keys}
         self.min_delta_version = self.version  # old delta tokens point at rows that no longer exist
         self._undo = None
+        self.options = OptionSets()
         self._insert(
             "systemusers",
             {
                 "systemuserid": APP_USER_ID,
                 "fullname": "# local-sync-app",
                 "domainname": "local-sync-app@local",
+                "internalemailaddress": "local-sync-app@local",
+                "isintegrationuser": True,
+                "islicensed": False,
+                "accessmode": 4,
                 "applicationid": "00000000-0000-0000-0000-00000000a11c",
                 "azureactivedirectoryobjectid": None,
                 "isdisabled": False,
@@ -285,6 +290,7 @@ class Store:
                 "statuscode": 1,
             },
         )
+        seed_organization(self)
 
     # ------------------------------------------------------------------------------------------- journal
     @contextlib.contextmanager
@@ -367,7 +373,7 @@ class Store:
             raise DvError(412, "0x80040237", "Cannot insert duplicate key.")
         row: dict[str, Any] = dict.fromkeys(definition.fields)
         row.update(statecode=0, statuscode=1)
-        row.update(values)
+        row.update(check_create(self, self.options, definition, values))
         row[definition.primary_key] = row_id
         self._check_keys(data, row, row_id)
         stamp = now_iso()
@@ -378,6 +384,7 @@ class Store:
         seq = data.next_seq
         data.next_seq += 1
         self._index(data, row, seq)
+        after_create(self, definition, row)
         return row
 
     def create(self, table: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -388,6 +395,7 @@ class Store:
         old = data.rows.get(row_id)
         if old is None:
             raise not_found(data.definition.logical, row_id)
+        check_update(self, self.options, data.definition, old, values)
         row = dict(old)
         row.update(values)
         row[data.definition.primary_key] = row_id
@@ -416,3 +424,16 @@ class Store:
 def _computed(table: str, row: dict[str, Any]) -> None:
     if table == "contacts":
         row["fullname"] = " ".join(p for p in (row.get("firstname"), row.get("lastname")) if p) or None
+
+
+# Business Central's default integration set: more tables and attributes, option sets (separate module).
+from local.dv_sim.default_set import (  # noqa: E402
+    OptionSets,
+    after_create,
+    check_create,
+    check_update,
+    register_default_set,
+    seed_organization,
+)
+
+register_default_set(TABLES)

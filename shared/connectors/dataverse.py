@@ -72,6 +72,11 @@ DEFAULT_ENTITIES: dict[str, EntityInfo] = {
     "accounts": EntityInfo("accounts", "account", "accountid"),
     "contacts": EntityInfo("contacts", "contact", "contactid"),
     "products": EntityInfo("products", "product", "productid"),
+    "systemusers": EntityInfo("systemusers", "systemuser", "systemuserid"),
+    "transactioncurrencies": EntityInfo("transactioncurrencies", "transactioncurrency", "transactioncurrencyid"),
+    "uomschedules": EntityInfo("uomschedules", "uomschedule", "uomscheduleid"),
+    "uoms": EntityInfo("uoms", "uom", "uomid"),
+    "opportunities": EntityInfo("opportunities", "opportunity", "opportunityid"),
 }
 
 
@@ -171,6 +176,36 @@ class DataverseClient:
             kind="meta",
         )
         return list(response.json().get("value", []))
+
+    async def get_options(self, logical_name: str, attribute: str) -> dict[int, str]:
+        """The options of a picklist attribute: value -> label (the user's language)."""
+        response = await self._http.request(
+            "GET",
+            f"{self.api_root}/EntityDefinitions(LogicalName='{quote(logical_name, safe='')}')/Attributes("
+            f"LogicalName='{quote(attribute, safe='')}')/Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
+            params={"$select": "LogicalName", "$expand": "OptionSet"},
+            kind="meta",
+        )
+        options = (response.json().get("OptionSet") or {}).get("Options") or []
+        out: dict[int, str] = {}
+        for o in options:
+            label = (o.get("Label") or {}).get("UserLocalizedLabel") or {}
+            out[int(o["Value"])] = str(label.get("Label") or "")
+        return out
+
+    async def insert_option(self, logical_name: str, attribute: str, label: str) -> int:
+        """``InsertOptionValue``: adds an option to a picklist attribute; returns its value."""
+        response = await self._http.request(
+            "POST",
+            f"{self.api_root}/InsertOptionValue",
+            json={
+                "EntityLogicalName": logical_name,
+                "AttributeLogicalName": attribute,
+                "Label": {"LocalizedLabels": [{"Label": label, "LanguageCode": 1033}]},
+            },
+            kind="write",
+        )
+        return int(response.json()["NewOptionValue"])
 
     async def probe(self, entity: str, filter: str) -> None:
         """One ``$top=1`` query with this filter: raises the mapped ``SyncError`` when Dataverse refuses it."""

@@ -31,6 +31,10 @@ class Transform(_Model):
     trim: bool = False
     case: Literal["upper", "lower"] | None = None
     max_length: int | None = Field(None, alias="maxLength", ge=1)
+    # Numbers below it are written as it (BC writes a negative inventory as 0 to quantityonhand).
+    minimum: float | None = None
+    # Written instead of an empty value (BC gives a currency without symbol a default one).
+    default: str | None = None
 
 
 class Lookup(_Model):
@@ -42,6 +46,15 @@ class Lookup(_Model):
     mapping: str
     bc_key: str = Field("number", alias="bcKey")
     dataverse_entity_set: str = Field(alias="dataverseEntitySet")
+    # The navigation property written with @odata.bind (default ``<field>_<parent table>``, the form of
+    # polymorphic lookups such as parentcustomerid; single-target lookups use the attribute's own name).
+    navigation: str | None = None
+    # record: a Dataverse lookup; option: the parent mapping couples BC records with option values of an
+    # option set, and the field carries the value; baseUnit: the base unit of the unit group the parent
+    # mapping couples (a product's default unit follows its unit group).
+    kind: Literal["record", "option", "baseUnit"] = "record"
+    # BC's blank value stands for the company's local currency (Currency Code blank = LCY).
+    blank: Literal["none", "localCurrency"] = "none"
 
 
 class FieldMap(_Model):
@@ -59,6 +72,8 @@ class FieldMap(_Model):
     case_sensitive: bool = Field(False, alias="caseSensitive")
     # A lookup that does not resolve writes an empty value instead of failing the record.
     clear_on_fail: bool = Field(False, alias="clearOnFail")
+    # BC's "Not Null" (GUID fields): an empty value is not written, so a blank salesperson leaves the owner.
+    not_null: bool = Field(False, alias="notNull")
     user_defined: bool = Field(False, alias="userDefined")
 
     @model_validator(mode="after")
@@ -164,7 +179,7 @@ class TableMapping(_Model):
         names = {self.dataverse_primary_key, "modifiedon"}
         for f in self.fields:
             if f.dataverse and f.constant is None:
-                names.add(f"_{f.dataverse}_value" if f.lookup else f.dataverse)
+                names.add(f"_{f.dataverse}_value" if f.lookup and f.lookup.kind != "option" else f.dataverse)
         names |= {m.dataverse for m in self.match_fields}
         return sorted(names)
 
@@ -190,8 +205,16 @@ class MappingFile(_Model):
         return self
 
 
+# BC's GetPrioritizedMappingList: users, currency, units, customers, vendors, contacts, items, the rest.
+BC_PRIORITY = ("SALESPEOPLE", "CURRENCY", "UNIT OF MEASURE", "CUSTOMER", "VENDOR", "CONTACT", "ITEM-PRODUCT")
+
+
 def dependency_order(mappings: tuple[TableMapping, ...] | list[TableMapping]) -> list[TableMapping]:
-    """Parents first (a child's lookups need the parent's couplings); raises ValueError on a cycle."""
+    """Parents first (a child's lookups need the parent's couplings), otherwise in BC's prioritized order,
+    then in the given order; raises ValueError on a cycle."""
+    mappings = sorted(
+        mappings, key=lambda m: BC_PRIORITY.index(m.name) if m.name in BC_PRIORITY else len(BC_PRIORITY)
+    )
     by_name = {m.name: m for m in mappings}
     done: dict[str, TableMapping] = {}
     visiting: set[str] = set()

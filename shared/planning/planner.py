@@ -167,7 +167,7 @@ def plan_record(
 
     for f in _paired(fields):
         flow = direction if direction != Direction.BIDIRECTIONAL else f.direction
-        if _in_sync(f, pair, flow):
+        if _in_sync(f, pair, flow) or _kept_by_not_null(f, pair):
             continue
         bc_val, dv_val = pair.bc.get(f.key), pair.dv.get(f.key)
         bc_changed = _changed(pair.bc, pair.bc_snapshot, f.key)
@@ -226,6 +226,11 @@ def plan_record(
         bc_snapshot=bc_snap,
         dv_snapshot=dv_snap,
     )
+
+
+def _kept_by_not_null(f: FieldMap, pair: PairState) -> bool:
+    """A "Not Null" field whose BC value is empty leaves Dataverse's value alone (it never flows back)."""
+    return f.not_null and pair.bc is not None and pair.bc.get(f.key) is None
 
 
 def _winner(

@@ -14,8 +14,15 @@ from shared.mappings.config import FieldMap, Transform
 
 
 def apply_transform(value: Any, transform: Transform | None) -> Any:
-    """trim, then case, then cut to maxLength (cut after trimming so no trailing blank survives the cut)."""
-    if transform is None or not isinstance(value, str):
+    """trim, then case, then cut to maxLength (cut after trimming so no trailing blank survives the cut);
+    numbers are raised to ``minimum``."""
+    if transform is None:
+        return value
+    if transform.default is not None and (value is None or (isinstance(value, str) and not value.strip())):
+        return transform.default
+    if transform.minimum is not None and isinstance(value, int | float) and not isinstance(value, bool):
+        return max(value, type(value)(transform.minimum))
+    if not isinstance(value, str):
         return value
     if transform.trim:
         value = value.strip()

@@ -20,6 +20,7 @@ from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.jobs import BATCH_SIZE, JobService, message
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService, resolve_direction
+from shared.services.table_choice import mapping_for_row
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def is_echo(context: dict[str, Any]) -> bool:
 async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     entity, row_id, _message_name, context = parse_dataverse_request(body)
     TRIGGER.set("syncNow")  # #22 history
-    base = engine.registry.for_dataverse_table(entity)
+    base = await mapping_for_row(engine, entity, row_id)
     if base is None:
         raise MappingNotFoundError(f"No table mapping synchronizes the Dataverse table '{entity[:60]}'.")
     mapping = await engine.registry.get(base.name)
@@ -280,8 +281,8 @@ async def bc_notification(engine: Engine, body: dict[str, Any]) -> int:
 
 async def dataverse_notification(engine: Engine, body: dict[str, Any]) -> int:
     entity, row_id, msg_name, context = parse_dataverse_request(body)
-    base = engine.registry.for_dataverse_table(entity)
-    if base is None or is_echo(context):
+    base = None if is_echo(context) else await mapping_for_row(engine, entity, row_id)
+    if base is None:
         return 0
     if not does_automatic_work((await engine.registry.get(base.name)).state):
         return 0  # paused: its next incremental run after resume catches up

@@ -3,9 +3,11 @@ batches through the parent mapping's couplings (a contact's company <-> its acco
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
+from shared.connectors._odata import dataverse_in_filter
 from shared.domain.model import RemoteRecord
 from shared.mappings.config import FieldMap, TableMapping
 from shared.planning.identity_keys import bc_number_for, dataverse_id_for  # noqa: F401 -- re-exported
@@ -17,6 +19,9 @@ def odata_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+LOCAL_CURRENCY_TTL_S = 300.0
+
+
 class RecordCodec:
     """Field values of one mapping, in the planner's shape (``FieldMap.key`` -> value)."""
 
@@ -26,11 +31,16 @@ class RecordCodec:
         parents: dict[str, TableMapping],
         bc: RecordService,
         couplings: CouplingStore,
+        dv: RecordService | None = None,
+        cache: dict[str, Any] | None = None,
     ) -> None:
         self.mapping = mapping
         self._parents = parents
         self._bc = bc
         self._couplings = couplings
+        self._dv = dv
+        # Shared by the codecs of one engine: the local currency's Dataverse id, kept for a few minutes.
+        self._cache = cache if cache is not None else {}
 
     @property
     def _lookups(self) -> list[FieldMap]:
@@ -42,7 +52,8 @@ class RecordCodec:
         for f in self.mapping.fields:
             if f.dataverse is None or f.constant is not None:
                 continue
-            name = f"_{f.dataverse}_value" if f.lookup else f.dataverse
+            option = f.lookup is not None and f.lookup.kind == "option"
+            name = f"_{f.dataverse}_value" if f.lookup and not option else f.dataverse
             value = record.fields.get(name)
             out[f.key] = value.lower() if f.lookup and isinstance(value, str) else value
         return out
@@ -57,25 +68,68 @@ class RecordCodec:
             }
         for f in self._lookups:
             assert f.lookup is not None and f.bc is not None
-            keys = {r.fields.get(f.bc) for r in records if r.fields.get(f.bc)}
-            resolved = await self._bc_keys_to_dv_ids(f, {str(k) for k in keys})
+            keys = {str(r.fields.get(f.bc)) for r in records if not is_blank(r.fields.get(f.bc))}
+            resolved = await self._bc_keys_to_dv_ids(f, keys)
+            local = await self._local_currency_id() if f.lookup.blank == "localCurrency" else None
             for r in records:
                 key = r.fields.get(f.bc)
-                out[r.id][f.key] = resolved.get(str(key)) if key else None
+                out[r.id][f.key] = resolved.get(str(key)) if not is_blank(key) else local
         return out
 
-    async def _bc_keys_to_dv_ids(self, f: FieldMap, keys: set[str]) -> dict[str, str]:
+    async def _bc_keys_to_dv_ids(self, f: FieldMap, keys: set[str]) -> dict[str, Any]:
         if not keys:
             return {}
         assert f.lookup is not None
         parent = self._parents[f.lookup.mapping]
-        filt = f"{f.lookup.bc_key} in ({','.join(odata_string(k) for k in sorted(keys))})"
         parent_ids: dict[str, str] = {}
-        async for page in self._bc.list_records(parent.bc_entity, select=["id", f.lookup.bc_key], filter=filt):
-            for rec in page:
-                parent_ids[rec.id] = str(rec.fields.get(f.lookup.bc_key))
+        if f.lookup.bc_key == "id":
+            parent_ids = {k.lower(): k for k in keys}  # the field holds the parent's id: nothing to read
+        else:
+            filt = f"{f.lookup.bc_key} in ({','.join(odata_string(k) for k in sorted(keys))})"
+            async for page in self._bc.list_records(parent.bc_entity, select=["id", f.lookup.bc_key], filter=filt):
+                for rec in page:
+                    parent_ids[rec.id] = str(rec.fields.get(f.lookup.bc_key))
         coupled = await self._couplings.get_many_by_bc_ids(parent.name, list(parent_ids))
-        return {parent_ids[bc_id]: c.dataverse_id for bc_id, c in coupled.items()}
+        if f.lookup.kind == "option":
+            return {parent_ids[bc_id]: int(c.dataverse_id) for bc_id, c in coupled.items()}
+        ids = {parent_ids[bc_id]: c.dataverse_id for bc_id, c in coupled.items()}
+        if f.lookup.kind == "baseUnit":
+            units = await self._base_units(set(ids.values()))
+            return {k: units[v] for k, v in ids.items() if v in units}
+        return ids
+
+    async def _base_units(self, group_ids: set[str]) -> dict[str, str]:
+        """Unit group id -> its base unit's id (one query per batch)."""
+        if not group_ids or self._dv is None:
+            return {}
+        filt = "isschedulebaseuom eq true and " + dataverse_in_filter("_uomscheduleid_value", sorted(group_ids))
+        out: dict[str, str] = {}
+        async for page in self._dv.list_records("uoms", select=["uomid", "_uomscheduleid_value"], filter=filt):
+            for rec in page:
+                out[str(rec.fields.get("_uomscheduleid_value")).lower()] = rec.id
+        return out
+
+    async def _local_currency_id(self) -> str | None:
+        """The Dataverse currency of the company's local currency (BC's blank Currency Code): the company's
+        setup names it (companyInformation.currencyCode), Dataverse has it by ISO code."""
+        cached = self._cache.get("localCurrency")
+        if cached is not None and time.monotonic() - cached[1] < LOCAL_CURRENCY_TTL_S:
+            return cached[0]
+        code = ""
+        async for page in self._bc.list_records("companyInformation", select=["id", "currencyCode"]):
+            code = next((str(r.fields.get("currencyCode") or "") for r in page), "")
+            break
+        dv_id: str | None = None
+        if code and self._dv is not None:
+            filt = f"isocurrencycode eq {odata_string(code)}"
+            async for page in self._dv.list_records(
+                "transactioncurrencies", select=["transactioncurrencyid"], filter=filt
+            ):
+                dv_id = next((r.id for r in page), None)
+                break
+        if dv_id is not None or not code:  # not cached while missing: CURRENCY may create it any moment
+            self._cache["localCurrency"] = (dv_id, time.monotonic())
+        return dv_id
 
     # ------------------------------------------------------------------ writing
     def dv_payload(self, values: dict[str, Any]) -> dict[str, Any]:
@@ -83,10 +137,12 @@ class RecordCodec:
         for f in self.mapping.fields:
             if f.key not in values or f.dataverse is None:
                 continue
-            if f.lookup is not None:
+            if f.lookup is not None and f.lookup.kind == "option":
+                out[f.dataverse] = values[f.key]
+            elif f.lookup is not None:
                 target = values[f.key]
-                bind = f"{f.dataverse}_{self._parents[f.lookup.mapping].dataverse_table}@odata.bind"
-                out[bind] = f"/{f.lookup.dataverse_entity_set}({target})" if target else None
+                nav = f.lookup.navigation or f"{f.dataverse}_{self._parents[f.lookup.mapping].dataverse_table}"
+                out[f"{nav}@odata.bind"] = f"/{f.lookup.dataverse_entity_set}({target})" if target else None
             else:
                 out[f.dataverse] = values[f.key]
         return out
@@ -99,14 +155,19 @@ class RecordCodec:
         }
         for f in self._lookups:
             assert f.lookup is not None and f.bc is not None
-            dv_ids = {str(v[f.key]) for v in values_by_ref.values() if v.get(f.key)}
+            dv_ids = {str(v[f.key]) for v in values_by_ref.values() if v.get(f.key) is not None}
             keys = await self._dv_ids_to_bc_keys(f, dv_ids)
+            if f.lookup.blank == "localCurrency":
+                local = await self._local_currency_id()
+                if local is not None:
+                    keys[local] = ""  # the local currency is BC's blank code
             for ref, v in values_by_ref.items():
                 if f.key in v:
+                    value = None if v[f.key] is None else str(v[f.key])
                     # An unresolvable parent is left out rather than blanked: it syncs once the parent is coupled.
-                    if v[f.key] and v[f.key] in keys:
-                        out[ref][f.bc] = keys[v[f.key]]
-                    elif not v[f.key] or f.clear_on_fail:
+                    if value is not None and value in keys:
+                        out[ref][f.bc] = keys[value]
+                    elif value is None or f.clear_on_fail:
                         out[ref][f.bc] = ""
         return out
 
@@ -116,6 +177,8 @@ class RecordCodec:
         assert f.lookup is not None
         parent = self._parents[f.lookup.mapping]
         coupled = await self._couplings.get_many_by_dataverse_ids(parent.name, list(dv_ids))
+        if f.lookup.bc_key == "id":
+            return {dv_id: c.bc_id for dv_id, c in coupled.items()}
         records = await self._bc.get_many(
             parent.bc_entity, [c.bc_id for c in coupled.values()], select=["id", f.lookup.bc_key]
         )
@@ -132,6 +195,14 @@ class RecordCodec:
             assert f.bc is not None
             if f.clear_on_fail:
                 continue  # BC's "Clear Value on Failed Sync": the empty value is written instead
-            if record.fields.get(f.bc) and not bc_values.get(f.key):
+            if not is_blank(record.fields.get(f.bc)) and bc_values.get(f.key) is None:
                 missing.append(f"{f.bc}={record.fields.get(f.bc)}")
         return missing
+
+
+EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
+
+
+def is_blank(value: Any) -> bool:
+    """BC's empty value of a field: "" for codes, the empty GUID for ids (paymentTermsId)."""
+    return value is None or value == "" or value == EMPTY_GUID

@@ -163,6 +163,13 @@ class CouplingService:
         now = utcnow()
         if direction == Direction.TO_DATAVERSE:
             values = await codec.bc_values_many(sources)
+            # A parent (currency, unit, salesperson) that is not coupled yet: not created without it (retryable).
+            blocked = parents_missing(codec, sources, values)
+            for rec_id, missing in blocked.items():
+                outcome.add(
+                    RecordResult(rec_id, None, "failed", direction.value, "parent_not_coupled", missing, transient=True)
+                )
+            sources = [rec for rec in sources if rec.id not in blocked]
             dv_payloads = {
                 rec.id: codec.dv_payload(plan_create(mapping.fields, direction, values[rec.id])) for rec in sources
             }
@@ -365,3 +372,15 @@ class CouplingService:
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def parents_missing(codec: Any, sources: Sequence[RemoteRecord], values: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """BC id -> the message of a record whose lookups name parents that are not coupled yet."""
+    out: dict[str, str] = {}
+    for rec in sources:
+        missing = codec.unresolved_parents(values[rec.id], rec)
+        if missing:
+            out[rec.id] = (
+                f"The parent record ({', '.join(missing)}) is not coupled yet; couple or sync the parent mapping first."
+            )
+    return out

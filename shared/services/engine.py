@@ -45,9 +45,10 @@ class Engine:
     watermarks: WatermarkStore
     publisher: MessagePublisher
     _codecs: dict[str, RecordCodec] = field(default_factory=dict)
+    _lookup_cache: dict[str, object] = field(default_factory=dict)
 
     def codec(self, mapping: TableMapping) -> RecordCodec:
         parents = {
             f.lookup.mapping: self.registry.known(f.lookup.mapping) for f in mapping.fields if f.lookup is not None
         }
-        return RecordCodec(mapping, parents, self.bc, self.couplings)
+        return RecordCodec(mapping, parents, self.bc, self.couplings, self.dv, self._lookup_cache)

@@ -16,8 +16,10 @@ from shared.planning.history import TRIGGER  # #22
 from shared.planning.planner import may_create, plan_deletion
 from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
+from shared.services.dependencies import for_full_run, run_mapping_job
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.filters import within_filter
+from shared.services.option_sets import OptionSetService, is_option_mapping
 from shared.services.sync_errors import create_error_entry
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
 from shared.telemetry import log_event, record_job
@@ -25,6 +27,7 @@ from shared.telemetry import log_event, record_job
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
+OPTION_KINDS = ("match-couple", "record-changed", "sync-batch", "retry-errors")
 
 
 def message(kind: str, job_id: str, mapping: str, batch: str = "0", **payload: Any) -> dict[str, Any]:
@@ -130,8 +133,20 @@ class JobService:
         TRIGGER.set(trigger_of(msg, job))  # #22 history
         try:
             if kind == "mapping-sync":
-                outcome = await self.run_mapping_sync(mapping, full=msg.get("full", False), job_id=job_id)
+                # Parents first, code tables coupled by match, option sets compared (shared.services.dependencies).
+                outcome = await run_mapping_job(
+                    self,
+                    mapping,
+                    full=bool(msg.get("full", False)),
+                    job_id=job_id,
+                    parents_first=bool(msg.get("parentsFirst")),
+                )
+            elif is_option_mapping(mapping) and kind in OPTION_KINDS:
+                # An option set has no rows or change feed: every run compares the code table with it.
+                outcome = await OptionSetService(self.e).run(mapping, msg.get("bcIds") or None, job_id)
             elif kind == "sync-batch":
+                if msg.get("fullRun"):  # a page of a full synchronization: it creates as the job does
+                    mapping = for_full_run(mapping)
                 outcome = await self._sync_batch(mapping, msg, job_id)
             elif kind == "record-changed":
                 outcome = await self.record_changed(mapping, msg, job_id)
@@ -348,6 +363,7 @@ class JobService:
                     batch=f"b{first + n + 1}",
                     direction=mapping.direction.value,
                     scheduled=True,
+                    fullRun=not mapping.sync_only_coupled,
                     side=side.value,
                     **{key: ids},
                     **extra,

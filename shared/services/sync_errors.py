@@ -60,7 +60,7 @@ def create_error_entry(mapping: str, result: RecordResult, job_id: str | None, n
 
 def failed_creates(results: Sequence[RecordResult]) -> list[RecordResult]:
     """The results of creates that failed (a concurrent caller coupling the pair first is not a failure)."""
-    return [r for r in results if r.status == "failed" and r.error_code == CREATE_FAILED]
+    return [r for r in results if r.status == "failed" and r.error_code in (CREATE_FAILED, "parent_not_coupled")]
 
 
 def created_sources(results: Sequence[RecordResult]) -> tuple[list[str], list[str]]:

@@ -68,3 +68,14 @@ def test_table_ops_per_record_on_full_sync_of_existing_couplings(results: dict[s
     fixed = _phase(results, "engine", "no-change")["tableOps"]
     assert (full["tableOps"] - fixed) / full["records"] <= 0.015, (full, fixed)
     assert fixed <= 30  # per job, independent of the number of records
+
+
+def test_full_sync_over_every_default_mapping_couples_all_within_the_call_target(results: dict[str, Any]) -> None:
+    d = results["defaultSet"]
+    assert d["allCoupled"], d["coupled"]
+    for p in d["phases"]:
+        if "PAYMENT TERMS" in p["name"] or "SHIPMENT METHOD" in p["name"]:
+            # An option set takes one InsertOptionValue per new code (as BC does): a few codes, not per-record.
+            assert p["dvRequests"] <= 2 + p["records"], p
+            continue
+        assert p["bcRequestsPerRecord"] <= 0.03 and p["dvRequestsPerRecord"] <= 0.03, p

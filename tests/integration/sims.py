@@ -76,7 +76,15 @@ class SimClients:
     def dv_create(self, entity_set: str, **fields: Any) -> str:
         r = self._dv("POST", f"{self.dv_api}/{entity_set}", json=fields, headers={"Prefer": "return=representation"})
         assert r.status_code == 201, r.text
-        pk = {"accounts": "accountid", "contacts": "contactid", "products": "productid"}[entity_set]
+        pk = {
+            "accounts": "accountid",
+            "contacts": "contactid",
+            "products": "productid",
+            "transactioncurrencies": "transactioncurrencyid",
+            "uomschedules": "uomscheduleid",
+            "uoms": "uomid",
+            "opportunities": "opportunityid",
+        }[entity_set]
         return r.json()[pk].lower()
 
     def dv_get(self, entity_set: str, rid: str) -> dict[str, Any] | None:

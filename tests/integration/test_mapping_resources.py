@@ -142,9 +142,11 @@ def test_field_mapping_errors_name_the_side_and_the_field(api: Any, customer: st
         "read_only_field",
     )
     assert "balanceDue" in body["detail"]
-    assert_problem(api.post(url, json={"bc": "taxLiable", "dataverse": "address1_line2"}), 422, "type_mismatch")
-    # Dataverse's 250 characters into BC's 50 needs a transform that cuts.
-    assert_problem(api.post(url, json={"bc": "addressLine2", "dataverse": "address1_line2"}), 422, "type_mismatch")
+    assert_problem(api.post(url, json={"bc": "taxLiable", "dataverse": "description"}), 422, "type_mismatch")
+    # Dataverse's 2000 characters into BC's 20 needs a transform that cuts.
+    assert_problem(
+        api.post(url, json={"bc": "taxRegistrationNumber", "dataverse": "description"}), 422, "type_mismatch"
+    )
     assert_problem(
         api.post(url, json={"bc": "state", "dataverse": "name", "direction": "toDataverse"}),
         409,
@@ -160,14 +162,14 @@ def test_added_field_arrives_and_disabled_field_is_left_alone(api: Any, world: d
     sims = world["sims"]
     added = api.post(
         "/api/mappings/CUSTOMER/fields",
-        json={"bc": "addressLine2", "dataverse": "address1_line2", "transform": {"trim": True, "maxLength": 50}},
+        json={"bc": "taxRegistrationNumber", "dataverse": "description", "transform": {"trim": True, "maxLength": 20}},
     )
     assert added.status_code == 201, added.text
     field = added.json()
-    assert field["id"] == "addressLine2~address1_line2" and field["userDefined"] is True and field["cutsValues"]
+    assert field["id"] == "taxRegistrationNumber~description" and field["userDefined"] is True and field["cutsValues"]
     assert_problem(
-        api.post("/api/mappings/CUSTOMER/fields", json={"bc": "addressLine2", "dataverse": "address1_line2",
-                                                        "transform": {"maxLength": 50}}),
+        api.post("/api/mappings/CUSTOMER/fields", json={"bc": "taxRegistrationNumber", "dataverse": "description",
+                                                        "transform": {"maxLength": 20}}),
         409,
         "field_already_mapped",
     )  # fmt: skip
@@ -175,24 +177,24 @@ def test_added_field_arrives_and_disabled_field_is_left_alone(api: Any, world: d
     assert disabled.status_code == 200 and disabled.json()["status"] == "disabled"
 
     name = uid("Fields")
-    b = sims.bc_create("customers", displayName=name, addressLine2="Building 7", city="Aarhus")
+    b = sims.bc_create("customers", displayName=name, taxRegistrationNumber="Building 7", city="Aarhus")
     coupled = api.post("/api/mappings/CUSTOMER/couplings", json={"bcId": b, "createNew": True})
     assert coupled.status_code == 201, coupled.text
     d = coupled.json()["dataverseId"]
     row = sims.dv_get("accounts", d)
-    assert row["address1_line2"] == "Building 7" and row["address1_city"] is None  # disabled: not written
+    assert row["description"] == "Building 7" and row["address1_city"] is None  # disabled: not written
 
-    sims.bc_patch("customers", b, addressLine2="Building 9", city="Odense")
+    sims.bc_patch("customers", b, taxRegistrationNumber="Building 9", city="Odense")
     sims.dv_patch("accounts", d, address1_city="Copenhagen")
     resp = api.post("/api/mappings/CUSTOMER/sync", json={"bcIds": [b], "direction": "toDataverse"})
     assert resp.status_code == 200 and resp.json()["results"][0]["status"] == "updated", resp.text
     row = sims.dv_get("accounts", d)
-    assert row["address1_line2"] == "Building 9" and row["address1_city"] == "Copenhagen"
+    assert row["description"] == "Building 9" and row["address1_city"] == "Copenhagen"
     # Deleting the user-defined field mapping: it is no longer synced.
-    assert api.delete("/api/mappings/CUSTOMER/fields/addressLine2~address1_line2").status_code == 204
-    sims.bc_patch("customers", b, addressLine2="Building 11")
+    assert api.delete("/api/mappings/CUSTOMER/fields/taxRegistrationNumber~description").status_code == 204
+    sims.bc_patch("customers", b, taxRegistrationNumber="Building 11")
     api.post("/api/mappings/CUSTOMER/sync", json={"bcIds": [b], "direction": "toDataverse"})
-    assert sims.dv_get("accounts", d)["address1_line2"] == "Building 9"
+    assert sims.dv_get("accounts", d)["description"] == "Building 9"
 
 
 def _custom_url(sims: Any, rid: str | None = None) -> str:

@@ -111,7 +111,7 @@ async def test_sim_endpoints_seed_reset_faults(bc: Any) -> None:
     assert body["created"] == 1001 and "ids" not in body
     resp = await bc.post("/_sim/seed", json={"entity": "contacts", "count": 2, "prefix": "P"})
     assert len((await resp.json())["ids"]) == 2
-    resp = await bc.post("/_sim/seed", json={"entity": "vendors", "count": 2})
+    resp = await bc.post("/_sim/seed", json={"entity": "widgets", "count": 2})
     assert resp.status == 400
     resp = await bc.post("/_sim/seed", json={"entity": "customers", "fields": {"nope": 1}})
     assert resp.status == 400

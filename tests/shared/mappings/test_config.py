@@ -27,7 +27,7 @@ def test_shipped_mappings_match_the_contract() -> None:
         "contacts",
         "contacts",
         True,
-        ("CUSTOMER",),
+        ("CUSTOMER", "VENDOR"),
     )
     assert (item.bc_entity, item.dataverse_entity_set, item.direction) == ("items", "products", Direction.TO_DATAVERSE)
     pairs = {(f.bc, f.dataverse, f.direction) for f in cust.fields}
@@ -68,7 +68,7 @@ def test_bad_field_direction_names_file_path_and_reason(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("needle", "replacement", "reason"),
     [
-        ("dependsOn: [CUSTOMER]", "dependsOn: [NOPE]", "unknown mapping NOPE"),
+        ("dependsOn: [CUSTOMER, VENDOR]", "dependsOn: [NOPE]", "unknown mapping NOPE"),
         ("version: 1", "version: 2", "version"),
         (
             "scheduleMinutes: 5\n    matchFields:\n      - {bc: email",

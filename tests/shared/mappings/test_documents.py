@@ -15,11 +15,11 @@ from tests.fake_services import fake_engine
 
 class FakeCatalog:
     async def bc_entity(self, entity: str) -> EntityMeta:
-        text = {n: FieldMeta(n, "text", "Edm.String", 100) for n in ("addressLine2", "displayName", "city")}
+        text = {n: FieldMeta(n, "text", "Edm.String", 100) for n in ("taxRegistrationNumber", "displayName", "city")}
         return EntityMeta("businessCentral", entity, text)
 
     async def dv_entity(self, logical: str) -> EntityMeta:
-        text = {n: FieldMeta(n, "text", "String", 100) for n in ("address1_line2", "name", "address1_city")}
+        text = {n: FieldMeta(n, "text", "String", 100) for n in ("description", "name", "address1_city")}
         return EntityMeta("dataverse", logical, text)
 
 
@@ -46,12 +46,12 @@ async def test_layers_apply_in_order_and_every_change_is_a_new_version(admin: Ma
         await admin.patch_settings("CUSTOMER", {"scheduleMinutes": 9}, etag0)
     f = await admin.patch_field("CUSTOMER", "city~address1_city", {"status": "disabled"})
     assert f.status == "disabled"
-    added = await admin.add_field("CUSTOMER", {"bc": "addressLine2", "dataverse": "address1_line2"})
+    added = await admin.add_field("CUSTOMER", {"bc": "taxRegistrationNumber", "dataverse": "description"})
     assert added.user_defined
     m = await reg.get("CUSTOMER")
     assert "city~address1_city" not in [x.id for x in m.fields]  # disabled: neither read nor written
     assert "city~address1_city" in [x.id for x in m.all_fields]
-    assert "addressLine2" in m.bc_select and "city" not in m.bc_select
+    assert "taxRegistrationNumber" in m.bc_select and "city" not in m.bc_select
     with pytest.raises(NotUserDefinedError):
         await admin.delete_field("CUSTOMER", "city~address1_city")
     doc = await reg.documents.get("CUSTOMER")

@@ -15,13 +15,23 @@ def _engine(**settings: object) -> Engine:
 
 async def test_due_mappings_start_in_dependency_order_once() -> None:
     e = _engine()
-    assert list(await start_due_syncs(e)) == ["CUSTOMER", "CONTACT", "ITEM-PRODUCT"]
-    msgs = e.publisher.take()  # type: ignore[attr-defined]
-    assert [(m["kind"], m["mapping"]) for m in msgs] == [
-        ("mapping-sync", "CUSTOMER"),
-        ("mapping-sync", "CONTACT"),
-        ("mapping-sync", "ITEM-PRODUCT"),
+    # BC's prioritized list: users, currency, units, (option mappings the customers need), customers,
+    # vendors, contacts, items, the rest.
+    order = [
+        "SALESPEOPLE",
+        "CURRENCY",
+        "UNIT OF MEASURE",
+        "PAYMENT TERMS",
+        "SHIPMENT METHOD",
+        "CUSTOMER",
+        "VENDOR",
+        "CONTACT",
+        "ITEM-PRODUCT",
+        "OPPORTUNITY",
     ]
+    assert list(await start_due_syncs(e)) == order
+    msgs = e.publisher.take()  # type: ignore[attr-defined]
+    assert [(m["kind"], m["mapping"]) for m in msgs] == [("mapping-sync", name) for name in order]
     assert await start_due_syncs(e) == {}  # queued jobs are in flight
 
 
