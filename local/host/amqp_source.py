@@ -1,14 +1,18 @@
 """``AmqpQueueSource``: the local host's Service Bus trigger over the real azure-servicebus SDK (against
 the local AMQP peer, or a real namespace). Like the Functions trigger with autoComplete: receive in
 peek-lock, call the function with an ``azure.functions.ServiceBusMessage``, complete on success, abandon
-on exception (redelivery with delivery count + 1; dead-lettered after MaxDeliveryCount)."""
+on exception (redelivery with delivery count + 1; dead-lettered after MaxDeliveryCount). While the function
+runs, the message lock is renewed as the Functions host does, up to host.json's
+``maxAutoLockRenewalDuration``; a function that runs longer loses its lock and the message is redelivered."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import azure.functions as func
 from azure.servicebus import ServiceBusReceivedMessage
@@ -22,6 +26,15 @@ log = logging.getLogger("local.host.amqp_source")
 
 RECEIVE_WAIT_SECONDS = 0.5  # how often `stop` is looked at while the queue is idle
 RECONNECT_SECONDS = 1.0
+MIN_RENEW_INTERVAL_SECONDS = 0.5
+
+
+def next_renewal_in(locked_until: datetime | None, now: datetime) -> float:
+    """Seconds until the lock should be renewed: halfway through what is left of it (as the SDK's renewer)."""
+    if locked_until is None:
+        return MIN_RENEW_INTERVAL_SECONDS
+    left = (locked_until - now).total_seconds()
+    return max(MIN_RENEW_INTERVAL_SECONDS, left / 2)
 
 
 def to_functions_message(message: ServiceBusReceivedMessage) -> func.ServiceBusMessage:
@@ -52,12 +65,15 @@ class AmqpQueueSource:
         *,
         max_concurrent: int = 4,
         client_factory: Callable[[], ServiceBusClient] | None = None,
+        max_lock_renewal_seconds: float = 300.0,
     ) -> None:
         if connection_string is None and client_factory is None:
             raise ValueError("AmqpQueueSource needs a connection string or a client factory")
         self.connection_string = connection_string
         self.client_factory = client_factory or (lambda: ServiceBusClient.from_connection_string(connection_string))
         self.max_concurrent = max(1, max_concurrent)
+        self.max_lock_renewal_seconds = max_lock_renewal_seconds
+        self.renewed = 0
         self.completed = 0
         self.abandoned = 0
 
@@ -102,11 +118,16 @@ class AmqpQueueSource:
         handler: MessageHandler,
     ) -> None:
         failure: BaseException | None = None
+        renewal = asyncio.create_task(self._renew_lock(receiver, sdk_lock, message))
         try:
             await handler(to_functions_message(message))
         except Exception as e:
             failure = e
             log.warning("function failed for message %s (%s); abandoning", message.message_id, type(e).__name__)
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
         try:
             async with sdk_lock:
                 if failure is None:
@@ -117,3 +138,20 @@ class AmqpQueueSource:
                     self.abandoned += 1
         except ServiceBusError as e:  # lock lost: the peer redelivers it anyway
             log.warning("settling message %s failed: %s", message.message_id, e)
+
+    async def _renew_lock(
+        self, receiver: ServiceBusReceiver, sdk_lock: asyncio.Lock, message: ServiceBusReceivedMessage
+    ) -> None:
+        give_up_at = time.monotonic() + self.max_lock_renewal_seconds
+        while True:
+            wait = next_renewal_in(message.locked_until_utc, datetime.now(UTC))
+            if time.monotonic() + wait > give_up_at:
+                return
+            await asyncio.sleep(wait)
+            try:
+                async with sdk_lock:
+                    await receiver.renew_message_lock(message)
+                self.renewed += 1
+            except ServiceBusError as e:  # lock already lost: settlement will fail and the peer redelivers
+                log.warning("renewing the lock of message %s failed: %s", message.message_id, e)
+                return

@@ -76,20 +76,42 @@ def default_queue_source(env: dict[str, str] | None = None, connection_string: s
                 return AmqpQueueSource(
                     max_concurrent=_host_json_concurrency(),
                     client_factory=lambda: client_from_settings(settings, get_credential()),
+                    max_lock_renewal_seconds=_host_json_lock_renewal(),
                 )
             connection_string = settings.servicebus_connection_string
-        return AmqpQueueSource(connection_string, max_concurrent=_host_json_concurrency())
+        return AmqpQueueSource(
+            connection_string,
+            max_concurrent=_host_json_concurrency(),
+            max_lock_renewal_seconds=_host_json_lock_renewal(),
+        )
     if choice != "memory":
         raise ValueError(f"SYNC_LOCAL_QUEUE_SOURCE must be 'amqp' or 'memory', not {choice!r}")
     return InMemoryQueueSource(max_concurrent_calls=_host_json_concurrency())
 
 
-def _host_json_concurrency() -> int:
+def _host_json_service_bus() -> dict[str, Any]:
     try:
         with open("host.json", encoding="utf-8") as handle:
-            return int(json.load(handle)["extensions"]["serviceBus"]["maxConcurrentCalls"])
+            return dict(json.load(handle)["extensions"]["serviceBus"])
     except (OSError, KeyError, ValueError, TypeError):
+        return {}
+
+
+def _host_json_concurrency() -> int:
+    try:
+        return int(_host_json_service_bus()["maxConcurrentCalls"])
+    except (KeyError, ValueError, TypeError):
         return 1
+
+
+def _host_json_lock_renewal() -> float:
+    """host.json `maxAutoLockRenewalDuration` (`hh:mm:ss`, the Functions host's default 5 minutes)."""
+    value = str(_host_json_service_bus().get("maxAutoLockRenewalDuration", "00:05:00"))
+    try:
+        hours, minutes, seconds = (float(part) for part in value.split(":"))
+    except ValueError:
+        return 300.0
+    return hours * 3600 + minutes * 60 + seconds
 
 
 class LocalHost:

@@ -77,3 +77,59 @@ async def test_run_returns_promptly_when_stopped_on_an_idle_queue(peer: PeerProc
     await asyncio.sleep(1.5)
     stop.set()
     await asyncio.wait_for(task, 5)
+
+
+async def test_a_function_longer_than_the_lock_keeps_it_by_renewal_and_completes_once(
+    short_lock_peer: PeerProcess,
+) -> None:
+    q = f"long-{uuid.uuid4().hex[:8]}"
+    async with ServiceBusClient.from_connection_string(short_lock_peer.connection_string) as client:
+        async with client.get_queue_sender(q) as sender:
+            await sender.send_messages(ServiceBusMessage("slow", message_id="slow"))
+    seen: list[int] = []
+    stop = asyncio.Event()
+
+    async def handler(message: func.ServiceBusMessage) -> None:
+        seen.append(message.delivery_count)
+        await asyncio.sleep(4.5)  # three lock durations (1.5 s) of work
+        stop.set()
+
+    source = AmqpQueueSource(short_lock_peer.connection_string, max_lock_renewal_seconds=60)
+    await asyncio.wait_for(source.run(q, handler, stop), 30)
+    assert seen == [1]  # never redelivered while it ran
+    assert source.completed == 1 and source.renewed >= 2
+    assert short_lock_peer.counts(q)["active"] == 0
+
+
+async def test_past_the_renewal_limit_the_lock_expires_and_the_message_is_redelivered(
+    short_lock_peer: PeerProcess,
+) -> None:
+    q = f"limit-{uuid.uuid4().hex[:8]}"
+    async with ServiceBusClient.from_connection_string(short_lock_peer.connection_string) as client:
+        async with client.get_queue_sender(q) as sender:
+            await sender.send_messages(ServiceBusMessage("slow", message_id="slow"))
+    seen: list[int] = []
+    stop = asyncio.Event()
+
+    async def handler(message: func.ServiceBusMessage) -> None:
+        seen.append(message.delivery_count)
+        if len(seen) == 1:
+            await asyncio.sleep(3.5)  # past the 0.2 s renewal limit and the 1.5 s lock
+        else:
+            stop.set()
+
+    source = AmqpQueueSource(short_lock_peer.connection_string, max_concurrent=2, max_lock_renewal_seconds=0.2)
+    await asyncio.wait_for(source.run(q, handler, stop), 30)
+    assert seen[:2] == [1, 2]
+    assert source.renewed == 0
+
+
+def test_next_renewal_is_halfway_through_what_is_left_of_the_lock() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from local.host.amqp_source import next_renewal_in
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert next_renewal_in(now + timedelta(seconds=30), now) == 15
+    assert next_renewal_in(now + timedelta(seconds=0.2), now) == 0.5  # never a busy loop
+    assert next_renewal_in(None, now) == 0.5
