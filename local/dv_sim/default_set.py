@@ -11,7 +11,10 @@ opportunity entity references; "Insert a new option value" / InsertOptionValue a
 - a product's default unit must belong to its unit group;
 - a picklist value must be one of the attribute's options; ``InsertOptionValue`` adds one (values from
   100,000,000, the default publisher's option value prefix 10000) and refuses a label already present;
-- a new row's owner is the calling user unless ``ownerid`` is bound; ``isocurrencycode`` is unique.
+- a new row's owner is the calling user unless ``ownerid`` is bound; ``isocurrencycode`` is unique;
+- a new row of a table with money attributes gets the base currency unless ``transactioncurrencyid`` is
+  bound (Learn "Currency entities": the user's default currency, else the organization's base currency;
+  the application user has no personal default).
 """
 
 from __future__ import annotations
@@ -311,6 +314,9 @@ def check_create(store: Store, options: OptionSets, definition: TableDef, values
     values = dict(values)
     if "_ownerid_value" in definition.fields and not values.get("_ownerid_value"):
         values["_ownerid_value"] = APP_USER_ID
+    if "_transactioncurrencyid_value" in definition.fields and not values.get("_transactioncurrencyid_value"):
+        if any(fdef.attribute_type == "Money" for fdef in definition.fields.values()):
+            values["_transactioncurrencyid_value"] = BASE_CURRENCY_ID
     missing = [
         name
         for name, fdef in definition.fields.items()

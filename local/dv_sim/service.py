@@ -366,7 +366,11 @@ class DataverseService:
         more: bool
         next_state: dict[str, Any] = {}
         if not orderby:
-            rows, more, last = _take(data.iter_from_seq(int(state.get("s", 0))), predicate, limit)
+            after_seq = int(state.get("s", 0))
+            # The predicate still decides; a leading primary-key In only narrows which rows it looks at.
+            ids = _leading_key_in(q.get("$filter"), definition.primary_key)
+            source = data.iter_from_seq(after_seq) if ids is None else data.iter_ids_from_seq(ids, after_seq)
+            rows, more, last = _take(source, predicate, limit)
             next_state = {"s": last}
         elif len(orderby) == 1 and orderby[0][0] in ("modifiedon", "versionnumber") and not orderby[0][1]:
             # Version order is kept as an index: resume after the last version seen, no sort, no full scan.
@@ -643,6 +647,29 @@ def _upsert_result(definition: TableDef, row_id: str, created: bool) -> dict[str
         "RecordCreated": created,
         "Target": {"@odata.type": f"#{definition.odata_type}", definition.primary_key: row_id},
     }
+
+
+_KEY_IN = re.compile(
+    r"^\(*Microsoft\.Dynamics\.CRM\.In\(PropertyName='(?P<name>\w+)',PropertyValues=\[(?P<values>[^\]]*)\]\)\)*"
+    r"(?P<rest>\s+and\s+.*)?$",
+    re.S,
+)
+
+
+def _leading_key_in(filter_: str | None, primary_key: str) -> list[str] | None:
+    """The ids of a filter that starts with ``Microsoft.Dynamics.CRM.In`` on the primary key and only narrows
+    it further with ``and`` (as the engine's lookups by id do); None for any other filter."""
+    if not filter_:
+        return None
+    match = _KEY_IN.match(filter_.strip())
+    if match is None or match.group("name").lower() != primary_key:
+        return None
+    if re.search(r"\bor\b", match.group("rest") or "", re.I):
+        return None  # an `or` after it could widen the match beyond the ids
+    values = [v.strip() for v in match.group("values").split(",") if v.strip()]
+    if not all(len(v) >= 2 and v[0] == v[-1] == "'" for v in values):
+        return None
+    return [v[1:-1].lower() for v in values]
 
 
 def _take(

@@ -13,7 +13,7 @@ import bisect
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,6 +236,12 @@ class TableData:
             seq = seqs[i]
             yield seq, rows[by_seq[seq]]
             i += 1
+
+    def iter_ids_from_seq(self, ids: Iterable[str], after_seq: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The rows among ``ids`` after ``after_seq``, in creation order (a primary-key lookup, no scan)."""
+        found = sorted(seq for i in ids if (seq := self.seq_of.get(i)) is not None and seq > after_seq)
+        for seq in found:
+            yield seq, self.rows[self.by_seq[seq]]
 
     def iter_versions(self, after: int, upto: int) -> Iterator[dict[str, Any]]:
         """Live rows whose versionnumber is in (after, upto], in version order."""

@@ -203,7 +203,14 @@ class JobService:
             side = Side(msg["side"])
             ids = [i.lower() for i in (msg.get("bcIds") or msg.get("dataverseIds") or [])]
             recs = await self._read(mapping, side, ids)
-            return await self.process_changes(mapping, side, list(recs.values()), msg.get("deletedIds") or [], job_id)
+            return await self.process_changes(
+                mapping,
+                side,
+                list(recs.values()),
+                msg.get("deletedIds") or [],
+                job_id,
+                filtered=bool(msg.get("filtered")),
+            )
         direction = Direction(msg["direction"])
         bc_ids = [i.lower() for i in msg.get("bcIds") or []]
         dv_ids = [i.lower() for i in msg.get("dataverseIds") or []]
@@ -364,6 +371,7 @@ class JobService:
                     direction=mapping.direction.value,
                     scheduled=True,
                     fullRun=not mapping.sync_only_coupled,
+                    filtered=True,  # _work_of checked the page against the mapping's filters before fan-out
                     side=side.value,
                     **{key: ids},
                     **extra,
@@ -390,12 +398,15 @@ class JobService:
         records: Sequence[RemoteRecord],
         deleted_ids: Sequence[str],
         job_id: str | None,
+        *,
+        filtered: bool = False,
     ) -> SyncOutcome:
         """Syncs the changed coupled records of a change set and creates+couples the uncoupled ones the
-        mapping allows; changes already seen and our own echoes cost nothing."""
+        mapping allows; changes already seen and our own echoes cost nothing. ``filtered``: the records were
+        found within the mapping's filters when the page was fanned out (not queried again)."""
         if not may_run(mapping.state, job_id):
             return SyncOutcome()
-        work, seen, coupled = await self._work_of(mapping, side, records)
+        work, seen, coupled = await self._work_of(mapping, side, records, filtered=filtered)
         return await self._apply_work(mapping, side, work, seen, coupled, deleted_ids, job_id)
 
     async def _apply_work(
@@ -446,7 +457,7 @@ class JobService:
         return await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(ids))
 
     async def _work_of(
-        self, mapping: TableMapping, side: Side, records: Sequence[RemoteRecord]
+        self, mapping: TableMapping, side: Side, records: Sequence[RemoteRecord], *, filtered: bool = False
     ) -> tuple[list[RemoteRecord], int, dict[str, Coupling]]:
         """The records of a change page that need work (uncoupled, or coupled and really changed), how many
         coupled ones don't, and the couplings found."""
@@ -460,7 +471,8 @@ class JobService:
             for c in await self._not_echoes(mapping, side, candidates, by_id)
         }
         work = [r for r in records if r.id not in coupled or r.id in changed]
-        work = await within_filter(self.e, mapping, side, work)  # the side's table / integration table filter
+        if not filtered:
+            work = await within_filter(self.e, mapping, side, work)  # the side's table / integration table filter
         return work, len(coupled) - len(changed), coupled
 
     async def _not_echoes(
