@@ -101,6 +101,7 @@ class PlanService:
         jobs = JobService(self.e)
         items: list[dict[str, Any]] = []
         seen_total = 0
+        planned: set[str] = set()
         codec = self.e.codec(mapping)
         for side in jobs._sides(mapping):
             wm = await self.e.watermarks.get(mapping.name, side)
@@ -115,7 +116,9 @@ class PlanService:
                 work, seen, coupled = await jobs._work_of(mapping, side, page.records)
                 seen_total += seen
                 by_id = {r.id: r for r in work}
-                couplings = [coupled[r.id] for r in work if r.id in coupled]
+                # A pair changed on both sides is synchronized once (the second pass finds it in sync).
+                couplings = [coupled[r.id] for r in work if r.id in coupled and coupled[r.id].bc_id not in planned]
+                planned.update(c.bc_id for c in couplings)
                 items += await self.plan_couplings(mapping, couplings, mapping.direction, known=by_id)
                 create_dir = Direction.TO_DATAVERSE if side == Side.BC else Direction.FROM_DATAVERSE
                 uncoupled = [r for r in work if r.id not in coupled]
