@@ -9,16 +9,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.domain.errors import CannotAutoCoupleError, MappingNotFoundError, ServiceError, ValidationFailedError
-from shared.domain.model import Direction, Job
+from shared.domain.model import Direction, Job, Side
 from shared.errors import SyncError
 from shared.mappings.config import TableMapping
-from shared.messaging.message_ids import bounded_message_id
+from shared.messaging import work
 from shared.planning.automatic import does_automatic_work
 from shared.planning.decisions import upstream_failure_is_per_record
 from shared.planning.history import TRIGGER  # #22
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine, new_job_id, utcnow
-from shared.services.jobs import BATCH_SIZE, JobService, message
+from shared.services.jobs import BATCH_SIZE, JobService
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService, resolve_direction
 from shared.services.table_choice import mapping_for_row
 
@@ -96,18 +96,16 @@ async def sync_now(
             found = await engine.couplings.get_many_by_dataverse_ids(mapping.name, sample)
         raise await SyncService(engine).direction_prompt(mapping, list(found.values()))
     if len(ids) > engine.settings.sync_inline_limit:
-        key = "bcIds" if bc_ids else "dataverseIds"
+        chunks = [ids[start : start + BATCH_SIZE] for start in range(0, len(ids), BATCH_SIZE)]
         msgs = [
-            message(
-                "sync-batch",
-                "",
-                mapping.name,
-                batch=str(i),
+            work.SyncBatch(
+                mapping=mapping.name,
                 direction=chosen.value,
                 force=force,
-                **{key: ids[start : start + BATCH_SIZE]},
+                bc_ids=chunk if bc_ids else None,
+                dataverse_ids=None if bc_ids else chunk,
             )
-            for i, start in enumerate(range(0, len(ids), BATCH_SIZE))
+            for chunk in chunks
         ]
         job = await JobService(engine).start(mapping.name, "syncNow", chosen.value, messages=msgs)
         return 202, {"jobId": job.job_id, "status": "queued"}, job
@@ -263,17 +261,8 @@ async def bc_notification(engine: Engine, body: dict[str, Any]) -> int:
             continue
         record_id = m.group(3).lower()
         deleted = it.get("changeType") == "deleted"
-        msgs.append(
-            {
-                "version": 1,
-                "kind": "record-changed",
-                "jobId": "",
-                "mapping": mapping.name,
-                "messageId": bounded_message_id("bc", mapping.name, record_id, it.get("lastModifiedDateTime", "")),
-                "bcIds": [record_id],
-                "deleted": deleted,
-            }
-        )
+        stamp = str(it.get("lastModifiedDateTime", ""))
+        msgs.append(work.record_changed(mapping.name, Side.BC, record_id, deleted=deleted, stamp=stamp).to_wire())
     if msgs:
         await engine.publisher.publish(msgs)
     return len(msgs)
@@ -287,17 +276,6 @@ async def dataverse_notification(engine: Engine, body: dict[str, Any]) -> int:
     if not does_automatic_work((await engine.registry.get(base.name)).state):
         return 0  # paused: its next incremental run after resume catches up
     op = str(context.get("OperationId") or context.get("CorrelationId") or "")
-    await engine.publisher.publish(
-        [
-            {
-                "version": 1,
-                "kind": "record-changed",
-                "jobId": "",
-                "mapping": base.name,
-                "messageId": bounded_message_id("dv", base.name, row_id, op),
-                "dataverseIds": [row_id],
-                "deleted": msg_name.lower() == "delete",
-            }
-        ]
-    )
+    change = work.record_changed(base.name, Side.DATAVERSE, row_id, deleted=msg_name.lower() == "delete", stamp=op)
+    await engine.publisher.publish([change.to_wire()])
     return 1
