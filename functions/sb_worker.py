@@ -18,4 +18,4 @@ log = logging.getLogger(__name__)
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name="%SERVICEBUS_QUEUE%", connection="ServiceBusConnection")
 async def sync_worker(msg: func.ServiceBusMessage) -> None:
     log.debug("work message %s (delivery %s)", msg.message_id, msg.delivery_count)
-    await JobService(await get_engine()).receive(msg.get_body())
+    await JobService(await get_engine()).receive(msg.get_body(), enqueued_at=msg.enqueued_time_utc)

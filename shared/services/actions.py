@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.domain.errors import CannotAutoCoupleError, MappingNotFoundError, ServiceError, ValidationFailedError
-from shared.domain.model import Direction, Job, Side
+from shared.domain.model import Direction, Job, Outcome, Side, final_status
 from shared.errors import SyncError
 from shared.mappings.config import TableMapping
 from shared.messaging import work
@@ -21,6 +21,7 @@ from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.jobs import BATCH_SIZE, JobService
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService, resolve_direction
 from shared.services.table_choice import mapping_for_row
+from shared.telemetry import CURRENT_MAPPING, record_job
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ async def sync_ids(
             r = RecordResult(
                 k if bc_ids else None,
                 None if bc_ids else k,
-                "not_coupled",
+                Outcome.NOT_COUPLED,
                 direction.value,
                 "not_coupled",
                 "The record is not coupled; set up a coupling first.",
@@ -86,6 +87,7 @@ async def sync_now(
     """``(200, answer, None)`` for up to the inline limit, else ``(202, answer, job)``."""
     TRIGGER.set("syncNow")  # #22 history
     mapping = await engine.registry.get(mapping_name)
+    CURRENT_MAPPING.set(mapping.name)
     chosen = resolve_direction(mapping, direction)
     ids = list(bc_ids) or list(dv_ids)
     if chosen is None:
@@ -122,8 +124,9 @@ async def sync_now(
     await engine.jobs.create(job)
     outcome = await sync_ids(engine, mapping, bc_ids, dv_ids, chosen, force=force, job_id=job.job_id)
     await engine.jobs.add_counts(job.job_id, outcome.counts, batch_id="0")
-    status = "partial" if outcome.counts["failed"] else "succeeded"
+    status = final_status(outcome.counts)
     await engine.jobs.set_status(job.job_id, status, finished_at=utcnow())
+    record_job(job.mapping, job.kind, status)  # the same job metric as a queued job's
     return 200, {"jobId": job.job_id, "results": [r.as_json() for r in outcome.results], "counts": outcome.counts}, None
 
 
@@ -201,16 +204,16 @@ async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int
         raise RecordNotFoundError(f"Dataverse {mapping.dataverse_entity_set} {row_id} does not exist.")
     outcome = await CouplingService(engine).create_counterparts(mapping, Direction.FROM_DATAVERSE, [rows[row_id]])
     result = outcome.results[0]
-    if result.status != "created" and (won := await engine.couplings.get_by_dataverse_id(mapping.name, row_id)):
+    if result.status != Outcome.CREATED and (won := await engine.couplings.get_by_dataverse_id(mapping.name, row_id)):
         # A concurrent call created and coupled it first: the same coupling, not created by this call.
         return 200, {
             "mapping": mapping.name,
             "bcId": won.bc_id,
             "dataverseId": row_id,
             "created": False,
-            "result": RecordResult(won.bc_id, row_id, "unchanged", Direction.FROM_DATAVERSE.value).as_json(),
+            "result": RecordResult(won.bc_id, row_id, Outcome.UNCHANGED, Direction.FROM_DATAVERSE.value).as_json(),
         }
-    if result.status != "created":
+    if result.status != Outcome.CREATED:
         from shared.errors import TransientError
 
         raise TransientError(result.error_message or "The Business Central record could not be created.")

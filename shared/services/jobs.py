@@ -5,10 +5,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from shared.domain.errors import ErrorNotFoundError, JobNotFoundError
-from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side, SyncErrorEntry, Watermark
+from shared.domain.model import (
+    Coupling,
+    Direction,
+    Job,
+    Outcome,
+    RemoteRecord,
+    Side,
+    SyncErrorEntry,
+    Watermark,
+    final_status,
+)
 from shared.errors import PreconditionFailedError
 from shared.mappings.config import TableMapping
 from shared.messaging import work
@@ -24,7 +35,7 @@ from shared.services.filters import within_filter
 from shared.services.option_sets import OptionSetService, is_option_mapping
 from shared.services.sync_errors import create_error_entry
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
-from shared.telemetry import log_event, record_job
+from shared.telemetry import CURRENT_MAPPING, log_event, record_job, record_queue_lag_since
 
 log = logging.getLogger(__name__)
 Handler = Callable[[TableMapping, Any, str], Awaitable[SyncOutcome]]
@@ -32,10 +43,6 @@ Handler = Callable[[TableMapping, Any, str], Awaitable[SyncOutcome]]
 BATCH_SIZE = 100
 # The kinds an option mapping (an option set: no rows, no change feed) answers by comparing its code table.
 OPTION_KINDS = frozenset({"match-couple", "record-changed", "sync-batch", "retry-errors"})
-
-
-def final_status(counts: dict[str, int]) -> str:
-    return "partial" if counts.get("failed", 0) else "succeeded"
 
 
 class JobService:
@@ -107,9 +114,11 @@ class JobService:
         return job
 
     # ------------------------------------------------------------------ running jobs (worker side)
-    async def receive(self, body: bytes | str) -> None:
+    async def receive(self, body: bytes | str, *, enqueued_at: datetime | None = None) -> None:
         """A message body from the queue: decoded (``work.decode``) and handled. A body that is no valid work
-        message is permanent: it is logged, the job it names (if any) fails, and the message completes."""
+        message is permanent: it is logged, the job it names (if any) fails, and the message completes.
+        ``enqueued_at`` (the broker's enqueue time) gives the ``queue.lag_ms`` metric."""
+        record_queue_lag_since(enqueued_at)
         try:
             msg = work.decode(body)
         except work.MessageFormatError as exc:
@@ -123,6 +132,7 @@ class JobService:
         redelivers); processing the same message twice changes nothing the second time (idempotent writes,
         per-batch counters)."""
         msg = work.parse(raw)
+        CURRENT_MAPPING.set(msg.mapping)  # labels the connectors' sync.throttled
         job_id = msg.job_id
         mapping = await self.e.registry.get(msg.mapping)
         job = await self.e.jobs.get(job_id) if job_id else None
@@ -248,7 +258,9 @@ class JobService:
             outcome.merge(await matcher.match(mapping, list(recs.values()), **options))
             missing = [i for i in dict.fromkeys(x.lower() for x in ids) if i not in recs]
             for bc_id in missing:
-                outcome.add(RecordResult(bc_id, None, "not_found", None, "record_not_found", "No such BC record."))
+                outcome.add(
+                    RecordResult(bc_id, None, Outcome.NOT_FOUND, None, "record_not_found", "No such BC record.")
+                )
             return outcome
         async for page in self.e.bc.list_records(mapping.bc_entity, select=select, filter=mapping.table_filter):
             outcome.merge(await matcher.match(mapping, page, **options))
@@ -500,12 +512,12 @@ class JobService:
     async def _deletions_from_results(self, mapping: TableMapping, couplings: list, result: SyncOutcome) -> SyncOutcome:
         """Scheduled syncs turn ``not_found`` results into the mapping's deletion policy."""
         by_id = {c.bc_id: c for c in couplings}
-        gone = [by_id[r.bc_id] for r in result.results if r.status == "not_found" and r.bc_id in by_id]
+        gone = [by_id[r.bc_id] for r in result.results if r.status == Outcome.NOT_FOUND and r.bc_id in by_id]
         if not gone:
             return result
         kept = SyncOutcome()
         for r in result.results:
-            if r.status != "not_found":
+            if r.status != Outcome.NOT_FOUND:
                 kept.add(r)
         bc_present = await self.e.bc.get_many(mapping.bc_entity, [c.bc_id for c in gone], select=["id"])
         bc_deleted = [c for c in gone if c.bc_id not in bc_present]
@@ -526,7 +538,7 @@ class JobService:
                     RecordResult(
                         c.bc_id,
                         c.dataverse_id,
-                        "failed",
+                        Outcome.FAILED,
                         None,
                         "coupled_record_deleted",
                         "The record cannot be updated because it is coupled to a deleted record.",
