@@ -25,6 +25,39 @@ _JOB_ACCEPTED = {
     "description": "Job queued; Location: /api/jobs/{jobId}",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobAccepted"}}},
 }
+_OK = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+# Every operation's error answers: the contract's problem codes (see each summary) and what any route answers.
+_ERRORS = {
+    "400": {"$ref": "#/components/responses/BadRequest"},
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "404": {"$ref": "#/components/responses/NotFound"},
+    "4XX": {"$ref": "#/components/responses/Problem"},
+    "5XX": {"$ref": "#/components/responses/Unavailable"},
+}
+_GUID = {"type": "string", "format": "uuid"}
+_TOKEN = {"type": "string", "minLength": 1, "description": "Opaque continuation token from the last page"}
+_PARAMETER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "mapping": {"type": "string", "minLength": 1, "description": "Table mapping name, e.g. CUSTOMER"},
+    "bcId": _GUID,
+    "jobId": _GUID,
+    "dataverseId": _GUID,
+    "fieldId": {"type": "string", "minLength": 1},
+    "asset": {"type": "string", "minLength": 1},
+    "top": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    "continuation": _TOKEN,
+    "includeClosed": {"type": "boolean", "default": False},
+    "validationToken": {"type": "string"},
+    "code": {"type": "string"},
+}
+
+
+def _parameter(name: str, where: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "schema": _PARAMETER_SCHEMAS.get(name, {"type": "string"}),
+    }
 
 
 def _op(
@@ -37,22 +70,55 @@ def _op(
     query: list[str] | None = None,
     accepted: bool = False,
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "responses": {ok: _JOB_ACCEPTED if accepted else {"description": "OK"}, "4XX": _PROBLEM},
-    }
+    success = _JOB_ACCEPTED if accepted else {"description": "No content"} if ok == "204" else _OK
+    op: dict[str, Any] = {"summary": summary, "responses": {ok: success, **_ERRORS}}
+    if not secured:
+        del op["responses"]["401"]
     if body is not None:
         op["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body.__name__}"}}},
         }
-    parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params or []]
-    parameters += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}} for q in query or []]
+    parameters = [_parameter(p, "path") for p in params or []] + [_parameter(q, "query") for q in query or []]
     if parameters:
         op["parameters"] = parameters
     if not secured:
         op["security"] = []
     return op
+
+
+def _problem_response(description: str, code: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/Problem"},
+                "example": {"type": f"urn:bc-dataverse-sync:problem:{code}", "status": 0, "code": code},
+            }
+        },
+    }
+
+
+def _responses() -> dict[str, Any]:
+    out = {
+        "BadRequest": _problem_response(
+            "Invalid body or parameter (validation_failed, invalid_json, ...)", "validation_failed"
+        ),
+        "Unauthorized": _problem_response("No or a wrong function key", "unauthorized"),
+        "NotFound": _problem_response(
+            "The named mapping, record, coupling or job does not exist (mapping_not_found, not_coupled, "
+            "job_not_found, ...), or no route matches the path (not_found)",
+            "not_found",
+        ),
+        "Problem": _PROBLEM,
+        "Unavailable": _problem_response(
+            "The service cannot do its own work (Table Storage or Service Bus unavailable: 503) or failed (500)",
+            "unavailable",
+        ),
+    }
+    for name, status in (("BadRequest", 400), ("Unauthorized", 401), ("NotFound", 404), ("Unavailable", 503)):
+        out[name]["content"]["application/problem+json"]["example"]["status"] = status
+    return out
 
 
 @functools.cache
@@ -128,11 +194,17 @@ def openapi_document() -> dict[str, Any]:
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Coupling & sync service for Business Central and Dataverse", "version": "1.0.0"},
+        "info": {
+            "title": "Coupling & sync service for Business Central and Dataverse",
+            "version": "1.0.0",
+            "description": "Errors are problem details (RFC 9457, application/problem+json) with a `code`. A path "
+            "that no route matches answers 404 application/problem+json with code `not_found`.",
+        },
         "servers": [{"url": "/api"}],
         "paths": paths,
         "components": {
             "schemas": schemas,
+            "responses": _responses(),
             "securitySchemes": {
                 "functionKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
                 "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
