@@ -235,7 +235,7 @@ class JobService:
             return await self.process_changes(mapping, side, list(recs.values()), msg.deleted_ids or [], job_id)
         if msg.direction is None:
             raise work.MessageFormatError("a sync-batch message names no direction", code="InvalidMessage")
-        from shared.services.actions import sync_ids  # local import: actions builds on this module
+        from shared.services.synchronize_now import sync_ids  # local import: it builds on this module
 
         return await sync_ids(self.e, mapping, bc_ids, dv_ids, Direction(msg.direction), force=msg.force, job_id=job_id)
 

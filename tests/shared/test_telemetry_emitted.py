@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from shared import telemetry
 from shared.connectors.http import ServiceHttp
 from shared.domain.model import Direction, Outcome
-from shared.services import actions
+from shared.services import synchronize_now
 from shared.services.coupling_service import CouplingService
 from shared.services.jobs import JobService
 from tests.fake_services import fake_engine
@@ -99,7 +99,7 @@ async def test_the_documented_metrics_are_what_the_engine_emits(reader: InMemory
     # a conflict: both sides changed the same field since the last sync
     bc.update("customers", b, phoneNumber="444")
     dv.update("accounts", d, telephone1="555")
-    _, answer, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)
+    _, answer, _ = await synchronize_now.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)
     assert answer["results"][0]["status"] == "conflict" and answer["counts"]["failed"] == 1
     # a queued job, delivered two seconds after it was enqueued: new records are created
     bc.put("customers", {"displayName": "Fabrikam", "number": "C2"})

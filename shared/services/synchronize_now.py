@@ -1,22 +1,21 @@
-"""The use cases behind the HTTP API: each handler calls exactly one of these."""
+"""The Synchronize-now use cases: records named by id (inline up to the limit, else a job) and the
+synchronize-from-Dataverse call (sync a coupled row, or create and couple its BC counterpart)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from shared.domain.errors import CannotAutoCoupleError, MappingNotFoundError, ServiceError, ValidationFailedError
-from shared.domain.model import Direction, Job, Outcome, Side, final_status
+from shared.domain.errors import CannotAutoCoupleError, MappingNotFoundError
+from shared.domain.model import Direction, Job, Outcome, final_status
 from shared.errors import SyncError
 from shared.mappings.config import TableMapping
 from shared.messaging import work
-from shared.planning.automatic import does_automatic_work
 from shared.planning.decisions import upstream_failure_is_per_record
 from shared.planning.history import TRIGGER  # #22
 from shared.services.coupling_service import CouplingService
+from shared.services.dataverse_context import is_echo, parse_dataverse_request
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.jobs import BATCH_SIZE, JobService
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService, resolve_direction
@@ -25,14 +24,7 @@ from shared.telemetry import CURRENT_MAPPING, record_job
 
 log = logging.getLogger(__name__)
 
-ECHO_TAG = "bc-sync"
 
-
-class WebhookUnauthorizedError(ServiceError):
-    code, status, title = "unauthorized", 401, "Webhook not authenticated"
-
-
-# ------------------------------------------------------------------ synchronize now
 async def sync_ids(
     engine: Engine,
     mapping: TableMapping,
@@ -130,45 +122,6 @@ async def sync_now(
     return 200, {"jobId": job.job_id, "results": [r.as_json() for r in outcome.results], "counts": outcome.counts}, None
 
 
-# ------------------------------------------------------------------ synchronize from Dataverse
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-def parse_dataverse_request(body: dict[str, Any]) -> tuple[str, str, str, dict[str, Any]]:
-    """(entity logical name, row id, message name, context) from the simple body or a RemoteExecutionContext."""
-    if "PrimaryEntityName" in body or "InputParameters" in body or "MessageName" in body:
-        entity = body.get("PrimaryEntityName")
-        row_id = body.get("PrimaryEntityId")
-        msg = body.get("MessageName") or "Update"
-        if not isinstance(entity, str) or not entity:
-            raise ValidationFailedError("The execution context has no PrimaryEntityName.")
-        if not isinstance(row_id, str) or not _GUID.match(row_id):
-            raise ValidationFailedError("The execution context has no valid PrimaryEntityId (a GUID).")
-        if not isinstance(msg, str):
-            raise ValidationFailedError("MessageName must be a string.")
-        shared_vars = body.get("SharedVariables")
-        if shared_vars is not None and not (
-            isinstance(shared_vars, list) and all(isinstance(v, dict) for v in shared_vars)
-        ):
-            raise ValidationFailedError("SharedVariables must be a list of {key, value} objects.")
-        return entity, row_id.lower(), msg, body
-    entity = body.get("entityName")
-    row_id = body.get("id")
-    if not isinstance(entity, str) or not entity:
-        raise ValidationFailedError("entityName is required (a Dataverse table logical name, e.g. 'account').")
-    if not isinstance(row_id, str) or not _GUID.match(row_id):
-        raise ValidationFailedError("id is required and must be a GUID.")
-    return entity, row_id.lower(), "Update", {}
-
-
-def is_echo(context: dict[str, Any]) -> bool:
-    """A change this service made itself: its write carried our tag (shared variable ``tag``)."""
-    for var in context.get("SharedVariables") or []:
-        if isinstance(var, dict) and var.get("key") == "tag" and var.get("value") == ECHO_TAG:
-            return True
-    return False
-
-
 async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     entity, row_id, _message_name, context = parse_dataverse_request(body)
     TRIGGER.set("syncNow")  # #22 history
@@ -224,61 +177,3 @@ async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int
         "created": True,
         "result": result.as_json(),
     }
-
-
-# ------------------------------------------------------------------ webhooks
-def check_secret(given: object, expected: str | None) -> bool:
-    """Constant-time comparison; anything but a string (a forged number, list, object) simply fails, and so
-    does everything while the secret is not configured."""
-    return bool(expected) and isinstance(given, str) and hmac.compare_digest(given.encode(), str(expected).encode())
-
-
-_RESOURCE = re.compile(r"companies\(([^)]+)\)/(\w+)(?:\(([0-9a-fA-F-]{36})\))?")
-
-
-async def bc_notification(engine: Engine, body: dict[str, Any]) -> int:
-    """Queues the work of a BC webhook notification; returns the number of messages queued."""
-    items = body.get("value")
-    if not isinstance(items, list) or not items:
-        raise ValidationFailedError("A notification has a non-empty 'value' array.")
-    expected = engine.settings.bc_webhook_client_state
-    previous = engine.settings.bc_webhook_client_state_previous  # rotation grace: see the setting
-    for it in items:
-        if not isinstance(it, dict) or not (
-            check_secret(it.get("clientState"), expected)
-            or (previous is not None and check_secret(it.get("clientState"), previous))
-        ):
-            raise WebhookUnauthorizedError("clientState does not match the registered subscription.")
-    by_entity = {m.bc_entity: m for m in await engine.registry.list()}
-    msgs: list[dict[str, Any]] = []
-    jobs = JobService(engine)
-    for it in items:
-        m = _RESOURCE.search(str(it.get("resource", "")))
-        if not m or m.group(2) not in by_entity:
-            continue
-        mapping = by_entity[m.group(2)]
-        if not does_automatic_work(mapping.state):
-            continue  # paused: its next incremental run after resume catches up
-        if it.get("changeType") == "collection" or not m.group(3):
-            await jobs.start(mapping.name, "incremental", mapping.direction.value, full=False, trigger="webhook")  # #22
-            continue
-        record_id = m.group(3).lower()
-        deleted = it.get("changeType") == "deleted"
-        stamp = str(it.get("lastModifiedDateTime", ""))
-        msgs.append(work.record_changed(mapping.name, Side.BC, record_id, deleted=deleted, stamp=stamp).to_wire())
-    if msgs:
-        await engine.publisher.publish(msgs)
-    return len(msgs)
-
-
-async def dataverse_notification(engine: Engine, body: dict[str, Any]) -> int:
-    entity, row_id, msg_name, context = parse_dataverse_request(body)
-    base = None if is_echo(context) else await mapping_for_row(engine, entity, row_id)
-    if base is None:
-        return 0
-    if not does_automatic_work((await engine.registry.get(base.name)).state):
-        return 0  # paused: its next incremental run after resume catches up
-    op = str(context.get("OperationId") or context.get("CorrelationId") or "")
-    change = work.record_changed(base.name, Side.DATAVERSE, row_id, deleted=msg_name.lower() == "delete", stamp=op)
-    await engine.publisher.publish([change.to_wire()])
-    return 1
