@@ -16,6 +16,7 @@ from functions._models import (
     UncoupleRequest,
 )
 from functions._plans_openapi import add_plan_paths
+from functions._response_schemas import response_schemas
 
 _PROBLEM = {
     "description": "Problem details (RFC 9457)",
@@ -69,8 +70,12 @@ def _op(
     params: list[str] | None = None,
     query: list[str] | None = None,
     accepted: bool = False,
+    answer: str | None = None,
 ) -> dict[str, Any]:
     success = _JOB_ACCEPTED if accepted else {"description": "No content"} if ok == "204" else _OK
+    if answer is not None:  # a named schema of functions._response_schemas
+        ref = {"$ref": f"#/components/schemas/{answer}"}
+        success = {"description": success["description"], "content": {"application/json": {"schema": ref}}}
     op: dict[str, Any] = {"summary": summary, "responses": {ok: success, **_ERRORS}}
     if not secured:
         del op["responses"]["401"]
@@ -125,17 +130,21 @@ def _responses() -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     m = ["mapping"]
     paths: dict[str, dict[str, Any]] = {
-        "/health": {"get": _op("Health of the service and its dependencies", "200", secured=False)},
+        "/health": {"get": _op("Health of the service and its dependencies", "200", secured=False, answer="Health")},
         "/openapi.json": {"get": _op("This document", "200")},
-        "/mappings": {"get": _op("List table mappings", "200")},
+        "/mappings": {"get": _op("List table mappings", "200", answer="MappingList")},
         "/mappings/{mapping}": {
-            "get": _op("Get a table mapping", "200", params=m),
-            "patch": _op("Change run-time settings", "200", body=MappingPatch, params=m),
+            "get": _op("Get a table mapping", "200", params=m, answer="Mapping"),
+            "patch": _op("Change run-time settings", "200", body=MappingPatch, params=m, answer="Mapping"),
         },
         "/mappings/{mapping}/couplings": {
-            "post": _op("Set up coupling", "201", body=CoupleRequest, params=m),
+            "post": _op("Set up coupling", "201", body=CoupleRequest, params=m, answer="Coupling"),
             "get": _op(
-                "List couplings (or find by dataverseId)", "200", params=m, query=["dataverseId", "top", "continuation"]
+                "List couplings (or find by dataverseId)",
+                "200",
+                params=m,
+                query=["dataverseId", "top", "continuation"],
+                answer="CouplingPage",
             ),
             "delete": _op("Delete all couplings of the mapping (job)", "202", params=m, accepted=True),
         },
@@ -143,31 +152,68 @@ def openapi_document() -> dict[str, Any]:
             "post": _op("Couple by match fields (job)", "202", body=MatchRequest, params=m, accepted=True)
         },
         "/mappings/{mapping}/couplings/{bcId}": {
-            "get": _op("Get the coupling of a BC record", "200", params=[*m, "bcId"]),
+            "get": _op("Get the coupling of a BC record", "200", params=[*m, "bcId"], answer="Coupling"),
             "delete": _op("Delete a coupling", "204", params=[*m, "bcId"]),
         },
         "/mappings/{mapping}/uncouple": {
-            "post": _op("Delete couplings of many records", "200", body=UncoupleRequest, params=m)
+            "post": _op(
+                "Delete couplings of many records", "200", body=UncoupleRequest, params=m, answer="UncoupleAnswer"
+            )
         },
-        "/mappings/{mapping}/sync": {"post": _op("Synchronize now", "200", body=SyncRequest, params=m)},
+        "/mappings/{mapping}/sync": {
+            "post": _op(
+                "Synchronize now (up to the inline limit: 200 with results; more: 202 job)",
+                "200",
+                body=SyncRequest,
+                params=m,
+                answer="SyncAnswer",
+            )
+        },
         "/mappings/{mapping}/jobs": {
             "post": _op("Start a full or incremental sync", "202", body=JobRequest, params=m, accepted=True)
         },
-        "/dataverse/sync": {"post": _op("Synchronize from Dataverse (simple body or RemoteExecutionContext)", "200")},
-        "/errors": {
-            "get": _op("Sync errors, newest first", "200", query=["mapping", "includeClosed", "top", "continuation"])
+        "/dataverse/sync": {
+            "post": _op(
+                "Synchronize from Dataverse (simple body or RemoteExecutionContext); 201 when it created the BC record",
+                "200",
+                answer="DataverseSyncAnswer",
+            )
         },
-        "/errors/retry": {"post": _op("Retry sync errors (job)", "202", body=RetryRequest, accepted=True)},
-        "/jobs": {"get": _op("Jobs, newest first", "200", query=["mapping", "top", "continuation"])},
-        "/jobs/{jobId}": {"get": _op("One job", "200", params=["jobId"])},
+        "/errors": {
+            "get": _op(
+                "Sync errors, newest first",
+                "200",
+                query=["mapping", "includeClosed", "top", "continuation"],
+                answer="SyncErrorPage",
+            )
+        },
+        "/errors/retry": {
+            "post": _op(
+                "Retry sync errors (one job per mapping; none matching: 404 error_not_found)",
+                "202",
+                body=RetryRequest,
+                accepted=True,
+                answer="RetryAccepted",
+            )
+        },
+        "/jobs": {"get": _op("Jobs, newest first", "200", query=["mapping", "top", "continuation"], answer="JobPage")},
+        "/jobs/{jobId}": {"get": _op("One job", "200", params=["jobId"], answer="Job")},
         "/webhooks/businesscentral": {
             "post": _op(
-                "BC webhook (validationToken handshake, notifications)", "202", secured=False, query=["validationToken"]
+                "BC webhook (validationToken handshake, notifications)",
+                "202",
+                secured=False,
+                query=["validationToken"],
+                answer="WebhookAccepted",
             )
         },
         "/webhooks/dataverse": {
             "post": _op(
-                "Dataverse service endpoint webhook (?code=<webhook key>)", "202", secured=False, query=["code"]
+                "Dataverse service endpoint webhook (?code=<webhook key>)",
+                "202",
+                secured=False,
+                query=["code"],
+                answer="WebhookAccepted",
             )
         },
     }
@@ -175,6 +221,13 @@ def openapi_document() -> dict[str, Any]:
         model.__name__: model.model_json_schema(ref_template="#/components/schemas/{model}")
         for model in (CoupleRequest, SyncRequest, UncoupleRequest, MatchRequest, MappingPatch, RetryRequest, JobRequest)
     }
+    paths["/webhooks/businesscentral"]["post"]["responses"]["200"] = {
+        "description": "The subscription handshake: the validationToken echoed",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+    paths["/mappings/{mapping}/sync"]["post"]["responses"]["202"] = _JOB_ACCEPTED
+    paths["/dataverse/sync"]["post"]["responses"]["201"] = paths["/dataverse/sync"]["post"]["responses"]["200"]
+    schemas.update(response_schemas())
     add_mapping_paths(paths, schemas, _op)
     add_plan_paths(paths, schemas, _op)  # #22
     schemas["Problem"] = {

@@ -174,6 +174,14 @@ class Job:
     detail: str | None = None
     row_etag: str | None = None
 
+    @property
+    def public_detail(self) -> str | None:
+        """The detail the API shows (why the job failed), never the job's own bookkeeping: a running fanned-out
+        job keeps its pending change-feed cursors (delta links) as a JSON object in ``detail``."""
+        if self.detail and self.detail.lstrip().startswith("{"):
+            return None
+        return self.detail or None
+
 
 @dataclass(slots=True)
 class Watermark:

@@ -95,3 +95,57 @@ def test_success_answers_have_schemas_and_parameters_their_formats() -> None:
                 assert (schema["type"], schema["minimum"], schema["maximum"]) == ("integer", 1, 1000)
             if p["in"] == "path":
                 assert p["required"] is True and "{" + p["name"] + "}" in path
+
+
+def answer_validator(doc: dict[str, Any], schema: str) -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator({"components": doc["components"], "$ref": f"#/components/schemas/{schema}"})
+
+
+def test_the_answer_schemas_describe_what_the_handlers_answer() -> None:
+    from datetime import UTC, datetime
+
+    from functions._models import coupling_json, error_json, job_json, mapping_json, paged
+    from shared.config import Settings
+    from shared.domain.model import Coupling, Job, SyncErrorEntry
+    from shared.mappings.config import load_mapping_file
+    from shared.services.sync_service import RecordResult
+
+    doc = document()
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    bc, dv = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
+    coupling = Coupling(mapping="CUSTOMER", bc_id=bc, dataverse_id=dv, coupled_at=now, last_sync_result="failed")
+    job = Job(job_id=bc, mapping="CUSTOMER", kind="full", direction="bidirectional", status="partial",
+              created_at=now, detail="upstream down")  # fmt: skip
+    error = SyncErrorEntry(id="e1", mapping="CUSTOMER", direction="toDataverse", code="update_conflict",
+                           message="Both sides changed", transient=False, bc_id=bc, first_occurred_at=now)  # fmt: skip
+    results = [
+        RecordResult(bc, dv, "updated", "toDataverse").as_json(),
+        RecordResult(bc, None, "not_coupled", "toDataverse", "not_coupled", "Not coupled.").as_json(),
+    ]
+    answers = {
+        "Coupling": coupling_json(coupling),
+        "CouplingPage": paged([coupling_json(coupling)], "/api/mappings/CUSTOMER/couplings?top=1&continuation=x"),
+        "Job": job_json(job),
+        "JobPage": paged([job_json(job)], None),
+        "SyncErrorPage": paged([error_json(error)], None),
+        "MappingList": {"value": [mapping_json(m) for m in load_mapping_file(Settings().mappings_file).mappings]},
+        "SyncAnswer": {"jobId": bc, "results": results, "counts": job_json(job)["counts"]},
+    }
+    for schema, answer in answers.items():
+        problems = [e.message for e in answer_validator(doc, schema).iter_errors(answer)]
+        assert not problems, (schema, problems)
+    bad = {**job_json(job), "status": "exploded"}
+    assert list(answer_validator(doc, "Job").iter_errors(bad)), "the schema accepts a status outside the contract"
+
+
+def test_a_job_never_shows_its_bookkeeping() -> None:
+    from functions._models import job_json
+    from shared.domain.model import Job
+
+    cursors = '{"pendingCursors": {"dataverse": "https://org/api/data/v9.2/accounts?$deltatoken=1"}}'
+    running = Job(job_id="j", mapping="CUSTOMER", kind="incremental", direction=None, status="running", detail=cursors)
+    assert "detail" not in job_json(running) and "deltatoken" not in json.dumps(job_json(running))
+    failed = Job(job_id="j", mapping="CUSTOMER", kind="incremental", direction=None, status="failed", detail="boom")
+    assert job_json(failed)["detail"] == "boom"
