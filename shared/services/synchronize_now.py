@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from shared.domain.errors import CannotAutoCoupleError, MappingNotFoundError
@@ -23,6 +24,52 @@ from shared.services.table_choice import mapping_for_row
 from shared.telemetry import CURRENT_MAPPING, record_job
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncNowResult:
+    """What Synchronize now did: the inline job and its record results, or the job it queued (``outcome``
+    None: more ids than the inline limit). The handler maps it to 200 or 202."""
+
+    job: Job
+    outcome: SyncOutcome | None = None
+
+    @property
+    def queued(self) -> bool:
+        return self.outcome is None
+
+    def answer(self) -> dict[str, Any]:
+        if self.outcome is None:
+            return {"jobId": self.job.job_id, "status": "queued"}
+        return {
+            "jobId": self.job.job_id,
+            "results": [r.as_json() for r in self.outcome.results],
+            "counts": self.outcome.counts,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DataverseSyncResult:
+    """What synchronize-from-Dataverse did with one row: synced its coupling, created and coupled its BC
+    counterpart (``created``: the handler answers 201), or nothing (``ignored``: our own echo)."""
+
+    mapping: str | None = None
+    bc_id: str | None = None
+    dataverse_id: str | None = None
+    result: RecordResult | None = None
+    created: bool = False
+    ignored: bool = False
+
+    def answer(self) -> dict[str, Any]:
+        if self.ignored:
+            return {"ignored": True}
+        return {
+            "mapping": self.mapping,
+            "bcId": self.bc_id,
+            "dataverseId": self.dataverse_id,
+            "created": self.created,
+            "result": self.result.as_json() if self.result is not None else None,
+        }
 
 
 async def sync_ids(
@@ -75,8 +122,9 @@ async def sync_now(
     dv_ids: Sequence[str] = (),
     direction: Direction | None = None,
     force: bool = False,
-) -> tuple[int, dict[str, Any], Job | None]:
-    """``(200, answer, None)`` for up to the inline limit, else ``(202, answer, job)``."""
+) -> SyncNowResult:
+    """Up to the inline limit: synchronized here, in an inline job (the same job lifecycle and metrics as a
+    queued one); more: a queued job."""
     TRIGGER.set("syncNow")  # #22 history
     mapping = await engine.registry.get(mapping_name)
     CURRENT_MAPPING.set(mapping.name)
@@ -102,7 +150,7 @@ async def sync_now(
             for chunk in chunks
         ]
         job = await JobService(engine).start(mapping.name, "syncNow", chosen.value, messages=msgs)
-        return 202, {"jobId": job.job_id, "status": "queued"}, job
+        return SyncNowResult(job)
     job = Job(
         job_id=new_job_id(),
         mapping=mapping.name,
@@ -119,10 +167,10 @@ async def sync_now(
     status = final_status(outcome.counts)
     await engine.jobs.set_status(job.job_id, status, finished_at=utcnow())
     record_job(job.mapping, job.kind, status)  # the same job metric as a queued job's
-    return 200, {"jobId": job.job_id, "results": [r.as_json() for r in outcome.results], "counts": outcome.counts}, None
+    return SyncNowResult(job, outcome)
 
 
-async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> DataverseSyncResult:
     entity, row_id, _message_name, context = parse_dataverse_request(body)
     TRIGGER.set("syncNow")  # #22 history
     base = await mapping_for_row(engine, entity, row_id)
@@ -131,18 +179,11 @@ async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int
     mapping = await engine.registry.get(base.name)
     coupling = await engine.couplings.get_by_dataverse_id(mapping.name, row_id)
     if context and is_echo(context):
-        return 200, {"ignored": True}
+        return DataverseSyncResult(ignored=True)
     if coupling is not None:
         direction = Direction.FROM_DATAVERSE if mapping.allows(Direction.FROM_DATAVERSE) else Direction.TO_DATAVERSE
         outcome = await SyncService(engine).sync_couplings(mapping, [coupling], direction)
-        result = outcome.results[0]
-        return 200, {
-            "mapping": mapping.name,
-            "bcId": coupling.bc_id,
-            "dataverseId": row_id,
-            "created": False,
-            "result": result.as_json(),
-        }
+        return DataverseSyncResult(mapping.name, coupling.bc_id, row_id, outcome.results[0])
     if mapping.sync_only_coupled or not mapping.allows(Direction.FROM_DATAVERSE):
         reason = (
             f"mapping {mapping.name} has syncOnlyCoupled on"
@@ -159,21 +200,10 @@ async def sync_from_dataverse(engine: Engine, body: dict[str, Any]) -> tuple[int
     result = outcome.results[0]
     if result.status != Outcome.CREATED and (won := await engine.couplings.get_by_dataverse_id(mapping.name, row_id)):
         # A concurrent call created and coupled it first: the same coupling, not created by this call.
-        return 200, {
-            "mapping": mapping.name,
-            "bcId": won.bc_id,
-            "dataverseId": row_id,
-            "created": False,
-            "result": RecordResult(won.bc_id, row_id, Outcome.UNCHANGED, Direction.FROM_DATAVERSE.value).as_json(),
-        }
+        same = RecordResult(won.bc_id, row_id, Outcome.UNCHANGED, Direction.FROM_DATAVERSE.value)
+        return DataverseSyncResult(mapping.name, won.bc_id, row_id, same)
     if result.status != Outcome.CREATED:
         from shared.errors import TransientError
 
         raise TransientError(result.error_message or "The Business Central record could not be created.")
-    return 201, {
-        "mapping": mapping.name,
-        "bcId": result.bc_id,
-        "dataverseId": row_id,
-        "created": True,
-        "result": result.as_json(),
-    }
+    return DataverseSyncResult(mapping.name, result.bc_id, row_id, result, created=True)

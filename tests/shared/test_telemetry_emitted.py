@@ -99,7 +99,9 @@ async def test_the_documented_metrics_are_what_the_engine_emits(reader: InMemory
     # a conflict: both sides changed the same field since the last sync
     bc.update("customers", b, phoneNumber="444")
     dv.update("accounts", d, telephone1="555")
-    _, answer, _ = await synchronize_now.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)
+    answer = (
+        await synchronize_now.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)
+    ).answer()
     assert answer["results"][0]["status"] == "conflict" and answer["counts"]["failed"] == 1
     # a queued job, delivered two seconds after it was enqueued: new records are created
     bc.put("customers", {"displayName": "Fabrikam", "number": "C2"})

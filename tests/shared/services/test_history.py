@@ -117,7 +117,7 @@ async def test_webhook_retry_match_and_created_entries() -> None:
 
     bc.update("customers", b, phoneNumber="333")
     dv.update("accounts", d, telephone1="444")
-    _, refused, _ = await synchronize_now.sync_now(e, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    refused = (await synchronize_now.sync_now(e, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)).answer()
     assert refused["results"][0]["error"]["code"] == "target_changed"
     assert (await entries(e, b))[0]["action"] == "skipped"
     errors, _ = await e.errors.list_page(mapping="CUSTOMER")
