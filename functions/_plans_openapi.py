@@ -44,6 +44,14 @@ def add_plan_paths(paths: dict[str, dict[str, Any]], schemas: dict[str, Any], op
     paths["/console/{asset}"] = {
         "get": op("The console's script and style sheet", "200", params=["asset"], secured=False)
     }
+    paths["/console"]["get"]["responses"]["200"] = {
+        "description": "The console page",
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    }
+    paths["/console/{asset}"]["get"]["responses"]["200"] = {
+        "description": "The asset",
+        "content": {"text/javascript": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}},
+    }
     schemas["PlanRequest"] = PlanRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, sub in (schemas["PlanRequest"].pop("$defs", None) or {}).items():
         schemas.setdefault(name, sub)

@@ -5,7 +5,7 @@ import azure.functions as func
 from functions._http import handle_errors, json_response, parse_json_body
 from functions._models import JobRequest, SyncRequest, accepted, parse_json_object
 from shared.bootstrap import get_engine
-from shared.services import actions
+from shared.services import synchronize_now
 from shared.services.jobs import JobService
 
 bp = func.Blueprint()
@@ -15,7 +15,7 @@ bp = func.Blueprint()
 @handle_errors
 async def sync_now(req: func.HttpRequest) -> func.HttpResponse:
     body = parse_json_body(req, SyncRequest)
-    status, answer, job = await actions.sync_now(
+    result = await synchronize_now.sync_now(
         await get_engine(),
         req.route_params["mapping"],
         bc_ids=body.bcIds or (),
@@ -23,14 +23,14 @@ async def sync_now(req: func.HttpRequest) -> func.HttpResponse:
         direction=body.direction,
         force=body.force,
     )
-    return accepted(job.job_id) if job else json_response(answer, status=status)
+    return accepted(result.job.job_id) if result.queued else json_response(result.answer())
 
 
 @bp.route(route="dataverse/sync", methods=["POST"])
 @handle_errors
 async def sync_from_dataverse(req: func.HttpRequest) -> func.HttpResponse:
-    status, answer = await actions.sync_from_dataverse(await get_engine(), parse_json_object(req))
-    return json_response(answer, status=status)
+    result = await synchronize_now.sync_from_dataverse(await get_engine(), parse_json_object(req))
+    return json_response(result.answer(), status=201 if result.created else 200)
 
 
 @bp.route(route="mappings/{mapping}/jobs", methods=["POST"])

@@ -17,6 +17,8 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
@@ -48,6 +50,10 @@ AZURE_SDK_LOGGERS = ("azure", "uamqp", "msal", "urllib3")
 
 _lock = threading.Lock()
 _configured = False
+
+# The mapping the current work is for (a work message, a Synchronize-now call): the connectors' retry policy
+# knows the service it waited for, not the mapping, and labels ``sync.throttled`` with this.
+CURRENT_MAPPING: ContextVar[str | None] = ContextVar("sync_current_mapping", default=None)
 
 
 def configure_telemetry(settings: Settings | None = None, *, credential: TokenCredential | None = None) -> bool:
@@ -169,19 +175,15 @@ def reset_instruments(meter_provider: metrics.MeterProvider | None = None) -> No
 
 
 def record_sync_outcomes(mapping: str, direction: str, counts: Mapping[str, int]) -> None:
-    """Add per-outcome record counts, e.g. `{"created": 3, "failed": 1}`; `conflict` also feeds sync.conflicts."""
+    """Add per-outcome record counts (keys: ``shared.domain.model.Outcome`` values, e.g. `{"created": 3,
+    "failed": 1}`); `conflict` also feeds sync.conflicts."""
     inst = _get()
     for outcome, n in counts.items():
         if n <= 0:
             continue
-        inst.records.add(n, {"mapping": mapping, "direction": direction, "outcome": outcome})
+        inst.records.add(n, {"mapping": mapping, "direction": direction, "outcome": str(outcome)})
         if outcome == "conflict":
             inst.conflicts.add(n, {"mapping": mapping, "direction": direction})
-
-
-def record_conflicts(mapping: str, direction: str, n: int = 1) -> None:
-    if n > 0:
-        _get().conflicts.add(n, {"mapping": mapping, "direction": direction})
 
 
 def record_job(mapping: str, kind: str, outcome: str) -> None:
@@ -191,6 +193,8 @@ def record_job(mapping: str, kind: str, outcome: str) -> None:
 
 
 def record_throttled(service: str, mapping: str | None = None) -> None:
+    """One 429 from BC / Dataverse (the retry policy waits it out); ``mapping`` defaults to ``CURRENT_MAPPING``."""
+    mapping = mapping or CURRENT_MAPPING.get()
     attrs = {"service": service} if mapping is None else {"service": service, "mapping": mapping}
     _get().throttled.add(1, attrs)
 
@@ -201,3 +205,12 @@ def record_latency(mapping: str, direction: str, milliseconds: float, *, operati
 
 def record_queue_lag(milliseconds: float, *, queue: str = "sync-work") -> None:
     _get().queue_lag.record(max(0.0, milliseconds), {"queue": queue})
+
+
+def record_queue_lag_since(enqueued_at: datetime | None, *, queue: str = "sync-work") -> None:
+    """The enqueue-to-start delay of a Service Bus message that starts now (naive times are UTC)."""
+    if enqueued_at is None:
+        return
+    if enqueued_at.tzinfo is None:
+        enqueued_at = enqueued_at.replace(tzinfo=UTC)
+    record_queue_lag((datetime.now(UTC) - enqueued_at).total_seconds() * 1000, queue=queue)

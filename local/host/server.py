@@ -156,6 +156,7 @@ class LocalHost:
         app.router.add_route("*", prefix + "/{tail:.*}" if prefix else "/{tail:.*}", self._dispatch)
         if prefix:
             app.router.add_route("*", prefix, self._dispatch)
+            app.router.add_route("*", "/{tail:.*}", self._no_route)  # outside the prefix: problem+json 404 too
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -268,6 +269,10 @@ class LocalHost:
         except Exception:
             log.exception("Function '%s' returned an unsupported value", spec.name)
             return self._internal_error(str(uuid.uuid4()))
+
+    @staticmethod
+    async def _no_route(request: web.Request) -> web.Response:
+        return problem_response(404, "not_found", "Not found", f"No function is registered for {request.path}.")
 
     @staticmethod
     def _internal_error(trace_id: str) -> web.Response:

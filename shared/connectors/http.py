@@ -43,6 +43,7 @@ from azure.core.rest import AsyncHttpResponse, HttpRequest
 
 from shared.connectors.tracing import DependencyTracingPolicy
 from shared.errors import SyncError, ThrottledError, TransientError, classify_status
+from shared.telemetry import record_throttled
 
 log = logging.getLogger("shared.connectors")
 
@@ -229,6 +230,7 @@ class SyncRetryPolicy(AsyncRetryPolicy):  # type: ignore[type-arg]
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
         sleep: Any = None,
+        service: str = "unknown",
     ) -> None:
         super().__init__(retry_total=max_attempts - 1, retry_backoff_factor=backoff_base, retry_backoff_max=backoff_max)
         self.total_timeout = total_timeout
@@ -237,6 +239,7 @@ class SyncRetryPolicy(AsyncRetryPolicy):  # type: ignore[type-arg]
         self.backoff_max_s = backoff_max
         self._sleep = sleep or asyncio.sleep
         self.counter: CallCounter | None = None
+        self.service = service
 
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_max_s, self.backoff_base * (2**attempt)))  # full jitter
@@ -267,8 +270,10 @@ class SyncRetryPolicy(AsyncRetryPolicy):  # type: ignore[type-arg]
                 await self._count_retry(delay)
                 continue
             status = response.http_response.status_code
-            if status == 429 and self.counter is not None:
-                self.counter.throttled += 1
+            if status == 429:
+                record_throttled(self.service)
+                if self.counter is not None:
+                    self.counter.throttled += 1
             if status in _NOT_PROCESSED_STATUSES:
                 retry_after = get_retry_after(response)
                 delay = retry_after if retry_after is not None else self._backoff(attempt)
@@ -385,7 +390,10 @@ class ServiceHttp:
         self.calls = CallCounter()
         self.limiter = AdaptiveLimiter(max_concurrency, maximum=max_concurrency_limit or max_concurrency)
         self.retry = SyncRetryPolicy(
-            total_timeout=retry_total_timeout, max_attempts=retry_max_attempts, backoff_base=retry_backoff_base
+            total_timeout=retry_total_timeout,
+            max_attempts=retry_max_attempts,
+            backoff_base=retry_backoff_base,
+            service=service,
         )
         self.retry.counter = self.calls
         # Plain HTTP is only acceptable for the local simulators (bearer tokens must not leave over http).

@@ -19,6 +19,43 @@ class Side(StrEnum):
     DATAVERSE = "dataverse"
 
 
+class Outcome(StrEnum):
+    """What happened to one record: the contract's record result statuses, one vocabulary from the planner
+    to the record results, job counts (``COUNT_OF``), sync errors, metrics (``sync.records`` ``outcome``) and
+    logs."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    COUPLED = "coupled"
+    CONFLICT = "conflict"
+    FAILED = "failed"
+    NOT_COUPLED = "not_coupled"
+    NOT_FOUND = "not_found"
+    SKIPPED = "skipped"
+
+    @property
+    def succeeded(self) -> bool:
+        """The pair is in sync after this (its coupling's ``lastSyncResult`` is ``succeeded``)."""
+        return self in (Outcome.UPDATED, Outcome.UNCHANGED)
+
+
+# The job count (``COUNT_KEYS``) each outcome adds to: a conflict or a vanished record is a failure of the
+# job (``partial``); a created record also counts ``coupled`` (the contract: "once in inserted and once in
+# coupled").
+COUNT_OF: dict[Outcome, str] = {
+    Outcome.CREATED: "inserted",
+    Outcome.UPDATED: "modified",
+    Outcome.UNCHANGED: "unchanged",
+    Outcome.COUPLED: "coupled",
+    Outcome.CONFLICT: "failed",
+    Outcome.FAILED: "failed",
+    Outcome.NOT_COUPLED: "skipped",
+    Outcome.NOT_FOUND: "failed",
+    Outcome.SKIPPED: "skipped",
+}
+
+
 # ----------------------------------------------------------------------------- remote records
 @dataclass(frozen=True, slots=True)
 class RemoteRecord:
@@ -113,6 +150,11 @@ class SyncErrorEntry:
 
 COUNT_KEYS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "coupled", "uncoupled")
 JobStatus = Literal["queued", "running", "succeeded", "partial", "failed"]
+
+
+def final_status(counts: dict[str, int]) -> JobStatus:
+    """A finished job's (or sync pass's) status: ``partial`` when some record failed or was in conflict."""
+    return "partial" if counts.get("failed", 0) else "succeeded"
 JobKind = Literal["syncNow", "full", "incremental", "uncoupleAll", "matchCouple", "record", "retry"]
 
 
@@ -131,6 +173,14 @@ class Job:
     completed_batches: int = 0
     detail: str | None = None
     row_etag: str | None = None
+
+    @property
+    def public_detail(self) -> str | None:
+        """The detail the API shows (why the job failed), never the job's own bookkeeping: a running fanned-out
+        job keeps its pending change-feed cursors (delta links) as a JSON object in ``detail``."""
+        if self.detail and self.detail.lstrip().startswith("{"):
+            return None
+        return self.detail or None
 
 
 @dataclass(slots=True)

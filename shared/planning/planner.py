@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from shared.domain.model import Direction
+from shared.domain.model import Direction, Outcome
 from shared.mappings.config import FieldMap
 from shared.planning.transform import convert, same
 
 ConflictPolicy = Literal["none", "bcWins", "dataverseWins"]
-RecordStatus = Literal["updated", "unchanged", "conflict", "skipped", "not_found"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +57,7 @@ class Changes:
 class RecordPlan:
     bc_id: str
     dv_id: str
-    status: RecordStatus
+    status: Outcome  # UPDATED, UNCHANGED, CONFLICT, SKIPPED or NOT_FOUND
     direction: Direction
     bc_update: dict[str, Any] = field(default_factory=dict)  # field key -> value to write to BC
     dv_update: dict[str, Any] = field(default_factory=dict)  # field key -> value to write to Dataverse
@@ -144,7 +143,7 @@ def plan_record(
         return RecordPlan(
             pair.bc_id,
             pair.dv_id,
-            "skipped",
+            Outcome.SKIPPED,
             direction,
             error_code="record_skipped",
             error_message="The record is marked as skipped after repeated failures; retry it to restore it.",
@@ -154,7 +153,7 @@ def plan_record(
         return RecordPlan(
             pair.bc_id,
             pair.dv_id,
-            "not_found",
+            Outcome.NOT_FOUND,
             direction,
             error_code="record_not_found",
             error_message=f"The coupled {side} no longer exists.",
@@ -188,7 +187,7 @@ def plan_record(
         return RecordPlan(
             pair.bc_id,
             pair.dv_id,
-            "conflict",
+            Outcome.CONFLICT,
             direction,
             error_code="update_conflict",
             error_message=("Both sides changed since the last synchronization: " + ", ".join(conflicts) + "."),
@@ -198,7 +197,7 @@ def plan_record(
         return RecordPlan(
             pair.bc_id,
             pair.dv_id,
-            "skipped",
+            Outcome.SKIPPED,
             direction,
             error_code="target_changed",
             error_message=(
@@ -219,7 +218,7 @@ def plan_record(
     return RecordPlan(
         pair.bc_id,
         pair.dv_id,
-        "updated" if (bc_update or dv_update) else "unchanged",
+        Outcome.UPDATED if (bc_update or dv_update) else Outcome.UNCHANGED,
         direction,
         bc_update=bc_update,
         dv_update=dv_update,

@@ -12,7 +12,7 @@ from shared.domain.errors import (
     NotCoupledError,
     RecordNotFoundError,
 )
-from shared.domain.model import Coupling, Direction, RemoteRecord, WriteOp, WriteResult
+from shared.domain.model import Coupling, Direction, Outcome, RemoteRecord, WriteOp, WriteResult
 from shared.mappings.config import TableMapping
 from shared.planning.history import TRIGGER  # #22
 from shared.planning.planner import plan_create, snapshot_after_create
@@ -23,6 +23,7 @@ from shared.services.engine import Engine, utcnow
 from shared.services.history import new_entry  # #22
 from shared.services.sync_errors import create_error_entry, created_sources, failed_creates
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
+from shared.telemetry import record_sync_outcomes
 
 
 def default_sync_after(mapping: TableMapping) -> Direction:
@@ -92,7 +93,7 @@ class CouplingService:
                     f"Cannot couple: the record is already coupled to {other}. Use replace to couple anyway.",
                 )
             coupling = Coupling(mapping=mapping.name, bc_id=bc_id, dataverse_id=dv_id, coupled_at=utcnow())
-            coupling.history = [new_entry(self.e, "coupled")]  # #22
+            coupling.history = [new_entry(self.e, Outcome.COUPLED)]  # #22
             removed = await self.e.couplings.couple(coupling, replace=True if (by_bc or by_dv) else False)
             if removed:
                 await self.e.errors.close_for_records(mapping.name, [c.bc_id for c in removed])
@@ -144,9 +145,9 @@ class CouplingService:
             await self.e.couplings.uncouple_many(mapping.name, [existing.bc_id])
         outcome = await self.create_counterparts(mapping, direction, [rec])
         result = outcome.results[0]
-        if result.error_code == "already_coupled" or result.status == "unchanged":  # a concurrent call won
+        if result.error_code == "already_coupled" or result.status == Outcome.UNCHANGED:  # a concurrent call won
             raise AlreadyCoupledError("The record was coupled meanwhile by another request.")
-        if result.status != "created" or result.bc_id is None:
+        if result.status != Outcome.CREATED or result.bc_id is None:
             raise RecordNotFoundError(result.error_message or "The counterpart could not be created.")
         coupling = await self.e.couplings.get_by_bc_id(mapping.name, result.bc_id)
         assert coupling is not None
@@ -167,7 +168,9 @@ class CouplingService:
             blocked = parents_missing(codec, sources, values)
             for rec_id, missing in blocked.items():
                 outcome.add(
-                    RecordResult(rec_id, None, "failed", direction.value, "parent_not_coupled", missing, transient=True)
+                    RecordResult(
+                        rec_id, None, Outcome.FAILED, direction.value, "parent_not_coupled", missing, transient=True
+                    )
                 )
             sources = [rec for rec in sources if rec.id not in blocked]
             dv_payloads = {
@@ -184,7 +187,7 @@ class CouplingService:
                 self.e, mapping, sources, payloads, functools.partial(self._recover_refused_creates, mapping)
             )
             for dv_id in lost:  # another worker created and coupled it at the same time: nothing to do here
-                outcome.add(RecordResult(None, dv_id, "unchanged", direction.value))
+                outcome.add(RecordResult(None, dv_id, Outcome.UNCHANGED, direction.value))
             sources = [rec for rec in sources if rec.id not in lost]
             pairs = [(rec.id, w) for rec, w in zip(sources, written, strict=True)]
             created_bc = await codec.bc_values_many([w.record for w in written if w.ok and w.record is not None])
@@ -197,7 +200,7 @@ class CouplingService:
                     RecordResult(
                         src_id if direction == Direction.TO_DATAVERSE else None,
                         src_id if direction == Direction.FROM_DATAVERSE else None,
-                        "failed",
+                        Outcome.FAILED,
                         direction.value,
                         "create_failed",
                         str(w.error) if w.error else "The record could not be created.",
@@ -233,7 +236,9 @@ class CouplingService:
                     # What the change feeds will show for this pair: its echo there is skipped without reads.
                     bc_modified_on=(rec if direction == Direction.TO_DATAVERSE else target).modified_on,
                     dv_modified_on=(target if direction == Direction.TO_DATAVERSE else rec).modified_on,
-                    history=[new_entry(self.e, "created", job_id=job_id, direction=direction.value, at=now)],  # #22
+                    history=[
+                        new_entry(self.e, Outcome.CREATED, job_id=job_id, direction=direction.value, at=now)
+                    ],  # #22
                 )
             )
         stored = await self.e.couplings.couple_many(couplings) if couplings else []
@@ -241,15 +246,16 @@ class CouplingService:
         now_coupled = await self.e.couplings.get_many_by_bc_ids(mapping.name, refused) if refused else {}
         for c, st in zip(couplings, stored, strict=True):
             if not isinstance(st, Exception):
-                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "created", direction.value))
+                outcome.add(RecordResult(c.bc_id, c.dataverse_id, Outcome.CREATED, direction.value))
             elif (other := now_coupled.get(c.bc_id)) is not None and other.dataverse_id == c.dataverse_id:
                 # A concurrent worker coupled exactly this pair first: the same outcome, counted once (there).
-                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "unchanged", direction.value))
+                outcome.add(RecordResult(c.bc_id, c.dataverse_id, Outcome.UNCHANGED, direction.value))
             else:
                 outcome.add(
-                    RecordResult(c.bc_id, c.dataverse_id, "failed", direction.value, "already_coupled", str(st))
+                    RecordResult(c.bc_id, c.dataverse_id, Outcome.FAILED, direction.value, "already_coupled", str(st))
                 )
         await self._record_create_outcomes(mapping, outcome, job_id)
+        record_sync_outcomes(mapping.name, direction.value, outcome.by_outcome())
         return outcome
 
     async def _record_create_outcomes(self, mapping: TableMapping, outcome: SyncOutcome, job_id: str | None) -> None:

@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from shared.mappings.config import TableMapping, dependency_order
+from shared.messaging import work
 from shared.services.option_sets import OptionSetService, is_option_mapping
 from shared.services.sync_service import SyncOutcome
 
@@ -53,7 +54,8 @@ async def couple_code_table(jobs: JobService, mapping: TableMapping, job_id: str
         return await OptionSetService(jobs.e).run(mapping, None, job_id)
     if not mapping.create_new_if_no_match:
         return SyncOutcome()
-    return await jobs._match(mapping, {"createNewIfNoMatch": True, "syncAfter": True, "jobId": job_id})
+    match = work.MatchCouple(mapping=mapping.name, create_new_if_no_match=True, sync_after=True)
+    return await jobs._match(mapping, match, job_id)
 
 
 async def bring_parents_up_to_date(jobs: JobService, mapping: TableMapping) -> None:

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from shared.domain.errors import ErrorNotFoundError, JobNotFoundError
-from shared.domain.model import Coupling, Direction, Job, RemoteRecord, Side, SyncErrorEntry, Watermark
+from shared.domain.model import (
+    Coupling,
+    Direction,
+    Job,
+    Outcome,
+    RemoteRecord,
+    Side,
+    SyncErrorEntry,
+    Watermark,
+    final_status,
+)
 from shared.errors import PreconditionFailedError
 from shared.mappings.config import TableMapping
+from shared.messaging import work
+from shared.messaging.work import WorkMessage
 from shared.planning.automatic import may_run
 from shared.planning.history import TRIGGER  # #22
 from shared.planning.planner import may_create, plan_deletion
@@ -22,29 +35,14 @@ from shared.services.filters import within_filter
 from shared.services.option_sets import OptionSetService, is_option_mapping
 from shared.services.sync_errors import create_error_entry
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
-from shared.telemetry import log_event, record_job
+from shared.telemetry import CURRENT_MAPPING, log_event, record_job, record_queue_lag_since
 
 log = logging.getLogger(__name__)
+Handler = Callable[[TableMapping, Any, str], Awaitable[SyncOutcome]]
 
 BATCH_SIZE = 100
-OPTION_KINDS = ("match-couple", "record-changed", "sync-batch", "retry-errors")
-
-
-def message(kind: str, job_id: str, mapping: str, batch: str = "0", **payload: Any) -> dict[str, Any]:
-    """A work message. ``messageId`` is deterministic so Service Bus duplicate detection drops re-sends."""
-    return {
-        "version": 1,
-        "kind": kind,
-        "messageId": f"{job_id}:{kind}:{batch}",
-        "jobId": job_id,
-        "mapping": mapping,
-        "batch": batch,
-        **payload,
-    }
-
-
-def final_status(counts: dict[str, int]) -> str:
-    return "partial" if counts.get("failed", 0) else "succeeded"
+# The kinds an option mapping (an option set: no rows, no change feed) answers by comparing its code table.
+OPTION_KINDS = frozenset({"match-couple", "record-changed", "sync-batch", "retry-errors"})
 
 
 class JobService:
@@ -59,19 +57,17 @@ class JobService:
         mapping: str,
         kind: str,
         direction: str | None,
-        messages: Sequence[dict[str, Any]] | None = None,
+        messages: Sequence[WorkMessage] | None = None,
         **payload: Any,
     ) -> Job:
+        """Creates a job of ``kind`` and queues its messages (by default the one ``work.for_job_kind`` builds
+        from ``payload``), each stamped with the job id and its deterministic message id."""
         job = Job(job_id=new_job_id(), mapping=mapping, kind=kind, direction=direction, created_at=utcnow())
-        msgs = (
-            list(messages) if messages is not None else [message(_message_kind(kind), job.job_id, mapping, **payload)]
-        )
-        for i, m in enumerate(msgs):
-            m["jobId"] = job.job_id
-            m["messageId"] = f"{job.job_id}:{m['kind']}:{m.get('batch', i)}"
-        job.expected_batches = len(msgs)
+        msgs = list(messages) if messages is not None else [work.for_job_kind(kind, mapping, **payload)]
+        stamped = [m.for_job(job.job_id, i) for i, m in enumerate(msgs)]
+        job.expected_batches = len(stamped)
         await self.e.jobs.create(job)
-        await self.e.publisher.publish(msgs)
+        await self.e.publisher.publish([m.to_wire() for m in stamped])
         return job
 
     async def _mapping_name(self, mapping: str | None) -> str | None:
@@ -118,57 +114,35 @@ class JobService:
         return job
 
     # ------------------------------------------------------------------ running jobs (worker side)
-    async def handle(self, msg: dict[str, Any]) -> None:
-        """Processes one work message. Transient errors propagate (Service Bus redelivers); processing the
-        same message twice changes nothing the second time (idempotent writes, per-batch counters)."""
-        kind = msg.get("kind")
-        job_id = str(msg.get("jobId") or "")
-        mapping = await self.e.registry.get(str(msg.get("mapping")))
+    async def receive(self, body: bytes | str, *, enqueued_at: datetime | None = None) -> None:
+        """A message body from the queue: decoded (``work.decode``) and handled. A body that is no valid work
+        message is permanent: it is logged, the job it names (if any) fails, and the message completes.
+        ``enqueued_at`` (the broker's enqueue time) gives the ``queue.lag_ms`` metric."""
+        record_queue_lag_since(enqueued_at)
+        try:
+            msg = work.decode(body)
+        except work.MessageFormatError as exc:
+            log.error("dropping a malformed work message: %s", exc)
+            await self._fail_named_job(body, str(exc))
+            return
+        await self.handle(msg)
+
+    async def handle(self, raw: WorkMessage | Mapping[str, Any]) -> None:
+        """Processes one work message (a typed one, or its JSON object). Transient errors propagate (Service Bus
+        redelivers); processing the same message twice changes nothing the second time (idempotent writes,
+        per-batch counters)."""
+        msg = work.parse(raw)
+        CURRENT_MAPPING.set(msg.mapping)  # labels the connectors' sync.throttled
+        job_id = msg.job_id
+        mapping = await self.e.registry.get(msg.mapping)
         job = await self.e.jobs.get(job_id) if job_id else None
         if job is not None and job.status in ("succeeded", "partial", "failed"):
             return  # a redelivered message of a finished job
         if job is not None and job.status == "queued":
             await self.e.jobs.set_status(job_id, "running", started_at=utcnow())
-        batch_id = str(msg.get("batch", "0"))
         TRIGGER.set(trigger_of(msg, job))  # #22 history
         try:
-            if kind == "mapping-sync":
-                # Parents first, code tables coupled by match, option sets compared (shared.services.dependencies).
-                outcome = await run_mapping_job(
-                    self,
-                    mapping,
-                    full=bool(msg.get("full", False)),
-                    job_id=job_id,
-                    parents_first=bool(msg.get("parentsFirst")),
-                )
-            elif is_option_mapping(mapping) and kind in OPTION_KINDS:
-                # An option set has no rows or change feed: every run compares the code table with it.
-                outcome = await OptionSetService(self.e).run(mapping, msg.get("bcIds") or None, job_id)
-            elif kind == "sync-batch":
-                if msg.get("fullRun"):  # a page of a full synchronization: it creates as the job does
-                    mapping = for_full_run(mapping)
-                outcome = await self._sync_batch(mapping, msg, job_id)
-            elif kind == "record-changed":
-                outcome = await self.record_changed(mapping, msg, job_id)
-            elif kind == "uncouple-all":
-                n = await self.e.couplings.delete_all(mapping.name)
-                outcome = SyncOutcome()
-                outcome.counts["uncoupled"] = n
-                if msg.get("deleteMapping"):  # DELETE /api/mappings/{m}: its couplings first, then the mapping
-                    from shared.services.mapping_admin import admin_for
-
-                    await admin_for(self.e).remove(mapping.name)
-            elif kind == "match-couple":
-                outcome = await self._match(mapping, msg)
-            elif kind == "retry-errors":
-                outcome = await self._retry(mapping, msg, job_id)
-            elif kind == "plan":  # #22: a mapping-wide plan (shared/services/plans.py); writes nothing else
-                from shared.services.plans import PlanService
-
-                outcome = SyncOutcome()
-                outcome.counts = await PlanService(self.e).run_job(mapping, msg, job_id)
-            else:
-                raise ValueError(f"unknown message kind {kind!r}")
+            outcome = await self._handler_of(msg, mapping)(mapping, msg, job_id)
         except Exception as exc:
             if getattr(exc, "transient", False):
                 raise
@@ -179,8 +153,60 @@ class JobService:
             return
         if job is None:
             return
-        await self.e.jobs.add_counts(job_id, outcome.counts, batch_id=batch_id)
+        await self.e.jobs.add_counts(job_id, outcome.counts, batch_id=msg.batch or "0")
         await self._finish_if_done(job_id)
+
+    def _handler_of(self, msg: WorkMessage, mapping: TableMapping) -> Handler:
+        """The dispatch table: kind -> handler. An option set has no rows or change feed: every run of the
+        kinds in ``OPTION_KINDS`` compares the code table with it."""
+        if is_option_mapping(mapping) and msg.kind in OPTION_KINDS:
+            return self._option_set
+        handlers: dict[str, Handler] = {
+            "mapping-sync": self._mapping_sync,
+            "sync-batch": self._sync_batch,
+            "record-changed": self.record_changed,
+            "uncouple-all": self._uncouple_all,
+            "match-couple": self._match,
+            "retry-errors": self._retry,
+            "plan": self._plan,
+        }
+        return handlers[msg.kind]
+
+    async def _fail_named_job(self, body: bytes | str, reason: str) -> None:
+        try:
+            data = json.loads(body)
+        except (ValueError, TypeError):
+            return
+        job_id = str(data.get("jobId") or "") if isinstance(data, dict) else ""
+        job = await self.e.jobs.get(job_id) if job_id else None
+        if job is not None and job.status not in ("succeeded", "partial", "failed"):
+            await self.e.jobs.set_status(job_id, "failed", finished_at=utcnow(), detail=reason[:500])
+            record_job(job.mapping, job.kind, "failed")
+
+    async def _mapping_sync(self, mapping: TableMapping, msg: work.MappingSync, job_id: str) -> SyncOutcome:
+        # Parents first, code tables coupled by match, option sets compared (shared.services.dependencies).
+        return await run_mapping_job(self, mapping, full=msg.full, job_id=job_id, parents_first=msg.parents_first)
+
+    async def _option_set(self, mapping: TableMapping, msg: WorkMessage, job_id: str) -> SyncOutcome:
+        bc_ids = getattr(msg, "bc_ids", None)
+        return await OptionSetService(self.e).run(mapping, bc_ids or None, job_id)
+
+    async def _uncouple_all(self, mapping: TableMapping, msg: work.UncoupleAll, job_id: str) -> SyncOutcome:
+        outcome = SyncOutcome()
+        outcome.counts["uncoupled"] = await self.e.couplings.delete_all(mapping.name)
+        if msg.delete_mapping:  # DELETE /api/mappings/{m}: its couplings first, then the mapping
+            from shared.services.mapping_admin import admin_for
+
+            await admin_for(self.e).remove(mapping.name)
+        return outcome
+
+    async def _plan(self, mapping: TableMapping, msg: work.Plan, job_id: str) -> SyncOutcome:
+        """#22: a mapping-wide plan (shared/services/plans.py); writes nothing else."""
+        from shared.services.plans import PlanService
+
+        outcome = SyncOutcome()
+        outcome.counts = await PlanService(self.e).run_job(mapping, full=msg.full, job_id=job_id)
+        return outcome
 
     async def _finish_if_done(self, job_id: str) -> None:
         job = await self.e.jobs.get(job_id)
@@ -198,54 +224,53 @@ class JobService:
                 log, f"job {status}", mapping=job.mapping, job_id=job_id, outcome=status, kind=job.kind, **job.counts
             )
 
-    async def _sync_batch(self, mapping: TableMapping, msg: dict[str, Any], job_id: str) -> SyncOutcome:
-        if msg.get("scheduled"):  # a fanned-out page of changes: re-read the records, then as inline
-            side = Side(msg["side"])
-            ids = [i.lower() for i in (msg.get("bcIds") or msg.get("dataverseIds") or [])]
-            recs = await self._read(mapping, side, ids)
+    async def _sync_batch(self, mapping: TableMapping, msg: work.SyncBatch, job_id: str) -> SyncOutcome:
+        if msg.full_run:  # a page of a full synchronization: it creates as the job does
+            mapping = for_full_run(mapping)
+        bc_ids = [i.lower() for i in msg.bc_ids or []]
+        dv_ids = [i.lower() for i in msg.dataverse_ids or []]
+        if msg.scheduled:  # a fanned-out page of changes: re-read the records, then as inline
+            side = Side(msg.side) if msg.side else (Side.BC if bc_ids else Side.DATAVERSE)
+            recs = await self._read(mapping, side, bc_ids or dv_ids)
             return await self.process_changes(
-                mapping,
-                side,
-                list(recs.values()),
-                msg.get("deletedIds") or [],
-                job_id,
-                filtered=bool(msg.get("filtered")),
+                mapping, side, list(recs.values()), msg.deleted_ids or [], job_id, filtered=msg.filtered
             )
-        direction = Direction(msg["direction"])
-        bc_ids = [i.lower() for i in msg.get("bcIds") or []]
-        dv_ids = [i.lower() for i in msg.get("dataverseIds") or []]
-        from shared.services.actions import sync_ids  # local import: actions builds on this module
+        if msg.direction is None:
+            raise work.MessageFormatError("a sync-batch message names no direction", code="InvalidMessage")
+        from shared.services.synchronize_now import sync_ids  # local import: it builds on this module
 
-        return await sync_ids(self.e, mapping, bc_ids, dv_ids, direction, force=bool(msg.get("force")), job_id=job_id)
+        return await sync_ids(self.e, mapping, bc_ids, dv_ids, Direction(msg.direction), force=msg.force, job_id=job_id)
 
-    async def _match(self, mapping: TableMapping, msg: dict[str, Any]) -> SyncOutcome:
+    async def _match(self, mapping: TableMapping, msg: work.MatchCouple, job_id: str | None = None) -> SyncOutcome:
         from shared.services.match_service import MatchService, criteria_from_body
 
-        criteria = criteria_from_body(msg["matchFields"]) if msg.get("matchFields") else None
+        criteria = criteria_from_body(msg.match_fields) if msg.match_fields else None
         options = {
             "criteria": criteria,
-            "create_new": msg.get("createNewIfNoMatch"),
-            "sync_after": msg.get("syncAfter"),
-            "job_id": msg.get("jobId"),
+            "create_new": msg.create_new_if_no_match,
+            "sync_after": msg.sync_after,
+            "job_id": msg.job_id or job_id or None,
         }
         select = sorted({*mapping.bc_select, *(c.bc for c in criteria or ())})
         matcher = MatchService(self.e)
         outcome = SyncOutcome()
-        ids = msg.get("bcIds")
+        ids = msg.bc_ids
         if ids:
             recs = await self.e.bc.get_many(mapping.bc_entity, ids, select=select)
             outcome.merge(await matcher.match(mapping, list(recs.values()), **options))
             missing = [i for i in dict.fromkeys(x.lower() for x in ids) if i not in recs]
             for bc_id in missing:
-                outcome.add(RecordResult(bc_id, None, "not_found", None, "record_not_found", "No such BC record."))
+                outcome.add(
+                    RecordResult(bc_id, None, Outcome.NOT_FOUND, None, "record_not_found", "No such BC record.")
+                )
             return outcome
         async for page in self.e.bc.list_records(mapping.bc_entity, select=select, filter=mapping.table_filter):
             outcome.merge(await matcher.match(mapping, page, **options))
         return outcome
 
-    async def _retry(self, mapping: TableMapping, msg: dict[str, Any], job_id: str) -> SyncOutcome:
+    async def _retry(self, mapping: TableMapping, msg: work.RetryErrors, job_id: str) -> SyncOutcome:
         """Retry: un-skip the couplings of these errors and synchronize them again (BC's 'Synchronize')."""
-        if msg.get("all"):
+        if msg.all:
             entries, cont = [], None
             while True:
                 page, cont = await self.e.errors.list_page(mapping=mapping.name, top=1000, continuation=cont)
@@ -253,7 +278,7 @@ class JobService:
                 if not cont:
                     break
         else:
-            entries = [x for x in await self.e.errors.get_many(msg.get("ids") or []) if x.mapping == mapping.name]
+            entries = [x for x in await self.e.errors.get_many(msg.ids or []) if x.mapping == mapping.name]
         bc_ids = sorted({x.bc_id for x in entries if x.bc_id})
         couplings = await self.e.couplings.get_many_by_bc_ids(mapping.name, bc_ids)
         for c in couplings.values():
@@ -357,26 +382,22 @@ class JobService:
         first: int,
     ) -> list[dict[str, Any]]:
         size = self.e.settings.fanout_batch_size
-        key = "bcIds" if side == Side.BC else "dataverseIds"
         out = []
         for n, start in enumerate(range(0, len(records), size)):
             ids = [r.id for r in records[start : start + size]]
-            extra = {"deletedIds": list(deleted_ids)} if n == 0 and deleted_ids else {}
-            out.append(
-                message(
-                    "sync-batch",
-                    job_id,
-                    mapping.name,
-                    batch=f"b{first + n + 1}",
-                    direction=mapping.direction.value,
-                    scheduled=True,
-                    fullRun=not mapping.sync_only_coupled,
-                    filtered=True,  # _work_of checked the page against the mapping's filters before fan-out
-                    side=side.value,
-                    **{key: ids},
-                    **extra,
-                )
+            batch = work.SyncBatch(
+                mapping=mapping.name,
+                batch=f"b{first + n + 1}",
+                direction=mapping.direction.value,
+                scheduled=True,
+                full_run=not mapping.sync_only_coupled,
+                filtered=True,  # _work_of checked the page against the mapping's filters before fan-out
+                side=side.value,
+                bc_ids=ids if side == Side.BC else None,
+                dataverse_ids=ids if side == Side.DATAVERSE else None,
+                deleted_ids=list(deleted_ids) if n == 0 and deleted_ids else None,
             )
+            out.append(batch.for_job(job_id, 0).to_wire())
         return out
 
     async def _advance_all(self, mapping: str, cursors: dict[str, str]) -> None:
@@ -498,12 +519,12 @@ class JobService:
     async def _deletions_from_results(self, mapping: TableMapping, couplings: list, result: SyncOutcome) -> SyncOutcome:
         """Scheduled syncs turn ``not_found`` results into the mapping's deletion policy."""
         by_id = {c.bc_id: c for c in couplings}
-        gone = [by_id[r.bc_id] for r in result.results if r.status == "not_found" and r.bc_id in by_id]
+        gone = [by_id[r.bc_id] for r in result.results if r.status == Outcome.NOT_FOUND and r.bc_id in by_id]
         if not gone:
             return result
         kept = SyncOutcome()
         for r in result.results:
-            if r.status != "not_found":
+            if r.status != Outcome.NOT_FOUND:
                 kept.add(r)
         bc_present = await self.e.bc.get_many(mapping.bc_entity, [c.bc_id for c in gone], select=["id"])
         bc_deleted = [c for c in gone if c.bc_id not in bc_present]
@@ -524,7 +545,7 @@ class JobService:
                     RecordResult(
                         c.bc_id,
                         c.dataverse_id,
-                        "failed",
+                        Outcome.FAILED,
                         None,
                         "coupled_record_deleted",
                         "The record cannot be updated because it is coupled to a deleted record.",
@@ -565,12 +586,12 @@ class JobService:
         return outcome
 
     # ------------------------------------------------------------------ single changes (webhooks)
-    async def record_changed(self, mapping: TableMapping, msg: dict[str, Any], job_id: str | None) -> SyncOutcome:
-        side = Side.BC if msg.get("bcIds") else Side.DATAVERSE
-        ids = [i.lower() for i in (msg.get("bcIds") or msg.get("dataverseIds") or [])]
+    async def record_changed(self, mapping: TableMapping, msg: work.RecordChanged, job_id: str | None) -> SyncOutcome:
+        side = Side.BC if msg.bc_ids else Side.DATAVERSE
+        ids = [i.lower() for i in (msg.bc_ids or msg.dataverse_ids or [])]
         if not may_run(mapping.state, job_id):
             return SyncOutcome()  # a webhook's change while paused: the incremental run after resume has it
-        if msg.get("deleted"):
+        if msg.deleted:
             gone = await self._couplings_by(mapping, side, ids)
             return await self._apply_deletions(mapping, list(gone.values()), deleted_side=side)
         recs = await self._read(mapping, side, ids)
@@ -597,30 +618,18 @@ def _pending_cursors(detail: str | None) -> dict[str, str]:
         return {}
 
 
-def trigger_of(msg: dict[str, Any], job: Job | None) -> str:
+_TRIGGER_OF_KIND = {
+    "record-changed": "webhook",
+    "uncouple-all": "uncouple",
+    "match-couple": "match",
+    "retry-errors": "retry",
+}
+
+
+def trigger_of(msg: WorkMessage, job: Job | None) -> str:
     """#22: the history trigger of a work message (the timer marks the jobs it starts)."""
-    if msg.get("trigger") in ("timer", "webhook"):
-        return str(msg["trigger"])
-    by_kind = {
-        "record-changed": "webhook",
-        "uncouple-all": "uncouple",
-        "match-couple": "match",
-        "retry-errors": "retry",
-    }
-    if msg.get("kind") in by_kind:
-        return by_kind[str(msg.get("kind"))]
+    if msg.trigger in ("timer", "webhook"):
+        return msg.trigger
+    if msg.kind in _TRIGGER_OF_KIND:
+        return _TRIGGER_OF_KIND[msg.kind]
     return "syncNow" if job is not None and job.kind == "syncNow" else "job"
-
-
-def _message_kind(kind: str) -> str:
-    return {
-        "full": "mapping-sync",
-        "incremental": "mapping-sync",
-        "uncoupleAll": "uncouple-all",
-        "matchCouple": "match-couple",
-        "retry": "retry-errors",
-        "retryErrors": "retry-errors",  # the kind's name before #16
-        "record": "record-changed",
-        "syncNow": "sync-batch",
-        "deleteMapping": "uncouple-all",
-    }[kind]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from shared.domain.model import Coupling, Direction, RemoteRecord, SyncErrorEntry
+from shared.domain.model import Coupling, Direction, Outcome, RemoteRecord, SyncErrorEntry
 from shared.mappings.config import TableMapping
 from shared.planning.matching import (
     MatchCriterion,
@@ -24,6 +24,7 @@ from shared.services.engine import Engine, utcnow
 from shared.services.history import new_entry  # #22
 from shared.services.sync_errors import error_id
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
+from shared.telemetry import record_sync_outcomes
 
 # Records per Dataverse query: 50 values of up to 160 characters stay far below Dataverse's 32 KB URL limit,
 # and a full match of a code table (currencies, units) costs 0.02 queries per record.
@@ -81,7 +82,7 @@ class MatchService:
                             bc_id=rec.id,
                             dataverse_id=d.dataverse_id,
                             coupled_at=now,
-                            history=[new_entry(self.e, "coupled", job_id=job_id, at=now)],  # #22
+                            history=[new_entry(self.e, Outcome.COUPLED, job_id=job_id, at=now)],  # #22
                         )
                     )
                 else:
@@ -91,12 +92,14 @@ class MatchService:
         coupled: list[Coupling] = []
         for c, s in zip(new, stored, strict=True):
             if isinstance(s, Exception):  # coupled meanwhile by another request
-                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "failed", None, "already_coupled", str(s)))
+                outcome.add(RecordResult(c.bc_id, c.dataverse_id, Outcome.FAILED, None, "already_coupled", str(s)))
             else:
                 coupled.append(c)
-                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "coupled", None))
+                outcome.add(RecordResult(c.bc_id, c.dataverse_id, Outcome.COUPLED, None))
         if coupled:
             await self.e.errors.close_for_records(mapping.name, [c.bc_id for c in coupled])
+        # The match's own results so far (coupled); creates and the syncs after report themselves.
+        record_sync_outcomes(mapping.name, Direction.TO_DATAVERSE.value, outcome.by_outcome())
 
         if unmatched:
             await self._unmatched(mapping, unmatched, create_new, outcome, job_id)
@@ -104,7 +107,7 @@ class MatchService:
             direction = Direction(sync_after_direction(mapping.direction.value, mapping.conflict_policy))
             synced = await self.sync.sync_couplings(mapping, coupled, direction, job_id=job_id)
             for r in synced.results:
-                if r.status != "unchanged":  # unchanged counts the records that were coupled before the job
+                if r.status != Outcome.UNCHANGED:  # unchanged counts the records that were coupled before the job
                     outcome.add(r)
         return outcome
 
@@ -144,7 +147,9 @@ class MatchService:
         for rec, reason in unmatched:
             if create_new:
                 reason += f" Mapping {mapping.name} synchronizes {mapping.direction.value} only: nothing is created."
-            outcome.add(RecordResult(rec.id, None, "failed", Direction.TO_DATAVERSE.value, "no_unique_match", reason))
+            outcome.add(
+                RecordResult(rec.id, None, Outcome.FAILED, Direction.TO_DATAVERSE.value, "no_unique_match", reason)
+            )
             entries.append(
                 SyncErrorEntry(
                     id=error_id(mapping.name, rec.id, None, Direction.TO_DATAVERSE.value),
@@ -160,3 +165,4 @@ class MatchService:
                 )
             )
         await self.e.errors.record_many(entries)
+        record_sync_outcomes(mapping.name, Direction.TO_DATAVERSE.value, {Outcome.FAILED: len(entries)})

@@ -10,12 +10,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from shared.domain.model import Coupling
+from shared.domain.model import Coupling, Outcome
 from shared.mappings.config import TableMapping
 from shared.planning.options import option_target, plan_options
 from shared.services.engine import Engine, utcnow
 from shared.services.sync_service import RecordResult, SyncOutcome
-from shared.telemetry import log_event
+from shared.telemetry import log_event, record_sync_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,14 @@ class OptionSetService:
         replaced: list[str] = []
         for plan in plan_options(codes, options, coupled):
             if plan.action == "unchanged":
-                outcome.add(RecordResult(plan.bc_id, str(plan.value), "unchanged", "toDataverse"))
+                outcome.add(RecordResult(plan.bc_id, str(plan.value), Outcome.UNCHANGED, "toDataverse"))
                 continue
             value = plan.value
-            status = "coupled"
+            status = Outcome.COUPLED
             if value is None:
                 value = await dv.insert_option(logical, attribute, plan.code)
                 options[value] = plan.code
-                status = "created"
+                status = Outcome.CREATED
             if plan.bc_id in existing:
                 replaced.append(plan.bc_id)
             new.append(
@@ -81,6 +81,7 @@ class OptionSetService:
             await self.e.couplings.couple_many(new)
         missing = [i for i in dict.fromkeys(x.lower() for x in bc_ids or ()) if i not in records]
         for bc_id in missing:
-            outcome.add(RecordResult(bc_id, None, "not_found", None, "record_not_found", "No such BC record."))
+            outcome.add(RecordResult(bc_id, None, Outcome.NOT_FOUND, None, "record_not_found", "No such BC record."))
+        record_sync_outcomes(mapping.name, "toDataverse", outcome.by_outcome())
         log_event(log, "option mapping synchronized", mapping=mapping.name, job_id=job_id, **outcome.counts)
         return outcome

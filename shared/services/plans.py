@@ -87,11 +87,10 @@ class PlanService:
 
     # ------------------------------------------------------------------ mapping-wide (a job)
     async def start_job(self, mapping_name: str, kind: str) -> Job:
-        from shared.services.jobs import JobService, message
+        from shared.services.jobs import JobService
 
         mapping = await self.e.registry.get(mapping_name)
-        msg = message("plan", "", mapping.name, full=kind == "full")
-        return await JobService(self.e).start(mapping.name, "plan", mapping.direction.value, messages=[msg])
+        return await JobService(self.e).start(mapping.name, "plan", mapping.direction.value, full=kind == "full")
 
     async def plan_mapping(self, mapping: TableMapping, *, full: bool) -> tuple[list[dict[str, Any]], int]:
         """The items a mapping-wide sync would produce from the same change pages, and how many coupled
@@ -146,9 +145,9 @@ class PlanService:
         items, token = await self.e.jobs.plan_items_page(job.job_id, top=top, continuation=continuation)
         return job, items, token
 
-    async def run_job(self, mapping: TableMapping, msg: dict[str, Any], job_id: str) -> dict[str, int]:
+    async def run_job(self, mapping: TableMapping, *, full: bool, job_id: str) -> dict[str, int]:
         """Worker side of a plan job: plans, stores the items with the job, returns the counts."""
-        items, seen = await self.plan_mapping(mapping, full=bool(msg.get("full")))
+        items, seen = await self.plan_mapping(mapping, full=full)
         await self.e.jobs.put_plan_items(job_id, items)
         base = empty_counts()
         base["unchanged"] += seen

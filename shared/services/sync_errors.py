@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from shared.domain.model import SyncErrorEntry
+from shared.domain.model import Outcome, SyncErrorEntry
 
 if TYPE_CHECKING:
     from shared.services.sync_service import RecordResult
@@ -60,10 +60,10 @@ def create_error_entry(mapping: str, result: RecordResult, job_id: str | None, n
 
 def failed_creates(results: Sequence[RecordResult]) -> list[RecordResult]:
     """The results of creates that failed (a concurrent caller coupling the pair first is not a failure)."""
-    return [r for r in results if r.status == "failed" and r.error_code in (CREATE_FAILED, "parent_not_coupled")]
+    return [r for r in results if r.status == Outcome.FAILED and r.error_code in (CREATE_FAILED, "parent_not_coupled")]
 
 
 def created_sources(results: Sequence[RecordResult]) -> tuple[list[str], list[str]]:
     """(BC ids, Dataverse ids) of the pairs just created: their earlier create errors are closed."""
-    created = [r for r in results if r.status == "created"]
+    created = [r for r in results if r.status == Outcome.CREATED]
     return [r.bc_id for r in created if r.bc_id], [r.dataverse_id for r in created if r.dataverse_id]

@@ -6,12 +6,24 @@ Used by Synchronize now, sync from Dataverse, scheduled/incremental jobs and ret
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.domain.errors import DirectionNotAllowedError, DirectionRequiredError
-from shared.domain.model import Coupling, Direction, RemoteRecord, SyncErrorEntry, WriteOp, WriteResult
+from shared.domain.model import (
+    COUNT_OF,
+    Coupling,
+    Direction,
+    Outcome,
+    RemoteRecord,
+    SyncErrorEntry,
+    WriteOp,
+    WriteResult,
+    final_status,
+)
 from shared.errors import SyncError
 from shared.mappings.config import TableMapping
 from shared.planning.decisions import (
@@ -30,7 +42,7 @@ from shared.planning.planner import Changes, PairState, RecordPlan, detect_chang
 from shared.services import history  # #22
 from shared.services.engine import Engine, empty_counts, utcnow
 from shared.services.sync_errors import error_entry
-from shared.telemetry import log_event, record_sync_outcomes
+from shared.telemetry import log_event, record_latency, record_sync_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +53,20 @@ DIRECTION_OPTIONS = [d.value for d in Direction]
 class RecordResult:
     bc_id: str | None
     dataverse_id: str | None
-    status: str
+    status: Outcome
     direction: str | None
     error_code: str | None = None
     error_message: str | None = None
     transient: bool = False
 
+    def __post_init__(self) -> None:
+        self.status = Outcome(self.status)  # one vocabulary: anything else is a bug, raised here
+
     def as_json(self) -> dict[str, Any]:
         return {
             "bcId": self.bc_id,
             "dataverseId": self.dataverse_id,
-            "status": self.status,
+            "status": self.status.value,
             "direction": self.direction,
             "error": (
                 {"code": self.error_code, "message": self.error_message, "transient": self.transient}
@@ -68,17 +83,13 @@ class SyncOutcome:
 
     def add(self, result: RecordResult) -> None:
         self.results.append(result)
-        key = {
-            "updated": "modified",
-            "unchanged": "unchanged",
-            "skipped": "skipped",
-            "not_coupled": "skipped",
-            "created": "inserted",
-            "coupled": "coupled",
-        }.get(result.status, "failed")
-        self.counts[key] += 1
-        if result.status == "created":
+        self.counts[COUNT_OF[result.status]] += 1
+        if result.status == Outcome.CREATED:
             self.counts["coupled"] += 1
+
+    def by_outcome(self) -> Counter[Outcome]:
+        """How many results of each outcome (the ``sync.records`` metric's ``outcome``)."""
+        return Counter(r.status for r in self.results)
 
     def merge(self, other: SyncOutcome) -> None:
         self.results.extend(other.results)
@@ -199,6 +210,7 @@ class SyncService:
         re-planned once, so a concurrent writer's values are merged, not lost and not reported as failures."""
         if not couplings:
             return SyncOutcome()
+        started = time.monotonic()
         d = await self.decide(
             mapping, couplings, direction, force=force, honour_skipped=honour_skipped,
             known=known if _attempt == 0 else None,
@@ -214,13 +226,13 @@ class SyncService:
             {p.bc_id: p for p in d.pairs},  # #22 history: the values before the writes
         )
         outcome, stale = await self._record(mapping, couplings, d.plans, writes, direction, job_id, scheduled, _attempt)
+        _report(mapping.name, direction, job_id, outcome, started)  # this pass only: a re-plan reports its own
         if stale:
             again = await self.sync_couplings(
                 mapping, stale, direction, force=force, honour_skipped=honour_skipped, job_id=job_id,
                 scheduled=scheduled, _attempt=1,
             )  # fmt: skip
             outcome.merge(again)
-        _report(mapping.name, direction, job_id, len(couplings), outcome)
         return outcome
 
     async def decide(
@@ -263,7 +275,9 @@ class SyncService:
         message = f"{err.service or 'a dependency'} is unavailable: {err.message}"
         errors: list[SyncErrorEntry] = []
         for c in couplings:
-            r = RecordResult(c.bc_id, c.dataverse_id, "failed", direction.value, UPSTREAM_UNAVAILABLE, message, True)
+            r = RecordResult(
+                c.bc_id, c.dataverse_id, Outcome.FAILED, direction.value, UPSTREAM_UNAVAILABLE, message, True
+            )
             outcome.add(r)
             state = after_failure(
                 FailureState(c.consecutive_failures, c.last_error, c.last_sync_result, c.skipped),
@@ -274,13 +288,13 @@ class SyncService:
             c.consecutive_failures, c.last_error, c.last_sync_result = state.consecutive_failures, message, "failed"
             c.last_sync_direction = direction.value
             errors.append(error_entry(mapping.name, r, job_id, now))
-            entry = history.new_entry(self.e, "failed", job_id=job_id, direction=direction.value,
+            entry = history.new_entry(self.e, Outcome.FAILED, job_id=job_id, direction=direction.value,
                                       error=(UPSTREAM_UNAVAILABLE, message), at=now)  # fmt: skip
             history.append(self.e, c, entry)  # #22
         if couplings:
             await self.e.couplings.save_sync_state(list(couplings))
             await self.e.errors.record_many(errors)
-        _report(mapping.name, direction, job_id, len(couplings), outcome)
+        _report(mapping.name, direction, job_id, outcome)
         return outcome
 
     async def _bc_payloads(
@@ -331,26 +345,32 @@ class SyncService:
             result = self._result_of(plan, dv_w, bc_w)
             if c.bc_id in w.blocked:
                 result = RecordResult(
-                    c.bc_id, c.dataverse_id, "failed", direction.value, PARENT_NOT_COUPLED, w.blocked[c.bc_id], True
+                    c.bc_id,
+                    c.dataverse_id,
+                    Outcome.FAILED,
+                    direction.value,
+                    PARENT_NOT_COUPLED,
+                    w.blocked[c.bc_id],
+                    True,
                 )
-            if replan(result.error_code if result.status == "failed" else None, attempt):
+            if replan(result.error_code if result.status == Outcome.FAILED else None, attempt):
                 stale.append(c)  # re-planned with fresh reads; nothing recorded for this attempt
                 continue
             outcome.add(result)
             before = _state_key(c)
             self._bookkeep(c, plan, result, now, dv_w, bc_w)
-            if not (scheduled and result.status == "unchanged" and _state_key(c) == before):  # #22 history
+            if not (scheduled and result.status == Outcome.UNCHANGED and _state_key(c) == before):  # #22 history
                 err = (result.error_code, result.error_message) if result.error_code else None
                 history.on_sync(self.e, mapping, c, plan, w.pairs[c.bc_id], result.status, err, job_id, now)
             read_bc, read_dv = w.bc_recs.get(c.bc_id), w.dv_recs.get(c.dataverse_id)
-            if result.status in ("updated", "unchanged"):
+            if result.status.succeeded:
                 # Remember what was seen, so the change feeds' overlap and our own echoes are skipped cheaply.
                 c.bc_modified_on = _latest(c.bc_modified_on, read_bc.modified_on if read_bc else None)
                 c.dv_modified_on = _latest(c.dv_modified_on, read_dv.modified_on if read_dv else None)
             # A scheduled pass that found nothing new writes no table row (user actions always record it).
-            if not (scheduled and result.status == "unchanged" and _state_key(c) == before):
+            if not (scheduled and result.status == Outcome.UNCHANGED and _state_key(c) == before):
                 to_save.append(c)
-            if result.status in ("updated", "unchanged"):
+            if result.status.succeeded:
                 succeeded.append(c.bc_id)
             elif result.error_code and result.error_code not in ("record_skipped",):
                 errors.append(
@@ -377,7 +397,7 @@ class SyncService:
                 return RecordResult(
                     plan.bc_id,
                     plan.dv_id,
-                    "failed",
+                    Outcome.FAILED,
                     plan.direction.value,
                     failure_code(f),
                     _message(w.error),
@@ -398,7 +418,7 @@ class SyncService:
     ) -> None:
         """The coupling's record of this sync (BC's CRM Integration Record fields)."""
         c.last_sync_direction = plan.direction.value
-        if result.status in ("updated", "unchanged"):
+        if result.status.succeeded:
             c.last_synced_at = now
             c.last_sync_result = "succeeded"
             c.last_error = None
@@ -414,7 +434,7 @@ class SyncService:
                     if w.record.modified_on is not None:
                         setattr(c, f"{side}_modified_on", w.record.modified_on)
             return
-        if result.status == "skipped":
+        if result.status == Outcome.SKIPPED:
             c.last_sync_result = "skipped"
             c.last_error = result.error_message
             return
@@ -464,29 +484,35 @@ def _dv_ops(
     ]
 
 
-def _report(mapping: str, direction: Direction, job_id: str | None, n: int, outcome: SyncOutcome) -> None:
-    """Metrics and logs of a sync pass: one warning per record that did not sync, one summary line."""
-    record_sync_outcomes(mapping, direction.value, outcome.counts)
+def _report(
+    mapping: str, direction: Direction, job_id: str | None, outcome: SyncOutcome, started: float | None = None
+) -> None:
+    """Metrics and logs of a sync pass: the results by outcome (``sync.records``; conflicts also feed
+    ``sync.conflicts``), the pass's latency (``sync.latency_ms``, operation ``batch``), one warning per
+    record that did not sync and one summary line."""
+    record_sync_outcomes(mapping, direction.value, outcome.by_outcome())
+    if started is not None:
+        record_latency(mapping, direction.value, (time.monotonic() - started) * 1000, operation="batch")
     for r in outcome.results:
-        if r.status not in ("updated", "unchanged"):
+        if not r.status.succeeded:
             log_event(
                 log,
-                f"record {r.status}: {r.error_code}",
+                f"record {r.status.value}: {r.error_code}",
                 mapping=mapping,
                 job_id=job_id,
                 record_ids=[x for x in (r.bc_id, r.dataverse_id) if x],
                 direction=r.direction,
-                outcome=r.status,
+                outcome=r.status.value,
                 code=r.error_code,
                 level=logging.WARNING,
             )
     log_event(
         log,
-        f"synchronized {n} records",
+        f"synchronized {len(outcome.results)} records",
         mapping=mapping,
         job_id=job_id,
         direction=direction.value,
-        outcome="partial" if outcome.counts["failed"] else "succeeded",
+        outcome=final_status(outcome.counts),
         **outcome.counts,
     )
 

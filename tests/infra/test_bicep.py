@@ -77,6 +77,16 @@ def test_alert_queries_use_the_telemetry_names() -> None:
     assert "customDimensions.mapping" in text
 
 
+def test_the_error_rate_counts_the_outcomes_a_job_counts_failed() -> None:
+    import re
+
+    from shared.domain.model import COUNT_OF
+
+    text = (BICEP / "app" / "monitoring.bicep").read_text()
+    (listed,) = re.findall(r'failed = sumif\(valueSum, outcome in \(([^)]*)\)\)', text)
+    assert set(re.findall(r'"(\w+)"', listed)) == {o.value for o, key in COUNT_OF.items() if key == "failed"}
+
+
 def test_app_settings_cover_the_azure_relevant_config_names() -> None:
     templates, _ = parse_all(BICEP)
     ((_, settings),) = app_settings(templates)

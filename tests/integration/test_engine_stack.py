@@ -13,7 +13,7 @@ from shared.bootstrap import Runtime, build_runtime
 from shared.config import settings_from_env
 from shared.domain.errors import AlreadyCoupledError, CannotAutoCoupleError
 from shared.domain.model import Direction, Side
-from shared.services import actions
+from shared.services import synchronize_now
 from shared.services.coupling_service import CouplingService
 from shared.services.jobs import JobService
 
@@ -32,7 +32,7 @@ def _name(prefix: str) -> str:
 
 
 async def _sync(rt: Runtime, b: str, direction: Direction, **kw: Any) -> dict[str, Any]:
-    _, answer, _ = await actions.sync_now(rt.engine, "CUSTOMER", bc_ids=[b], direction=direction, **kw)
+    answer = (await synchronize_now.sync_now(rt.engine, "CUSTOMER", bc_ids=[b], direction=direction, **kw)).answer()
     return answer["results"][0]
 
 
@@ -98,13 +98,13 @@ async def test_auto_couple_refusals(rt: Runtime, world: dict[str, Any]) -> None:
     d = sims.dv_create("accounts", name=_name("Refuse"))
     await rt.engine.registry.update("CUSTOMER", direction=Direction.TO_DATAVERSE)
     with pytest.raises(CannotAutoCoupleError, match="toDataverse"):
-        await actions.sync_from_dataverse(rt.engine, {"entityName": "account", "id": d})
+        await synchronize_now.sync_from_dataverse(rt.engine, {"entityName": "account", "id": d})
     await rt.engine.registry.update("CUSTOMER", direction=Direction.BIDIRECTIONAL, sync_only_coupled=True)
     with pytest.raises(CannotAutoCoupleError, match="syncOnlyCoupled"):
-        await actions.sync_from_dataverse(rt.engine, {"entityName": "account", "id": d})
+        await synchronize_now.sync_from_dataverse(rt.engine, {"entityName": "account", "id": d})
     await rt.engine.registry.update("CUSTOMER", sync_only_coupled=False)
-    status, body = await actions.sync_from_dataverse(rt.engine, {"entityName": "account", "id": d})
-    assert status == 201 and body["created"] is True
+    body = (await synchronize_now.sync_from_dataverse(rt.engine, {"entityName": "account", "id": d})).answer()
+    assert body["created"] is True
 
 
 async def test_dependency_failure_then_success(rt: Runtime, world: dict[str, Any]) -> None:
@@ -117,10 +117,14 @@ async def test_dependency_failure_then_success(rt: Runtime, world: dict[str, Any
     dv_contact = sims.dv_create("contacts", lastname="Kid")
     svc = CouplingService(rt.engine)
     await svc.couple_existing("CONTACT", contact, dv_contact, sync_after=None)
-    _, ans, _ = await actions.sync_now(rt.engine, "CONTACT", bc_ids=[contact], direction=Direction.TO_DATAVERSE)
+    ans = (
+        await synchronize_now.sync_now(rt.engine, "CONTACT", bc_ids=[contact], direction=Direction.TO_DATAVERSE)
+    ).answer()
     assert ans["results"][0]["error"]["code"] == "parent_not_coupled"
     parent = await svc.couple_create_new("CUSTOMER", bc_id=cust)
-    _, ans, _ = await actions.sync_now(rt.engine, "CONTACT", bc_ids=[contact], direction=Direction.TO_DATAVERSE)
+    ans = (
+        await synchronize_now.sync_now(rt.engine, "CONTACT", bc_ids=[contact], direction=Direction.TO_DATAVERSE)
+    ).answer()
     assert ans["results"][0]["status"] == "updated", ans
     assert sims.dv_get("contacts", dv_contact)["_parentcustomerid_value"] == parent.dataverse_id
 

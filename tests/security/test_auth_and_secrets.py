@@ -13,7 +13,7 @@ import azure.functions as func
 import pytest
 import requests
 
-from shared.services import actions
+from shared.services import webhook_intake
 from tests.reliability.harness import PROBLEM, TALLY, World, consistency, count_5xx, tag
 
 G = "6f1d2c3b-4a59-4e7f-8a1b-2c3d4e5f6a7b"
@@ -91,33 +91,35 @@ def test_no_key_or_a_wrong_key_is_401_on_every_protected_route(world: World) -> 
 # ----------------------------------------------------------------------------- constant-time secrets
 def test_check_secret_uses_hmac_compare_digest(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[bytes, bytes]] = []
-    real = actions.hmac.compare_digest
+    real = webhook_intake.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(actions.hmac, "compare_digest", spy)
-    assert actions.check_secret("s3cret", "s3cret") is True
-    assert actions.check_secret("s3cres", "s3cret") is False
-    assert actions.check_secret("s3", "s3cret") is False  # a prefix is not enough
-    assert actions.check_secret("", "s3cret") is False
-    assert actions.check_secret(None, "s3cret") is False
-    assert actions.check_secret("sécret", "sécret") is True
+    monkeypatch.setattr(webhook_intake.hmac, "compare_digest", spy)
+    assert webhook_intake.check_secret("s3cret", "s3cret") is True
+    assert webhook_intake.check_secret("s3cres", "s3cret") is False
+    assert webhook_intake.check_secret("s3", "s3cret") is False  # a prefix is not enough
+    assert webhook_intake.check_secret("", "s3cret") is False
+    assert webhook_intake.check_secret(None, "s3cret") is False
+    assert webhook_intake.check_secret("sécret", "sécret") is True
     assert len(calls) == 5, "every non-None comparison goes through hmac.compare_digest"
-    source = inspect.getsource(actions.check_secret)
+    source = inspect.getsource(webhook_intake.check_secret)
     assert "==" not in source and "compare_digest" in source
 
 
 def test_webhook_handlers_compare_through_check_secret() -> None:
     import functions.http_webhooks as hooks
 
-    source = inspect.getsource(hooks)
-    assert "check_secret(" in source
-    assert not re.search(r"(webhook_key|client_state)\s*[!=]=", source), "a secret compared with =="
-    assert "compare_digest" in inspect.getsource(actions.bc_notification) or "check_secret(" in inspect.getsource(
-        actions.bc_notification
-    )
+    # Both webhook kinds are authenticated in webhook_intake, through check_secret; no handler compares a secret.
+    handlers = inspect.getsource(hooks)
+    assert "authenticate_dataverse(" in handlers and "compare_digest" not in handlers
+    assert not re.search(r"(webhook_key|client_state)\s*[!=]=", handlers), "a secret compared with =="
+    for check in (webhook_intake.authenticate_bc, webhook_intake.authenticate_dataverse):
+        source = inspect.getsource(check)
+        assert "check_secret(" in source and not re.search(r"(webhook_key|client_state)\s*[!=]=", source)
+    assert "authenticate_bc(" in inspect.getsource(webhook_intake.bc_notification)
 
 
 # ----------------------------------------------------------------------------- OData escaping

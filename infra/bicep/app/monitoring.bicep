@@ -111,7 +111,7 @@ var errorRateQuery = '''
 customMetrics
 | where name == "sync.records"
 | extend mapping = tostring(customDimensions.mapping), outcome = tostring(customDimensions.outcome)
-| summarize total = sum(valueSum), failed = sumif(valueSum, outcome == "failed") by mapping
+| summarize total = sum(valueSum), failed = sumif(valueSum, outcome in ("failed", "conflict", "not_found")) by mapping
 | where total > 0
 | extend failedPercent = 100.0 * failed / total
 '''

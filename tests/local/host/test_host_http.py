@@ -89,7 +89,11 @@ async def test_method_not_allowed_and_unknown_route(client: TestClient) -> None:
     resp = await client.get("/api/does-not-exist", headers=auth())
     assert resp.status == 404
     assert resp.headers["Content-Type"].startswith("application/problem+json")
-    assert (await client.get("/elsewhere")).status == 404
+    for method, path in (("GET", "/elsewhere"), ("POST", "/"), ("PUT", "/admin/nope/x")):
+        resp = await client.request(method, path)
+        assert resp.status == 404, path
+        assert resp.headers["Content-Type"].startswith("application/problem+json")
+        assert (await resp.json())["code"] == "not_found"
 
 
 async def test_async_handler_status_headers_and_location(client: TestClient) -> None:

@@ -10,9 +10,9 @@ from azure.servicebus.aio import ServiceBusClient
 
 from shared.config import settings_from_env
 from shared.errors import ConfigurationError, PermanentError
-from shared.messaging.messages import MessageFormatError, decode
 from shared.messaging.publisher import ServiceBusPublisher
 from shared.messaging.receiver import body_bytes
+from shared.messaging.work import MessageFormatError, decode
 from tests.local.amqp_peer.peer_process import PeerProcess
 
 

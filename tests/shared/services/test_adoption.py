@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from shared.domain.model import Direction
 from shared.planning.identity_keys import bc_number_for, dataverse_id_for
-from shared.services import actions
+from shared.services import synchronize_now
 from shared.services.coupling_service import CouplingService
 from tests.fake_services import FakeRecordService, fake_engine
 
@@ -31,7 +31,9 @@ async def test_create_new_after_uncoupling_brings_the_old_row_up_to_date() -> No
         "2",
     )  # ...only after it holds today's values
     assert again.dv_values.get("phoneNumber|telephone1") == "2"  # the baseline is what the row holds
-    _, answer, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)
+    answer = (
+        await synchronize_now.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)
+    ).answer()
     assert answer["results"][0]["status"] == "unchanged" and bc.get("customers", b)["phoneNumber"] == "2"
 
 
@@ -58,6 +60,6 @@ async def test_a_bc_number_held_by_another_coupling_moves_to_the_next_number() -
     squatter = bc.put("customers", {"displayName": "Squatter", "number": bc_number_for(d)})
     other = dv.put("accounts", {"name": "Squatter"})
     await CouplingService(engine).couple_existing("CUSTOMER", squatter, other, sync_after=None)
-    status, body = await actions.sync_from_dataverse(engine, {"entityName": "account", "id": d})
-    assert status == 201 and body["bcId"] != squatter
+    body = (await synchronize_now.sync_from_dataverse(engine, {"entityName": "account", "id": d})).answer()
+    assert body["created"] is True and body["bcId"] != squatter
     assert bc.get("customers", body["bcId"])["number"] == bc_number_for(d, 1)

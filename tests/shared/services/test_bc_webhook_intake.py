@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.services import actions
+from shared.services import webhook_intake
 from tests.fake_services import fake_engine
 
 COMPANY = "7c1a1f0a-2f3b-4a51-9a6e-0c0de0000001"
@@ -28,13 +28,13 @@ def _note(state: str) -> dict[str, object]:
 
 async def test_the_previous_client_state_is_accepted_after_a_rotation() -> None:
     engine = fake_engine(BC_WEBHOOK_CLIENT_STATE="new-secret", BC_WEBHOOK_CLIENT_STATE_PREVIOUS="old-secret")
-    assert await actions.bc_notification(engine, _note("new-secret")) == 1
-    assert await actions.bc_notification(engine, _note("old-secret")) == 1
-    with pytest.raises(actions.WebhookUnauthorizedError):
-        await actions.bc_notification(engine, _note("forged"))
+    assert await webhook_intake.bc_notification(engine, _note("new-secret")) == 1
+    assert await webhook_intake.bc_notification(engine, _note("old-secret")) == 1
+    with pytest.raises(webhook_intake.WebhookUnauthorizedError):
+        await webhook_intake.bc_notification(engine, _note("forged"))
 
 
 async def test_without_a_previous_state_only_the_current_one_is_accepted() -> None:
     engine = fake_engine(BC_WEBHOOK_CLIENT_STATE="new-secret")
-    with pytest.raises(actions.WebhookUnauthorizedError):
-        await actions.bc_notification(engine, _note("old-secret"))
+    with pytest.raises(webhook_intake.WebhookUnauthorizedError):
+        await webhook_intake.bc_notification(engine, _note("old-secret"))

@@ -15,11 +15,12 @@ from shared.domain.errors import (
 )
 from shared.domain.model import Direction, Side
 from shared.errors import PermanentError
-from shared.services import actions
+from shared.services import dataverse_context
 from shared.services.codec import dataverse_id_for
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine
 from shared.services.jobs import JobService
+from shared.services.synchronize_now import sync_from_dataverse, sync_now
 from tests.fake_services import FakeRecordService, fake_engine
 
 
@@ -54,13 +55,14 @@ async def test_couple_existing_then_sync_to_dataverse_and_echo_suppression(engin
     b, d = await couple_synced(engine)
     assert dv_of(engine).get("accounts", d)["accountnumber"] == "C1"  # syncAfter wrote the BC data
     bc_of(engine).update("customers", b, phoneNumber="222")
-    status, answer, job = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
-    assert status == 200 and job is None
+    result = await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    answer = result.answer()
+    assert not result.queued and answer["jobId"] == result.job.job_id and result.job.kind == "syncNow"
     assert answer["results"][0]["status"] == "updated" and answer["counts"]["modified"] == 1
     assert dv_of(engine).get("accounts", d)["telephone1"] == "222"
     writes_before = len(dv_of(engine).writes) + len(bc_of(engine).writes)
     for direction in (Direction.TO_DATAVERSE, Direction.BIDIRECTIONAL, Direction.FROM_DATAVERSE):
-        _, again, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=direction)
+        again = (await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=direction)).answer()
         assert again["results"][0]["status"] == "unchanged", again
     assert len(dv_of(engine).writes) + len(bc_of(engine).writes) == writes_before  # zero writes
     coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
@@ -99,14 +101,14 @@ async def test_create_new_both_ways_and_direction_rules(engine: Engine) -> None:
     with pytest.raises(DirectionNotAllowedError):
         await service.couple_create_new("ITEM-PRODUCT", dv_id=p)
     with pytest.raises(DirectionNotAllowedError):
-        await actions.sync_now(engine, "ITEM-PRODUCT", bc_ids=[b], direction=Direction.FROM_DATAVERSE)
+        await sync_now(engine, "ITEM-PRODUCT", bc_ids=[b], direction=Direction.FROM_DATAVERSE)
 
 
 async def test_direction_prompt_suggests_from_what_changed(engine: Engine) -> None:
     b, d = await couple_synced(engine)
     dv_of(engine).update("accounts", d, telephone1="333")
     with pytest.raises(DirectionRequiredError) as e:
-        await actions.sync_now(engine, "CUSTOMER", bc_ids=[b])
+        await sync_now(engine, "CUSTOMER", bc_ids=[b])
     assert e.value.extra["suggested"] == "fromDataverse"
     assert e.value.extra["changes"] == {"businessCentral": False, "dataverse": True, "conflictingFields": []}
     assert sorted(e.value.extra["options"]) == ["bidirectional", "fromDataverse", "toDataverse"]
@@ -117,18 +119,18 @@ async def test_merge_and_conflict_recorded_as_sync_error(engine: Engine) -> None
     b, d = await couple_synced(engine)
     bc_of(engine).update("customers", b, phoneNumber="222")
     dv_of(engine).update("accounts", d, name="Contoso Ltd")
-    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)
+    ans = (await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)).answer()
     assert ans["results"][0]["status"] == "updated"
     assert bc_of(engine).get("customers", b)["displayName"] == "Contoso Ltd"
     assert dv_of(engine).get("accounts", d)["telephone1"] == "222"
     bc_of(engine).update("customers", b, phoneNumber="444")
     dv_of(engine).update("accounts", d, telephone1="555")
-    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)
+    ans = (await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)).answer()
     assert ans["results"][0]["status"] == "conflict" and ans["counts"]["failed"] == 1
     errors, _ = await engine.errors.list_page(mapping="CUSTOMER")
     assert [x.code for x in errors] == ["update_conflict"] and errors[0].bc_id == b
     # resolving it by choosing a side closes the error
-    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE, force=True)
+    ans = (await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE, force=True)).answer()
     assert ans["results"][0]["status"] == "updated"
     assert (await engine.errors.list_page(mapping="CUSTOMER"))[0] == []
 
@@ -137,42 +139,42 @@ async def test_one_way_sync_skips_newer_target_unless_forced(engine: Engine) -> 
     b, d = await couple_synced(engine)
     bc_of(engine).update("customers", b, phoneNumber="222")
     dv_of(engine).update("accounts", d, telephone1="999")
-    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    ans = (await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)).answer()
     assert ans["results"][0]["status"] == "skipped" and ans["results"][0]["error"]["code"] == "target_changed"
     assert dv_of(engine).get("accounts", d)["telephone1"] == "999"
-    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE, force=True)
+    ans = (await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE, force=True)).answer()
     assert ans["results"][0]["status"] == "updated" and dv_of(engine).get("accounts", d)["telephone1"] == "222"
 
 
 async def test_not_coupled_ids_and_dataverse_ids(engine: Engine) -> None:
     b, d = await couple_synced(engine)
     stranger = "00000000-0000-0000-0000-00000000abcd"
-    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", dv_ids=[d, stranger], direction=Direction.TO_DATAVERSE)
+    ans = (await sync_now(engine, "CUSTOMER", dv_ids=[d, stranger], direction=Direction.TO_DATAVERSE)).answer()
     assert [r["status"] for r in ans["results"]] == ["unchanged", "not_coupled"]
     assert ans["results"][0]["bcId"] == b and ans["results"][1]["dataverseId"] == stranger
 
 
 async def test_sync_from_dataverse_auto_couples_once_and_refuses_when_settings_forbid(engine: Engine) -> None:
     d = dv_of(engine).put("accounts", {"name": "Adatum", "telephone1": "7"})
-    status, body = await actions.sync_from_dataverse(engine, {"entityName": "account", "id": d})
-    assert status == 201 and body["created"] is True
-    status, again = await actions.sync_from_dataverse(engine, {"entityName": "account", "id": d})
-    assert status == 200 and again["created"] is False and again["bcId"] == body["bcId"]
+    body = (await sync_from_dataverse(engine, {"entityName": "account", "id": d})).answer()
+    assert body["created"] is True and body["result"]["status"] == "created"
+    again = (await sync_from_dataverse(engine, {"entityName": "account", "id": d})).answer()
+    assert again["created"] is False and again["bcId"] == body["bcId"]
     assert len(bc_of(engine).rows["customers"]) == 1
     await engine.registry.update("CUSTOMER", sync_only_coupled=True)
     d2 = dv_of(engine).put("accounts", {"name": "Litware"})
     with pytest.raises(CannotAutoCoupleError, match="syncOnlyCoupled"):
-        await actions.sync_from_dataverse(engine, {"entityName": "account", "id": d2})
+        await sync_from_dataverse(engine, {"entityName": "account", "id": d2})
     await engine.registry.update("CUSTOMER", sync_only_coupled=False, direction=Direction.TO_DATAVERSE)
     with pytest.raises(CannotAutoCoupleError, match="toDataverse"):
-        await actions.sync_from_dataverse(engine, {"entityName": "account", "id": d2})
+        await sync_from_dataverse(engine, {"entityName": "account", "id": d2})
     echo = {
         "PrimaryEntityName": "account",
         "PrimaryEntityId": d2,
         "MessageName": "Update",
-        "SharedVariables": [{"key": "tag", "value": actions.ECHO_TAG}],
+        "SharedVariables": [{"key": "tag", "value": dataverse_context.ECHO_TAG}],
     }
-    assert await actions.sync_from_dataverse(engine, echo) == (200, {"ignored": True})
+    assert (await sync_from_dataverse(engine, echo)).answer() == {"ignored": True}
 
 
 async def test_match_coupling_reports_multi_matches(engine: Engine) -> None:
@@ -244,11 +246,11 @@ async def test_repeated_failure_marks_skipped_and_retry_restores(engine: Engine)
     dv_of(engine).fail_writes[d] = PermanentError("field too long", status=400)
     for _ in range(2):
         bc_of(engine).update("customers", b, phoneNumber=f"x{_}")
-        _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+        ans = (await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)).answer()
         assert ans["results"][0]["status"] == "failed"
     coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
     assert coupling.skipped
-    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    ans = (await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)).answer()
     assert ans["results"][0]["error"]["code"] == "record_skipped"
     del dv_of(engine).fail_writes[d]
     errors, _ = await engine.errors.list_page(mapping="CUSTOMER")
@@ -265,14 +267,14 @@ async def test_child_with_uncoupled_parent_fails_retryably_then_succeeds(engine:
     contact = bc_of(engine).put("contacts", {"displayName": "Kid", "companyNumber": "C77", "type": "Person"})
     dv_contact = dv_of(engine).put("contacts", {"lastname": "Kid"})
     await CouplingService(engine).couple_existing("CONTACT", contact, dv_contact, sync_after=None)
-    _, ans, _ = await actions.sync_now(engine, "CONTACT", bc_ids=[contact], direction=Direction.TO_DATAVERSE)
+    ans = (await sync_now(engine, "CONTACT", bc_ids=[contact], direction=Direction.TO_DATAVERSE)).answer()
     assert ans["results"][0]["error"]["code"] == "parent_not_coupled"
     parent = await CouplingService(engine).couple_create_new("CUSTOMER", bc_id=cust)
-    _, ans, _ = await actions.sync_now(engine, "CONTACT", bc_ids=[contact], direction=Direction.TO_DATAVERSE)
+    ans = (await sync_now(engine, "CONTACT", bc_ids=[contact], direction=Direction.TO_DATAVERSE)).answer()
     assert ans["results"][0]["status"] == "updated"
     assert dv_of(engine).get("contacts", dv_contact)["_parentcustomerid_value"] == parent.dataverse_id
     # and back: the account parent becomes the BC company number
-    _, ans, _ = await actions.sync_now(engine, "CONTACT", bc_ids=[contact], direction=Direction.FROM_DATAVERSE)
+    ans = (await sync_now(engine, "CONTACT", bc_ids=[contact], direction=Direction.FROM_DATAVERSE)).answer()
     assert ans["results"][0]["status"] == "unchanged"
 
 
@@ -287,8 +289,9 @@ async def test_more_than_inline_limit_becomes_a_job_with_exact_counts(engine: En
     )
     for b in ids[:10]:
         bc_of(engine).update("customers", b, phoneNumber="1")
-    status, _body, job = await actions.sync_now(engine, "CUSTOMER", bc_ids=ids, direction=Direction.TO_DATAVERSE)
-    assert status == 202 and job is not None
+    result = await sync_now(engine, "CUSTOMER", bc_ids=ids, direction=Direction.TO_DATAVERSE)
+    job = result.job
+    assert result.queued and result.answer() == {"jobId": job.job_id, "status": "queued"}
     msgs = engine.publisher.take()  # type: ignore[attr-defined]
     assert [len(m["bcIds"]) for m in msgs] == [100, 100, 50]
     for m in msgs + msgs[:1]:  # one duplicate delivery
@@ -324,7 +327,7 @@ async def test_sync_logs_carry_custom_dimensions(engine: Engine, caplog: pytest.
     bc_of(engine).update("customers", b, phoneNumber="1")
     dv_of(engine).update("accounts", d, telephone1="2")
     with caplog.at_level(logging.INFO, logger="shared.services.sync_service"):
-        _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)
+        ans = (await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)).answer()
     summary = [r for r in caplog.records if r.getMessage().startswith("synchronized")]
     assert summary and summary[-1].mapping == "CUSTOMER" and summary[-1].job_id == ans["jobId"]
     assert summary[-1].direction == "bidirectional" and summary[-1].outcome == "partial"
@@ -360,12 +363,13 @@ async def test_changes_already_seen_are_skipped_without_reads_or_table_writes(en
 async def test_number_assigned_by_bc_on_create_reaches_dataverse_at_once(engine: Engine) -> None:
     bc_of(engine).numbering["customers"] = "C"
     d = dv_of(engine).put("accounts", {"name": "Numbered", "accountnumber": None})
-    status, body = await actions.sync_from_dataverse(engine, {"entityName": "account", "id": d})
-    assert status == 201
+    created = await sync_from_dataverse(engine, {"entityName": "account", "id": d})
+    body = created.answer()
+    assert created.created
     number = bc_of(engine).get("customers", body["bcId"])["number"]
     assert number and dv_of(engine).get("accounts", d)["accountnumber"] == number
     writes = len(dv_of(engine).writes)
-    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[body["bcId"]], direction=Direction.TO_DATAVERSE)
+    ans = (await sync_now(engine, "CUSTOMER", bc_ids=[body["bcId"]], direction=Direction.TO_DATAVERSE)).answer()
     assert ans["results"][0]["status"] == "unchanged" and len(dv_of(engine).writes) == writes
 
 
@@ -401,7 +405,7 @@ async def test_a_write_refused_as_stale_is_re_read_and_re_planned_once(engine: E
     b, d = await couple_synced(engine)
     bc_of(engine).update("customers", b, phoneNumber="222")
     dv_of(engine).fail_writes_once[d] = PreconditionFailedError("changed meanwhile", status=412)
-    _, ans, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    ans = (await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)).answer()
     assert ans["results"][0]["status"] == "updated" and ans["counts"]["failed"] == 0
     assert dv_of(engine).get("accounts", d)["telephone1"] == "222"
     assert (await engine.errors.list_page(mapping="CUSTOMER"))[0] == []

@@ -9,7 +9,7 @@ import pytest
 
 from shared.domain.model import Direction
 from shared.planning.history import TRIGGER
-from shared.services import actions
+from shared.services import synchronize_now
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine, utcnow
 from shared.services.history import HistoryNotFoundError, HistoryService
@@ -40,10 +40,10 @@ async def test_triggers_actions_and_values() -> None:
     bc, dv = sides(e)
     b, d = await pair(e)
     bc.update("customers", b, phoneNumber="222")
-    await actions.sync_now(e, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    await synchronize_now.sync_now(e, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
     bc.update("customers", b, phoneNumber="333")
     dv.update("accounts", d, telephone1="444")
-    await actions.sync_now(e, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)  # conflict
+    await synchronize_now.sync_now(e, "CUSTOMER", bc_ids=[b], direction=Direction.BIDIRECTIONAL)  # conflict
     got = await entries(e, b)
     assert [(x["trigger"], x["action"]) for x in got] == [("syncNow", "conflict"), ("syncNow", "updated"),
                                                           ("couple", "coupled")]  # fmt: skip
@@ -58,7 +58,7 @@ async def test_values_hidden_with_the_setting() -> None:
     e = fake_engine(SYNC_HISTORY_VALUES=False)
     b, _ = await pair(e)
     sides(e)[0].update("customers", b, phoneNumber="222")
-    await actions.sync_now(e, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    await synchronize_now.sync_now(e, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
     changes = (await entries(e, b))[0]["changes"]
     assert {"field": "telephone1", "side": "dataverse", "from": None, "to": None} in changes
     assert all(c["from"] is None and c["to"] is None for c in changes)
@@ -117,7 +117,7 @@ async def test_webhook_retry_match_and_created_entries() -> None:
 
     bc.update("customers", b, phoneNumber="333")
     dv.update("accounts", d, telephone1="444")
-    _, refused, _ = await actions.sync_now(e, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    refused = (await synchronize_now.sync_now(e, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)).answer()
     assert refused["results"][0]["error"]["code"] == "target_changed"
     assert (await entries(e, b))[0]["action"] == "skipped"
     errors, _ = await e.errors.list_page(mapping="CUSTOMER")

@@ -9,7 +9,7 @@ import pytest
 
 from shared.domain.errors import DirectionRequiredError, ValidationFailedError
 from shared.domain.model import Direction
-from shared.services import actions
+from shared.services import synchronize_now
 from shared.services.coupling_service import CouplingService
 from shared.services.engine import Engine
 from shared.services.jobs import JobService
@@ -81,7 +81,7 @@ async def test_plan_then_sync_does_what_the_plan_said(engine: Engine) -> None:
     b, d = await coupled_pair(engine)
     bc.update("customers", b, phoneNumber="777")
     plan = await PlanService(engine).plan_ids("CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
-    _, synced, _ = await actions.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)
+    synced = (await synchronize_now.sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)).answer()
     assert plan["results"][0]["action"] == "update" and synced["results"][0]["status"] == "updated"
     assert sides(engine)[1].get("accounts", d)["telephone1"] == plan["results"][0]["changes"][0]["to"]
 

@@ -1,6 +1,6 @@
 from shared.config import Settings
-from shared.services.actions import check_secret
 from shared.services.health import missing_secrets
+from shared.services.webhook_intake import check_secret
 
 
 def test_secrets_have_no_deployed_default() -> None:
