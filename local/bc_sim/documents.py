@@ -115,7 +115,9 @@ SALES_INVOICES = EntitySchema(
         "status": "Draft",
     },
     series=NumberSeries("S-INV", 6, 102001, 1),
-    read_only=frozenset({"id", "lastModifiedDateTime", "status", "orderId", "orderNumber", "remainingAmount", *_TOTALS}),
+    read_only=frozenset(
+        {"id", "lastModifiedDateTime", "status", "orderId", "orderNumber", "remainingAmount", *_TOTALS}
+    ),
     max_length=_LENGTHS,
     enums={"status": INVOICE_STATUS},
 )
@@ -293,9 +295,7 @@ def _derive_header(
     if "customerId" in changed and row["customerId"] not in ("", EMPTY_GUID):
         customer = customers.rows.get(str(row["customerId"]).lower())
         if customer is None:
-            raise _error(
-                400, "Internal_RecordNotFound", f"The customer with id '{row['customerId']}' does not exist."
-            )
+            raise _error(400, "Internal_RecordNotFound", f"The customer with id '{row['customerId']}' does not exist.")
     elif "customerNumber" in changed and row["customerNumber"]:
         cid = customers.by_number.get(row["customerNumber"])
         customer = customers.rows.get(cid) if cid else None
@@ -351,8 +351,10 @@ def _derive_line(
     if creating and not row.get("sequence"):
         siblings = [r["sequence"] for r in lines.rows.values() if r["documentId"] == row["documentId"]]
         row["sequence"] = max(siblings, default=0) + 10000
-    if creating and "lineType" not in changed and (
-        row.get("itemId") not in ("", EMPTY_GUID, None) or row.get("lineObjectNumber")
+    if (
+        creating
+        and "lineType" not in changed
+        and (row.get("itemId") not in ("", EMPTY_GUID, None) or row.get("lineObjectNumber"))
     ):
         row["lineType"] = "Item"
     items = store.table(company_id, "items")
@@ -387,7 +389,8 @@ def _derive_line(
             raise _error(
                 400,
                 "Internal_RecordNotFound",
-                f"The Unit of Measure does not exist. Identification fields and values: Code='{row['unitOfMeasureCode']}'",
+                "The Unit of Measure does not exist. Identification fields and values: "
+                f"Code='{row['unitOfMeasureCode']}'",
             )
         row["unitOfMeasureId"] = uid or EMPTY_GUID
     else:
@@ -468,7 +471,9 @@ def run_action(store: Store, company_id: str, entity: str, doc_id: str, action: 
         return _touch_header(store, company_id, entity, header, status="Draft")
     if action in ("release", "shipAndInvoice", "post") and not any(r["quantity"] for r in lines):
         kind = "Order" if entity == "salesOrders" else "Invoice"
-        raise _dialog(f"There is nothing to release for the document of type {kind} with the number {header['number']}.")
+        raise _dialog(
+            f"There is nothing to release for the document of type {kind} with the number {header['number']}."
+        )
     if action == "release":
         return _touch_header(store, company_id, entity, header, status="Released")
     if action == "post":

@@ -35,7 +35,9 @@ async def test_order_with_lines_navigation_totals_and_release(bc: TestClient) ->
     assert line["lineType"] == "Item" and line["lineObjectNumber"] == items[0]["number"]
     assert line["unitPrice"] == 100 and line["amountExcludingTax"] == 300 and line["unitOfMeasureCode"] == "PCS"
     assert line["documentId"] == order["id"] and line["sequence"] == 10000
-    await _ok(await bc.post(lines_url, json={"lineObjectNumber": items[1]["number"], "quantity": 1, "unitPrice": 50}), 201)
+    await _ok(
+        await bc.post(lines_url, json={"lineObjectNumber": items[1]["number"], "quantity": 1, "unitPrice": 50}), 201
+    )
     await _ok(await bc.post(lines_url, json={"lineType": "Comment", "description": "Deliver by noon"}), 201)
     header = await _ok(await bc.get(f"{ROOT}/salesOrders({order['id']})"))
     assert header["totalAmountIncludingTax"] == 350
@@ -87,18 +89,31 @@ async def test_posted_invoices_are_read_only_and_link_their_order(bc: TestClient
     await _ok(await bc.post(inv_lines, json={"itemId": items[2]["id"], "quantity": 2}), 201)
     await _ok(await bc.post(f"{ROOT}/salesInvoices({draft['id']})/Microsoft.NAV.post"), 204)
     posted = await _ok(await bc.get(f"{ROOT}/salesInvoices({draft['id']})"))
-    assert posted["status"] == "Open" and posted["number"].startswith("PS-INV") and posted["totalAmountIncludingTax"] == 204
-    resp = await bc.patch(f"{ROOT}/salesInvoices({draft['id']})", json={"externalDocumentNumber": "X"}, headers={"If-Match": "*"})
+    assert (
+        posted["status"] == "Open"
+        and posted["number"].startswith("PS-INV")
+        and posted["totalAmountIncludingTax"] == 204
+    )
+    resp = await bc.patch(
+        f"{ROOT}/salesInvoices({draft['id']})", json={"externalDocumentNumber": "X"}, headers={"If-Match": "*"}
+    )
     assert resp.status == 400 and "posted" in (await resp.json())["error"]["message"]
     assert (await bc.delete(f"{ROOT}/salesInvoices({draft['id']})")).status == 400
     assert (await bc.post(inv_lines, json={"itemId": items[0]["id"], "quantity": 1})).status == 400
 
     order = await _ok(await bc.post(f"{ROOT}/salesOrders", json={"customerNumber": customer["number"]}), 201)
-    await _ok(await bc.post(f"{ROOT}/salesOrders({order['id']})/salesOrderLines", json={"itemId": items[0]["id"], "quantity": 1}), 201)
+    await _ok(
+        await bc.post(
+            f"{ROOT}/salesOrders({order['id']})/salesOrderLines", json={"itemId": items[0]["id"], "quantity": 1}
+        ),
+        201,
+    )
     await _ok(await bc.post(f"{ROOT}/salesOrders({order['id']})/Microsoft.NAV.shipAndInvoice"), 204)
     invoices = await _ok(await bc.get(f"{ROOT}/salesInvoices", params={"$filter": f"orderId eq {order['id']}"}))
     assert len(invoices["value"]) == 1 and invoices["value"][0]["orderNumber"] == order["number"]
-    lines = await _ok(await bc.get(f"{ROOT}/salesInvoiceLines", params={"$filter": f"documentId eq {invoices['value'][0]['id']}"}))
+    lines = await _ok(
+        await bc.get(f"{ROOT}/salesInvoiceLines", params={"$filter": f"documentId eq {invoices['value'][0]['id']}"})
+    )
     assert [x["quantity"] for x in lines["value"]] == [1]
     assert (await bc.get(f"{ROOT}/salesOrders({order['id']})")).status == 404  # fully invoiced orders are deleted
 
