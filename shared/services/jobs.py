@@ -17,6 +17,7 @@ from shared.planning.planner import may_create, plan_deletion
 from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
 from shared.services.dependencies import for_full_run, run_mapping_job
+from shared.services.documents import DOCUMENT_KINDS, handle_message, is_document_mapping  # #21
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.filters import within_filter
 from shared.services.option_sets import OptionSetService, is_option_mapping
@@ -132,7 +133,9 @@ class JobService:
         batch_id = str(msg.get("batch", "0"))
         TRIGGER.set(trigger_of(msg, job))  # #22 history
         try:
-            if kind == "mapping-sync":
+            if is_document_mapping(mapping) and kind in DOCUMENT_KINDS:  # #21: a header with its lines, one unit
+                outcome = await handle_message(self, mapping, msg, job_id) or SyncOutcome()
+            elif kind == "mapping-sync":
                 # Parents first, code tables coupled by match, option sets compared (shared.services.dependencies).
                 outcome = await run_mapping_job(
                     self,

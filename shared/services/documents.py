@@ -1,0 +1,544 @@
+"""Documents: a header with its lines synchronized as one unit (SALESORDER-ORDER, POSTEDSALESINV-INV).
+
+Gather (BC headers within the table filter, their lines in one query per 100 documents, the coupled Dataverse
+headers and their details), plan each document (``shared.planning.documents``, pure), then write in bulk:
+headers through CreateMultiple/UpdateMultiple, then the lines of every document whose header was written, in
+one ``write_many`` (CreateMultiple, UpdateMultiple, ``$batch`` for deletes). A header is coupled as soon as it
+exists, so a later attempt after a failed line write completes the same document (the Dataverse ids are
+deterministic: a repeated create finds the row an earlier attempt made). A document whose product, unit,
+customer or currency is not coupled fails with the retryable ``parent_not_coupled`` before anything is written.
+
+Orders need a price list in Dataverse: one per currency, created on first use ("Business Central default
+price list", as BC's integration keeps one). A posted invoice is created once (``createOnce``) and links the
+Dataverse order it was posted from when that order is coupled; the linked order's state becomes Invoiced.
+
+The job paths dispatch here (``handle_message``) for the message kinds that synchronize records; Synchronize
+now calls ``sync_document_ids``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from shared.connectors._odata import dataverse_in_filter, in_filter
+from shared.domain.model import Coupling, Direction, RemoteRecord, Side, SyncErrorEntry, WriteOp, WriteResult
+from shared.mappings.config import TableMapping
+from shared.planning.automatic import may_run
+from shared.planning.decisions import FailureState, after_failure, failure_code, failure_transient
+from shared.planning.documents import (
+    DESCRIPTION,
+    WRITE_IN,
+    DocumentPlan,
+    DocumentState,
+    LineState,
+    line_mapping,
+    plan_document,
+)
+from shared.planning.identity_keys import dataverse_id_for
+from shared.services.engine import Engine, utcnow
+from shared.services.filters import within_filter
+from shared.services.sync_errors import error_entry
+from shared.services.sync_service import RecordResult, SyncOutcome, write_failure
+from shared.telemetry import record_sync_outcomes
+
+if TYPE_CHECKING:
+    from shared.services.jobs import JobService
+
+log = logging.getLogger(__name__)
+
+CHUNK = 100  # documents per query of lines (an ``in`` filter of 100 GUIDs keeps the URL short)
+DOCUMENT_KINDS = ("mapping-sync", "sync-batch", "record-changed", "retry-errors")
+PRICE_LIST_NAME = "Business Central default price list"
+# Dataverse salesorder state Invoiced (4) / status Invoiced (100003): an order whose posted invoice was sent.
+ORDER_INVOICED = {"statecode": 4, "statuscode": 100003}
+TO_DV = Direction.TO_DATAVERSE.value
+
+
+def is_document_mapping(mapping: TableMapping) -> bool:
+    return mapping.lines is not None
+
+
+class DocumentSync:
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+
+    # ------------------------------------------------------------------ entry points
+    async def sync_headers(
+        self, mapping: TableMapping, headers: Sequence[RemoteRecord], job_id: str | None, *, create: bool = True
+    ) -> SyncOutcome:
+        """Synchronizes these BC headers (as read) with their lines: the ones outside the table filter are left
+        alone (unreleased orders, draft invoices); uncoupled ones are created when ``create``."""
+        outcome = SyncOutcome()
+        headers = await within_filter(self.e, mapping, Side.BC, list(headers))
+        for start in range(0, len(headers), CHUNK):
+            outcome.merge(await self._sync_chunk(mapping, headers[start : start + CHUNK], job_id, create))
+        return outcome
+
+    async def run_job(self, mapping: TableMapping, *, full: bool, job_id: str | None) -> SyncOutcome:
+        """A mapping-wide run over BC's change feed of headers (everything when ``full``). Large pages are fanned
+        out as ``sync-batch`` messages like master data; the watermark moves after every page succeeded."""
+        outcome = SyncOutcome()
+        if not may_run(mapping.state, job_id):
+            return outcome
+        wm = await self.e.watermarks.get(mapping.name, Side.BC)
+        cursor: str | None = None
+        batches: list[dict[str, Any]] = []
+        async for page in self.e.bc.iter_changes(
+            mapping.bc_entity, None if full else wm.cursor, select=_select(mapping)
+        ):
+            work = await self._changed(mapping, page.records)
+            outcome.counts["unchanged"] += len(page.records) - len(work)
+            if job_id and len(work) > self.e.settings.fanout_min_records:
+                batches += _batch_messages(mapping, work, job_id, len(batches), self.e.settings.fanout_batch_size)
+            elif work:
+                outcome.merge(await self.sync_headers(mapping, work, job_id))
+            if page.next_cursor:
+                cursor = page.next_cursor
+        pending = {Side.BC.value: cursor} if cursor else {}
+        if batches and job_id:
+            await self.e.jobs.set_status(
+                job_id, "running", expected_batches=1 + len(batches), detail=json.dumps({"pendingCursors": pending})
+            )
+            await self.e.publisher.publish(batches)
+        elif cursor:  # failed documents are listed as sync errors and retried from there, as master data
+            from shared.domain.model import Watermark
+
+            try:
+                await self.e.watermarks.put(Watermark(mapping.name, Side.BC, cursor, utcnow(), wm.row_etag))
+            except Exception:  # another worker moved it meanwhile; theirs is at least as new
+                log.info("watermark of %s moved concurrently", mapping.name)
+        return outcome
+
+    async def sync_ids(
+        self, mapping: TableMapping, bc_ids: Sequence[str], dv_ids: Sequence[str], job_id: str | None
+    ) -> SyncOutcome:
+        """Synchronize now: the coupled documents among these ids (uncoupled ones are ``not_coupled``)."""
+        if bc_ids:
+            keys = list(dict.fromkeys(i.lower() for i in bc_ids))
+            found = await self.e.couplings.get_many_by_bc_ids(mapping.name, keys)
+            by_key = {k: found[k] for k in keys if k in found}
+        else:
+            keys = list(dict.fromkeys(i.lower() for i in dv_ids))
+            found = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, keys)
+            by_key = {k: found[k] for k in keys if k in found}
+        records = await self.e.bc.get_many(
+            mapping.bc_entity, [c.bc_id for c in by_key.values()], select=_select(mapping)
+        )
+        synced = SyncOutcome()
+        for start in range(0, len(records), CHUNK):
+            chunk = list(records.values())[start : start + CHUNK]
+            synced.merge(await self._sync_chunk(mapping, chunk, job_id, create=False))
+        results = {r.bc_id: r for r in synced.results}
+        outcome = SyncOutcome()
+        for k in keys:
+            c = by_key.get(k)
+            if c is None:
+                bc, dv = (k, None) if bc_ids else (None, k)
+                msg = "The record is not coupled; set up a coupling first."
+                outcome.add(RecordResult(bc, dv, "not_coupled", TO_DV, "not_coupled", msg))
+            elif c.bc_id not in results:
+                outcome.add(
+                    RecordResult(c.bc_id, c.dataverse_id, "not_found", TO_DV, "record_not_found", "No such BC record.")
+                )
+            else:
+                outcome.add(results[c.bc_id])
+        return outcome
+
+    async def retry(self, mapping: TableMapping, msg: dict[str, Any], job_id: str | None) -> SyncOutcome:
+        """Retry of sync errors: the documents named are synchronized again (created where not coupled)."""
+        if msg.get("all"):
+            entries: list[SyncErrorEntry] = []
+            cont = None
+            while True:
+                page, cont = await self.e.errors.list_page(mapping=mapping.name, top=1000, continuation=cont)
+                entries += page
+                if not cont:
+                    break
+        else:
+            entries = [x for x in await self.e.errors.get_many(msg.get("ids") or []) if x.mapping == mapping.name]
+        bc_ids = sorted({x.bc_id for x in entries if x.bc_id})
+        couplings = await self.e.couplings.get_many_by_bc_ids(mapping.name, bc_ids)
+        for c in couplings.values():
+            c.skipped, c.consecutive_failures = False, 0
+        if couplings:
+            await self.e.couplings.save_sync_state(list(couplings.values()))
+        records = await self.e.bc.get_many(mapping.bc_entity, bc_ids, select=_select(mapping))
+        return await self.sync_headers(mapping, list(records.values()), job_id)
+
+    # ------------------------------------------------------------------ one chunk of documents
+    async def _changed(self, mapping: TableMapping, records: Sequence[RemoteRecord]) -> list[RemoteRecord]:
+        """The headers of a change page that may need work: uncoupled, or changed since their last sync."""
+        if not records:
+            return []
+        coupled = await self.e.couplings.get_many_by_bc_ids(mapping.name, [r.id for r in records])
+        out = []
+        for r in records:
+            c = coupled.get(r.id)
+            if c is None or c.last_sync_result != "succeeded" or c.bc_modified_on is None:
+                out.append(r)
+            elif r.modified_on is None or r.modified_on > c.bc_modified_on:
+                out.append(r)
+        return out
+
+    async def _sync_chunk(
+        self, mapping: TableMapping, headers: Sequence[RemoteRecord], job_id: str | None, create: bool
+    ) -> SyncOutcome:
+        lines_map = line_mapping(mapping)
+        assert mapping.lines is not None
+        couplings = await self.e.couplings.get_many_by_bc_ids(mapping.name, [h.id for h in headers])
+        if not create:
+            headers = [h for h in headers if h.id in couplings]
+        if mapping.create_once:
+            # Created once: a coupled document is never read or written again.
+            done = [h for h in headers if h.id in couplings]
+            headers = [h for h in headers if h.id not in couplings]
+        else:
+            done = []
+        outcome = SyncOutcome()
+        for h in done:
+            outcome.add(RecordResult(h.id, couplings[h.id].dataverse_id, "unchanged", TO_DV))
+        if not headers:
+            return outcome
+        bc_lines = await self._bc_lines(mapping, [h.id for h in headers])
+        codec, line_codec = self.e.codec(mapping), self.e.codec(lines_map)
+        header_values = await codec.bc_values_many(headers)
+        all_lines = [ln for h in headers for ln in bc_lines.get(h.id, [])]
+        line_values = await line_codec.bc_values_many(all_lines)
+        dv_headers, dv_lines = await self._dv_side(
+            mapping, lines_map, [couplings[h.id] for h in headers if h.id in couplings]
+        )
+        states: list[DocumentState] = []
+        for h in headers:
+            c = couplings.get(h.id)
+            missing = codec.unresolved_parents(header_values[h.id], h)
+            lines = []
+            for ln in sorted(bc_lines.get(h.id, []), key=lambda r: r.fields.get("sequence") or 0):
+                is_item = ln.fields.get("lineType") == mapping.lines.item_line_type
+                values = line_values[ln.id]
+                if is_item:
+                    missing += [
+                        f"line {ln.fields.get('sequence')}: {m}" for m in line_codec.unresolved_parents(values, ln)
+                    ]
+                lines.append(LineState(ln.id, values, is_item, str(ln.fields.get("description") or "")))
+            dv_header = None
+            if c is not None and c.dataverse_id in dv_headers:
+                dv_header = codec.dv_values(dv_headers[c.dataverse_id])
+            states.append(
+                DocumentState(
+                    h.id,
+                    header_values[h.id],
+                    lines,
+                    missing,
+                    dv_id=c.dataverse_id if c else None,
+                    dv_header=dv_header,
+                    dv_lines={i: v for i, v in dv_lines.get(c.dataverse_id, {}).items()} if c else {},
+                )
+            )
+        plans = [
+            plan_document(mapping.name, mapping.fields, lines_map.fields, s, create_once=mapping.create_once)
+            for s in states
+        ]
+        return await self._apply(mapping, lines_map, codec, line_codec, headers, couplings, plans, job_id, outcome)
+
+    async def _bc_lines(self, mapping: TableMapping, doc_ids: list[str]) -> dict[str, list[RemoteRecord]]:
+        """The BC lines of these documents: one query per chunk (the line pages need a documentId filter).
+        No ``$select``: the real line pages have no ``lastModifiedDateTime`` to add to one."""
+        assert mapping.lines is not None
+        parent = mapping.lines.bc_parent_field
+        out: dict[str, list[RemoteRecord]] = {}
+        for start in range(0, len(doc_ids), CHUNK):
+            filt = in_filter(parent, doc_ids[start : start + CHUNK])
+            async for page in self.e.bc.list_records(mapping.lines.bc_entity, filter=filt):
+                for rec in page:
+                    out.setdefault(str(rec.fields.get(parent) or "").lower(), []).append(rec)
+        return out
+
+    async def _dv_side(
+        self, mapping: TableMapping, lines_map: TableMapping, couplings: list[Coupling]
+    ) -> tuple[dict[str, RemoteRecord], dict[str, dict[str, dict[str, Any]]]]:
+        """The coupled Dataverse headers and, per header, its lines' values by line id."""
+        if not couplings:
+            return {}, {}
+        assert mapping.lines is not None
+        dv_ids = [c.dataverse_id for c in couplings]
+        headers = await self.e.dv.get_many(mapping.dataverse_entity_set, dv_ids, select=mapping.dataverse_select)
+        parent_attr = f"_{mapping.lines.dataverse_parent}_value"
+        select = sorted({*lines_map.dataverse_select, parent_attr, WRITE_IN, DESCRIPTION})
+        line_codec = self.e.codec(lines_map)
+        lines: dict[str, dict[str, dict[str, Any]]] = {}
+        for start in range(0, len(dv_ids), CHUNK):
+            filt = dataverse_in_filter(parent_attr, dv_ids[start : start + CHUNK])
+            async for page in self.e.dv.list_records(lines_map.dataverse_entity_set, select=select, filter=filt):
+                for rec in page:
+                    values = line_codec.dv_values(rec)
+                    values[WRITE_IN] = bool(rec.fields.get(WRITE_IN))
+                    values[DESCRIPTION] = rec.fields.get(DESCRIPTION)
+                    lines.setdefault(str(rec.fields.get(parent_attr) or "").lower(), {})[rec.id] = values
+        return headers, lines
+
+    # ------------------------------------------------------------------ writing
+    async def _price_lists(self, currency_ids: set[str]) -> dict[str, str]:
+        """The Dataverse price list of each currency (created on first use, with a deterministic id)."""
+        cache: dict[str, str] = self.e._lookup_cache.setdefault("priceLists", {})  # type: ignore[assignment]
+        wanted = {c: dataverse_id_for("PRICELIST", c) for c in currency_ids if c and c not in cache}
+        if wanted:
+            found = await self.e.dv.get_many("pricelevels", list(wanted.values()), select=["pricelevelid"])
+            ops = [
+                WriteOp(
+                    "create",
+                    ref=cur,
+                    id=pl,
+                    fields={
+                        "name": PRICE_LIST_NAME,
+                        "transactioncurrencyid@odata.bind": f"/transactioncurrencies({cur})",
+                    },
+                )
+                for cur, pl in wanted.items()
+                if pl not in found
+            ]
+            results = await self.e.dv.write_many("pricelevels", ops) if ops else []
+            failed = {r.ref for r in results if not r.ok}
+            for cur, pl in wanted.items():
+                if cur not in failed:
+                    cache[cur] = pl
+        return {c: cache[c] for c in currency_ids if c in cache}
+
+    async def _apply(
+        self,
+        mapping: TableMapping,
+        lines_map: TableMapping,
+        codec: Any,
+        line_codec: Any,
+        headers: Sequence[RemoteRecord],
+        couplings: dict[str, Coupling],
+        plans: list[DocumentPlan],
+        job_id: str | None,
+        outcome: SyncOutcome,
+    ) -> SyncOutcome:
+        assert mapping.lines is not None
+        by_id = {h.id: h for h in headers}
+        currency_key = next((f.key for f in mapping.fields if f.dataverse == "transactioncurrencyid"), None)
+        creates = [p for p in plans if p.action == "create"]
+        price_lists = await self._price_lists({str(p.header.get(currency_key) or "") for p in creates if currency_key})
+        ops: list[WriteOp] = []
+        failed: dict[str, RecordResult] = {}
+        for p in plans:
+            if p.action == "fail":
+                failed[p.bc_id] = RecordResult(
+                    p.bc_id, couplings[p.bc_id].dataverse_id if p.bc_id in couplings else None, "failed", TO_DV,
+                    p.error_code, p.error_message, True,
+                )  # fmt: skip
+            elif p.action == "create":
+                payload = codec.dv_payload(p.header)
+                currency = str(p.header.get(currency_key) or "") if currency_key else ""
+                if mapping.dataverse_table == "salesorder" or mapping.dataverse_table == "invoice":
+                    if currency not in price_lists:
+                        failed[p.bc_id] = RecordResult(
+                            p.bc_id, None, "failed", TO_DV, "price_list_unavailable",
+                            "The Dataverse price list of the document's currency could not be found or created.", True,
+                        )  # fmt: skip
+                        continue
+                    payload["pricelevelid@odata.bind"] = f"/pricelevels({price_lists[currency]})"
+                ops.append(WriteOp("create", ref=p.bc_id, id=p.dv_id, fields=payload))
+            elif p.action == "update" and p.header:
+                ops.append(WriteOp("update", ref=p.bc_id, id=p.dv_id, fields=codec.dv_payload(p.header)))
+        header_results = {r.ref: r for r in await self._write(mapping.dataverse_entity_set, ops)}
+        # Headers that exist now are coupled at once: a later attempt after a failed line write completes them.
+        now = utcnow()
+        new = [
+            Coupling(mapping.name, p.bc_id, p.dv_id, coupled_at=now)
+            for p in creates
+            if p.bc_id in header_results and header_results[p.bc_id].ok
+        ]
+        if new:
+            stored = await self.e.couplings.couple_many(new)
+            for c, st in zip(new, stored, strict=True):
+                couplings[c.bc_id] = st if isinstance(st, Coupling) else c
+        line_ops: list[WriteOp] = []
+        bind = f"{mapping.lines.dataverse_parent}@odata.bind"
+        for p in plans:
+            hr = header_results.get(p.bc_id)
+            if p.bc_id in failed or (hr is not None and not hr.ok) or p.action in ("fail", "none"):
+                continue
+            for line_id, values in p.line_creates:
+                fields = {**_line_payload(line_codec, values), bind: f"/{mapping.dataverse_entity_set}({p.dv_id})"}
+                line_ops.append(WriteOp("create", ref=f"{p.bc_id}|{line_id}", id=line_id, fields=fields))
+            for line_id, values in p.line_updates:
+                line_ops.append(
+                    WriteOp("update", ref=f"{p.bc_id}|{line_id}", id=line_id, fields=_line_payload(line_codec, values))
+                )
+            for line_id in p.line_deletes:
+                line_ops.append(WriteOp("delete", ref=f"{p.bc_id}|{line_id}", id=line_id))
+        line_failures: dict[str, WriteResult] = {}
+        for r in await self._write(lines_map.dataverse_entity_set, line_ops):
+            if not r.ok:
+                line_failures.setdefault(r.ref.split("|", 1)[0], r)
+        await self._invoiced_orders(mapping, plans, header_results, line_failures)
+        return await self._record(
+            mapping, by_id, couplings, plans, header_results, line_failures, failed, job_id, outcome
+        )
+
+    async def _write(self, entity: str, ops: list[WriteOp]) -> list[WriteResult]:
+        return await self.e.dv.write_many(entity, ops) if ops else []
+
+    async def _invoiced_orders(
+        self,
+        mapping: TableMapping,
+        plans: list[DocumentPlan],
+        header_results: dict[str, WriteResult],
+        line_failures: dict[str, WriteResult],
+    ) -> None:
+        """A posted invoice created from a coupled order sets that Dataverse order's state to Invoiced."""
+        link = next((f for f in mapping.fields if f.dataverse == "salesorderid" and f.lookup), None)
+        if link is None:
+            return
+        orders = {
+            str(p.header[link.key])
+            for p in plans
+            if p.action == "create" and p.header.get(link.key) and header_results.get(p.bc_id, None) is not None
+            and header_results[p.bc_id].ok and p.bc_id not in line_failures
+        }  # fmt: skip
+        if orders:
+            ops = [WriteOp("update", ref=o, id=o, fields=dict(ORDER_INVOICED)) for o in sorted(orders)]
+            for r in await self._write("salesorders", ops):
+                if not r.ok:
+                    log.warning("could not set the Dataverse order %s to Invoiced: %s", r.ref, r.error)
+
+    async def _record(
+        self,
+        mapping: TableMapping,
+        headers: dict[str, RemoteRecord],
+        couplings: dict[str, Coupling],
+        plans: list[DocumentPlan],
+        header_results: dict[str, WriteResult],
+        line_failures: dict[str, WriteResult],
+        failed: dict[str, RecordResult],
+        job_id: str | None,
+        outcome: SyncOutcome,
+    ) -> SyncOutcome:
+        now = utcnow()
+        to_save: list[Coupling] = []
+        errors: list[SyncErrorEntry] = []
+        succeeded: list[str] = []
+        for p in plans:
+            c = couplings.get(p.bc_id)
+            result = failed.get(p.bc_id)
+            w = header_results.get(p.bc_id)
+            if result is None and w is not None and not w.ok:
+                result = _failure(p, c, w)
+            if result is None and p.bc_id in line_failures:
+                result = _failure(p, c, line_failures[p.bc_id])
+            if result is None:
+                status = {"create": "created", "update": "updated"}.get(p.action, "unchanged")
+                if p.action == "create" and w is not None and w.existed:
+                    status = "updated"  # an earlier attempt's header, completed now
+                result = RecordResult(p.bc_id, p.dv_id, status, TO_DV)
+            outcome.add(result)
+            if c is None:
+                if result.status == "failed":
+                    errors.append(error_entry(mapping.name, result, job_id, now, bc_id=p.bc_id, dataverse_id=None))
+                continue
+            c.last_sync_direction = TO_DV
+            if result.status == "failed":
+                state = after_failure(
+                    FailureState(c.consecutive_failures, c.last_error, c.last_sync_result, c.skipped),
+                    result.error_message,
+                    result.transient,
+                    self.e.settings.skip_after_failures,
+                )
+                c.consecutive_failures, c.last_error, c.last_sync_result, c.skipped = (
+                    state.consecutive_failures, state.last_error, state.last_sync_result, state.skipped,
+                )  # fmt: skip
+                errors.append(
+                    error_entry(mapping.name, result, job_id, now, bc_id=c.bc_id, dataverse_id=c.dataverse_id)
+                )
+            else:
+                c.last_synced_at, c.last_sync_result, c.last_error = now, "succeeded", None
+                c.consecutive_failures, c.skipped = 0, False
+                rec = headers.get(p.bc_id)
+                if rec is not None and rec.modified_on is not None:
+                    c.bc_modified_on = rec.modified_on
+                succeeded.append(c.bc_id)
+            to_save.append(c)
+        if to_save:
+            await self.e.couplings.save_sync_state(to_save)
+        if errors:
+            await self.e.errors.record_many(errors)
+        if succeeded:
+            await self.e.errors.close_for_records(mapping.name, succeeded)
+        record_sync_outcomes(mapping.name, TO_DV, outcome.counts)
+        return outcome
+
+
+def _line_payload(codec: Any, values: dict[str, Any]) -> dict[str, Any]:
+    payload = codec.dv_payload(values)
+    for extra in (WRITE_IN, DESCRIPTION):
+        if extra in values:
+            payload[extra] = values[extra]
+    return payload
+
+
+def _failure(p: DocumentPlan, c: Coupling | None, w: WriteResult) -> RecordResult:
+    f = write_failure(w.error)
+    message = str(w.error) if w.error is not None else "The write failed."
+    return RecordResult(
+        p.bc_id, c.dataverse_id if c else None, "failed", TO_DV, failure_code(f), message, failure_transient(f)
+    )
+
+
+def _select(mapping: TableMapping) -> list[str]:
+    return sorted({*mapping.bc_select, "status"})
+
+
+def _batch_messages(
+    mapping: TableMapping, records: Sequence[RemoteRecord], job_id: str, first: int, size: int
+) -> list[dict[str, Any]]:
+    from shared.services.jobs import message
+
+    out = []
+    for n, start in enumerate(range(0, len(records), size)):
+        ids = [r.id for r in records[start : start + size]]
+        out.append(
+            message(
+                "sync-batch", job_id, mapping.name, batch=f"b{first + n + 1}", direction=mapping.direction.value,
+                scheduled=True, side=Side.BC.value, bcIds=ids,
+            )
+        )  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------- dispatch from the job and sync paths
+async def handle_message(
+    jobs: JobService, mapping: TableMapping, msg: dict[str, Any], job_id: str
+) -> SyncOutcome | None:
+    """The document variant of a work message (None: the kind is not about syncing records)."""
+    kind = msg.get("kind")
+    if kind not in DOCUMENT_KINDS:
+        return None
+    sync = DocumentSync(jobs.e)
+    if kind == "mapping-sync":
+        if msg.get("parentsFirst"):
+            from shared.services.dependencies import bring_parents_up_to_date
+
+            await bring_parents_up_to_date(jobs, mapping)
+        return await sync.run_job(mapping, full=bool(msg.get("full")), job_id=job_id)
+    if kind == "retry-errors":
+        return await sync.retry(mapping, msg, job_id)
+    if kind == "sync-batch" and not msg.get("scheduled"):
+        return await sync.sync_ids(mapping, msg.get("bcIds") or [], msg.get("dataverseIds") or [], job_id)
+    if not may_run(mapping.state, job_id):
+        return SyncOutcome()
+    ids = [i.lower() for i in msg.get("bcIds") or []]
+    if not ids or msg.get("deleted"):
+        return SyncOutcome()  # Dataverse-side changes and BC deletions of documents are not synchronized
+    records = await jobs.e.bc.get_many(mapping.bc_entity, ids, select=_select(mapping))
+    return await sync.sync_headers(mapping, list(records.values()), job_id)
+
+
+async def sync_document_ids(
+    engine: Engine, mapping: TableMapping, bc_ids: Sequence[str], dv_ids: Sequence[str], job_id: str | None
+) -> SyncOutcome:
+    return await DocumentSync(engine).sync_ids(mapping, bc_ids, dv_ids, job_id)

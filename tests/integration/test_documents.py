@@ -1,0 +1,220 @@
+"""Issue #21: documents (SALESORDER-ORDER, POSTEDSALESINV-INV) through the HTTP API on the local stack.
+
+A header travels with its lines as one unit: released BC orders arrive as one Dataverse order with its details;
+line changes and removals follow; unreleased orders stay in BC; posted invoices arrive once, linked to their
+order; a line whose product is not coupled fails the whole document until ITEM-PRODUCT has synced it.
+Every test makes its own customer, items and orders, so it only meets its own records in the shared stack."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.integration.test_default_mappings import couple_new, coupled_to, m, new_currency, run_job
+
+pytestmark = pytest.mark.stack
+
+ORDERS = "SALESORDER-ORDER"
+INVOICES = "POSTEDSALESINV-INV"
+
+
+def _setup(api: Any, world: dict[str, Any], n_items: int = 3, *, currency: bool = True) -> dict[str, Any]:
+    """A coupled customer (in a coupled currency) and ``n_items`` coupled items in the standard unit PCS."""
+    sims = world["sims"]
+    run_job(api, "UNIT OF MEASURE", {}, "couplings/match")  # PCS & co. coupled (idempotent)
+    out: dict[str, Any] = {"tag": uuid.uuid4().hex[:6]}
+    iso = ""
+    if currency:
+        iso, _, out["currency"] = new_currency(api, world)
+    customer = sims.bc_create("customers", displayName=f"Doc customer {out['tag']}", currencyCode=iso)
+    out["customer"], out["account"] = customer, couple_new(api, "CUSTOMER", customer)
+    out["items"], out["products"] = [], []
+    for n in range(n_items):
+        item = sims.bc_create("items", displayName=f"Doc item {out['tag']} {n}", unitPrice=10 + n)
+        out["items"].append(item)
+        out["products"].append(couple_new(api, "ITEM-PRODUCT", item))
+    return out
+
+
+def _order(world: dict[str, Any], customer: str, lines: list[dict[str, Any]], *, release: bool = True) -> str:
+    sims = world["sims"]
+    order = sims.bc_create("salesOrders", customerId=customer)
+    for line in lines:
+        r = sims._bc("POST", f"{sims._bc_url('salesOrders', order)}/salesOrderLines", json=line)
+        assert r.status_code == 201, r.text
+    if release:
+        _action(world, "salesOrders", order, "release")
+    return order
+
+
+def _action(world: dict[str, Any], entity: str, rid: str, action: str) -> None:
+    sims = world["sims"]
+    r = sims._bc("POST", f"{sims._bc_url(entity, rid)}/Microsoft.NAV.{action}")
+    assert r.status_code == 204, r.text
+
+
+def _bc_lines(world: dict[str, Any], order: str) -> list[dict[str, Any]]:
+    sims = world["sims"]
+    r = sims._bc("GET", f"{sims._bc_url('salesOrders', order)}/salesOrderLines")
+    assert r.status_code == 200, r.text
+    return sorted(r.json()["value"], key=lambda x: x["sequence"])
+
+
+def _details(world: dict[str, Any], entity_set: str, parent: str, dv_id: str) -> list[dict[str, Any]]:
+    sims = world["sims"]
+    r = sims._dv("GET", f"{sims.dv_api}/{entity_set}", params={"$filter": f"_{parent}_value eq {dv_id}"})
+    assert r.status_code == 200, r.text
+    return sorted(r.json()["value"], key=lambda x: x["sequencenumber"] or 0)
+
+
+def test_released_order_arrives_with_its_lines_and_line_changes_follow(api: Any, world: dict[str, Any]) -> None:
+    sims = world["sims"]
+    s = _setup(api, world)
+    lines = [
+        {"itemId": s["items"][0], "quantity": 2},
+        {"itemId": s["items"][1], "quantity": 5, "unitPrice": 7.5},
+        {"itemId": s["items"][2], "quantity": 1},
+        {"lineType": "Comment", "description": "Deliver to the back door"},
+    ]
+    order = _order(world, s["customer"], lines)
+    draft = _order(world, s["customer"], [{"itemId": s["items"][0], "quantity": 1}], release=False)
+    job = run_job(api, ORDERS, {"kind": "incremental"})
+    assert job["status"] == "succeeded", job
+    dv_id = coupled_to(api, ORDERS, order)
+    assert dv_id is not None and coupled_to(api, ORDERS, draft) is None  # only released orders are sent
+    header = sims.dv_get("salesorders", dv_id)
+    number = sims.bc_get("salesOrders", order)["number"]
+    assert (header["name"], header["_customerid_value"], header["_transactioncurrencyid_value"]) == (
+        number,
+        s["account"],
+        s["currency"],
+    )
+    assert header["_pricelevelid_value"] and sims.dv_count("salesorders", f"name eq '{number}'") == 1
+    details = _details(world, "salesorderdetails", "salesorderid", dv_id)
+    assert [(d["_productid_value"], d["quantity"], d["priceperunit"]) for d in details[:3]] == [
+        (s["products"][0], 2, 10),
+        (s["products"][1], 5, 7.5),
+        (s["products"][2], 1, 12),
+    ]
+    assert (details[3]["isproductoverridden"], details[3]["productdescription"]) == (True, "Deliver to the back door")
+    assert all(d["_uomid_value"] for d in details[:3]) and header["totalamount"] == 20 + 37.5 + 12
+
+    # A line changed and a line removed in BC (reopen, edit, release again): Synchronize now follows.
+    bc_lines = _bc_lines(world, order)
+    _action(world, "salesOrders", order, "reopen")
+    sims.bc_patch(f"salesOrders({order})/salesOrderLines", bc_lines[0]["id"], quantity=4)
+    r = sims._bc("DELETE", f"{sims._bc_url('salesOrders', order)}/salesOrderLines({bc_lines[1]['id']})")
+    assert r.status_code == 204, r.text
+    _action(world, "salesOrders", order, "release")
+    resp = api.post(f"/api/mappings/{ORDERS}/sync", json={"bcIds": [order]})
+    assert resp.status_code == 200 and resp.json()["results"][0]["status"] == "updated", resp.text
+    details = _details(world, "salesorderdetails", "salesorderid", dv_id)
+    assert [(d["_productid_value"], d["quantity"]) for d in details if not d["isproductoverridden"]] == [
+        (s["products"][0], 4),
+        (s["products"][2], 1),
+    ]
+    assert len(details) == 3 and sims.dv_get("salesorders", dv_id)["totalamount"] == 40 + 12
+    # Nothing changed since: a second job writes nothing, and there is still one order.
+    again = run_job(api, ORDERS, {"kind": "incremental"})
+    assert again["counts"]["inserted"] == 0 and again["counts"]["modified"] == 0, again
+    assert sims.dv_count("salesorders", f"name eq '{number}'") == 1
+
+
+def test_uncoupled_product_fails_the_document_then_heals(api: Any, world: dict[str, Any]) -> None:
+    sims = world["sims"]
+    s = _setup(api, world, 1, currency=False)
+    loose = sims.bc_create("items", displayName=f"Loose item {s['tag']}", unitPrice=3)
+    order = _order(world, s["customer"], [{"itemId": s["items"][0], "quantity": 1}, {"itemId": loose, "quantity": 2}])
+    number = sims.bc_get("salesOrders", order)["number"]
+    resp = api.post(f"/api/mappings/{ORDERS}/jobs", json={"kind": "incremental"})
+    job = api.wait_for_job(resp.json()["jobId"])
+    assert job["status"] == "partial" and job["counts"]["failed"] >= 1, job
+    assert coupled_to(api, ORDERS, order) is None and sims.dv_count("salesorders", f"name eq '{number}'") == 0
+    errors = [e for e in api.all_pages("/api/errors", mapping=ORDERS) if e.get("bcId") == order]
+    assert [(e["code"], e["transient"]) for e in errors] == [("parent_not_coupled", True)], errors
+    # ITEM-PRODUCT syncs the item (a full run creates the uncoupled product); the retry completes the document.
+    full = run_job(api, "ITEM-PRODUCT", {"kind": "full"})
+    assert full["status"] in ("succeeded", "partial") and coupled_to(api, "ITEM-PRODUCT", loose), full
+    job = api.wait_for_job(api.post("/api/errors/retry", json={"ids": [errors[0]["id"]]}).json()["jobId"])
+    assert job["status"] == "succeeded" and job["counts"]["inserted"] == 1, job
+    dv_id = coupled_to(api, ORDERS, order)
+    details = _details(world, "salesorderdetails", "salesorderid", dv_id)
+    assert [d["_productid_value"] for d in details] == [s["products"][0], coupled_to(api, "ITEM-PRODUCT", loose)]
+    assert not [e for e in api.all_pages("/api/errors", mapping=ORDERS) if e.get("bcId") == order]
+
+
+def test_lines_refused_after_the_header_was_written_complete_the_same_order(api: Any, world: dict[str, Any]) -> None:
+    sims = world["sims"]
+    s = _setup(api, world, 2, currency=False)
+    sims.dv_patch("products", s["products"][1], statecode=1)  # retired in Sales: Dataverse refuses its lines
+    order = _order(
+        world, s["customer"], [{"itemId": s["items"][0], "quantity": 1}, {"itemId": s["items"][1], "quantity": 1}]
+    )
+    number = sims.bc_get("salesOrders", order)["number"]
+    job = run_job(api, ORDERS, {"kind": "incremental"})
+    assert job["counts"]["failed"] >= 1, job
+    dv_id = coupled_to(api, ORDERS, order)
+    assert dv_id is not None  # the header exists and is coupled, so the next attempt completes it
+    sims.dv_patch("products", s["products"][1], statecode=0)
+    errors = [e for e in api.all_pages("/api/errors", mapping=ORDERS) if e.get("bcId") == order]
+    assert errors and errors[0]["dataverseId"] == dv_id, errors
+    job = api.wait_for_job(api.post("/api/errors/retry", json={"ids": [errors[0]["id"]]}).json()["jobId"])
+    assert job["status"] == "succeeded", job
+    assert sims.dv_count("salesorders", f"name eq '{number}'") == 1
+    details = _details(world, "salesorderdetails", "salesorderid", dv_id)
+    assert sorted(d["_productid_value"] for d in details) == sorted(s["products"])
+
+
+def test_posted_invoice_arrives_once_linked_to_its_order(api: Any, world: dict[str, Any]) -> None:
+    sims = world["sims"]
+    s = _setup(api, world, 2)
+    order = _order(
+        world, s["customer"], [{"itemId": s["items"][0], "quantity": 3}, {"itemId": s["items"][1], "quantity": 1}]
+    )
+    assert run_job(api, ORDERS, {"kind": "incremental"})["status"] == "succeeded"
+    dv_order = coupled_to(api, ORDERS, order)
+    draft = sims.bc_create("salesInvoices", customerId=s["customer"])
+    r = sims._bc(
+        "POST",
+        f"{sims._bc_url('salesInvoices', draft)}/salesInvoiceLines",
+        json={"itemId": s["items"][0], "quantity": 1},
+    )
+    assert r.status_code == 201, r.text
+    number = sims.bc_get("salesOrders", order)["number"]
+    _action(world, "salesOrders", order, "shipAndInvoice")
+    posted = sims.bc_find("salesInvoices", "orderNumber", number)
+    assert len(posted) == 1, posted
+    job = run_job(api, INVOICES, {"kind": "incremental"})
+    assert job["status"] == "succeeded", job
+    assert coupled_to(api, INVOICES, draft) is None  # a draft invoice is not sent
+    inv_id = coupled_to(api, INVOICES, posted[0]["id"])
+    invoice = sims.dv_get("invoices", inv_id)
+    assert (invoice["name"], invoice["_salesorderid_value"], invoice["_customerid_value"]) == (
+        posted[0]["number"],
+        dv_order,
+        s["account"],
+    )
+    details = _details(world, "invoicedetails", "invoiceid", inv_id)
+    assert [(d["_productid_value"], d["quantity"]) for d in details] == [(s["products"][0], 3), (s["products"][1], 1)]
+    assert sims.dv_get("salesorders", dv_order)["statecode"] == 4  # the order is invoiced in Sales too
+    # Once: a full run and Synchronize now leave it alone.
+    again = run_job(api, INVOICES, {"kind": "full"})
+    assert again["counts"]["inserted"] == 0 and again["counts"]["modified"] == 0, again
+    resp = api.post(f"/api/mappings/{m(INVOICES)}/sync", json={"bcIds": [posted[0]["id"]]})
+    assert resp.status_code == 200 and resp.json()["results"][0]["status"] == "unchanged", resp.text
+    assert sims.dv_count("invoices", f"name eq '{posted[0]['number']}'") == 1
+
+
+def test_documents_are_in_the_shipped_set(api: Any) -> None:
+    body = api.get(f"/api/mappings/{ORDERS}").json()
+    assert (body["bcEntity"], body["dataverseTable"], body["direction"], body["syncOnlyCoupled"]) == (
+        "salesOrders",
+        "salesorder",
+        "toDataverse",
+        True,
+    )
+    assert set(body["dependsOn"]) == {"CUSTOMER", "ITEM-PRODUCT", "CURRENCY"}
+    inv = api.get(f"/api/mappings/{INVOICES}").json()
+    assert (inv["bcEntity"], inv["dataverseTable"], inv["direction"]) == ("salesInvoices", "invoice", "toDataverse")
