@@ -55,6 +55,7 @@ PRICE_LIST_NAME = "Business Central default price list"
 # Dataverse salesorder state Invoiced (4) / status Invoiced (100003): an order whose posted invoice was sent.
 ORDER_INVOICED = {"statecode": 4, "statuscode": 100003}
 TO_DV = Direction.TO_DATAVERSE.value
+FROM_DV = Direction.FROM_DATAVERSE.value
 
 
 def is_document_mapping(mapping: TableMapping) -> bool:
@@ -110,6 +111,8 @@ class DocumentSync:
                 await self.e.watermarks.put(Watermark(mapping.name, Side.BC, cursor, utcnow(), wm.row_etag))
             except Exception:  # another worker moved it meanwhile; theirs is at least as new
                 log.info("watermark of %s moved concurrently", mapping.name)
+        if mapping.allows(Direction.FROM_DATAVERSE) and mapping.dataverse_table == "salesorder":
+            outcome.merge(await self._submitted_orders(mapping, full=full, job_id=job_id))
         return outcome
 
     async def sync_ids(
@@ -166,7 +169,39 @@ class DocumentSync:
         if couplings:
             await self.e.couplings.save_sync_state(list(couplings.values()))
         records = await self.e.bc.get_many(mapping.bc_entity, bc_ids, select=_select(mapping))
-        return await self.sync_headers(mapping, list(records.values()), job_id)
+        outcome = await self.sync_headers(mapping, list(records.values()), job_id)
+        dv_ids = sorted({x.dataverse_id for x in entries if not x.bc_id and x.dataverse_id})
+        if dv_ids and mapping.allows(Direction.FROM_DATAVERSE):  # orders from Sales whose create failed
+            select = [mapping.dataverse_primary_key, "statecode", "ordernumber", "_customerid_value",
+                      "_transactioncurrencyid_value", "modifiedon"]  # fmt: skip
+            orders = await self.e.dv.get_many(mapping.dataverse_entity_set, dv_ids, select=select)
+            outcome.merge(await SubmittedOrders(self).create(mapping, list(orders.values()), job_id))
+        return outcome
+
+    async def _submitted_orders(self, mapping: TableMapping, *, full: bool, job_id: str | None) -> SyncOutcome:
+        """The Dataverse side of a bidirectional order mapping: submitted orders not coupled yet create BC orders."""
+        outcome = SyncOutcome()
+        wm = await self.e.watermarks.get(mapping.name, Side.DATAVERSE)
+        select = sorted({mapping.dataverse_primary_key, "statecode", "ordernumber", "name", "modifiedon",
+                         "_customerid_value", "_transactioncurrencyid_value"})  # fmt: skip
+        cursor: str | None = None
+        async for page in self.e.dv.iter_changes(
+            mapping.dataverse_entity_set, None if full else wm.cursor, select=select
+        ):
+            if page.full_resync_required:
+                return await self._submitted_orders(mapping, full=True, job_id=job_id)
+            if page.records:
+                outcome.merge(await SubmittedOrders(self).create(mapping, page.records, job_id))
+            if page.next_cursor:
+                cursor = page.next_cursor
+        if cursor:
+            from shared.domain.model import Watermark
+
+            try:
+                await self.e.watermarks.put(Watermark(mapping.name, Side.DATAVERSE, cursor, utcnow(), wm.row_etag))
+            except Exception:
+                log.info("watermark of %s (Dataverse) moved concurrently", mapping.name)
+        return outcome
 
     # ------------------------------------------------------------------ one chunk of documents
     async def _changed(self, mapping: TableMapping, records: Sequence[RemoteRecord]) -> list[RemoteRecord]:
@@ -225,6 +260,10 @@ class DocumentSync:
                 lines.append(LineState(ln.id, values, is_item, str(ln.fields.get("description") or "")))
             dv_header = None
             if c is not None and c.dataverse_id in dv_headers:
+                if dv_headers[c.dataverse_id].fields.get("statecode") not in (0, None):
+                    # Submitted, fulfilled, invoiced or canceled in Sales: Dataverse locks its details.
+                    outcome.add(RecordResult(h.id, c.dataverse_id, "unchanged", TO_DV))
+                    continue
                 dv_header = codec.dv_values(dv_headers[c.dataverse_id])
             states.append(
                 DocumentState(
@@ -241,6 +280,7 @@ class DocumentSync:
             plan_document(mapping.name, mapping.fields, lines_map.fields, s, create_once=mapping.create_once)
             for s in states
         ]
+        headers = [h for h in headers if h.id in {s.bc_id for s in states}]
         return await self._apply(mapping, lines_map, codec, line_codec, headers, couplings, plans, job_id, outcome)
 
     async def _bc_lines(self, mapping: TableMapping, doc_ids: list[str]) -> dict[str, list[RemoteRecord]]:
@@ -264,7 +304,8 @@ class DocumentSync:
             return {}, {}
         assert mapping.lines is not None
         dv_ids = [c.dataverse_id for c in couplings]
-        headers = await self.e.dv.get_many(mapping.dataverse_entity_set, dv_ids, select=mapping.dataverse_select)
+        select = sorted({*mapping.dataverse_select, "statecode"})
+        headers = await self.e.dv.get_many(mapping.dataverse_entity_set, dv_ids, select=select)
         parent_attr = f"_{mapping.lines.dataverse_parent}_value"
         select = sorted({*lines_map.dataverse_select, parent_attr, WRITE_IN, DESCRIPTION})
         line_codec = self.e.codec(lines_map)
@@ -471,6 +512,190 @@ class DocumentSync:
             await self.e.errors.close_for_records(mapping.name, succeeded)
         record_sync_outcomes(mapping.name, TO_DV, outcome.counts)
         return outcome
+
+
+# ---------------------------------------------------------------------- bidirectional orders (from Sales)
+SUBMITTED = 1  # salesorder statecode Submitted
+WRITE_IN_NOT_SET_UP = "write_in_product_not_set_up"
+
+
+class SubmittedOrders:
+    """With ``direction: bidirectional`` on SALESORDER-ORDER, an order submitted in Sales (statecode 1) and not
+    coupled creates one BC sales order with its lines (BC's "CRM Sales Order to Sales Order"), coupled at once.
+    Exactly once: the BC order's number is derived from the Dataverse id (a repeated or concurrent create is
+    refused as a duplicate and the existing order is adopted), and lines are created for the sequences the BC
+    order does not have yet. A coupled order is not changed from Sales again (BC takes an order once).
+    The customer, currency and products resolve through CUSTOMER, CURRENCY and ITEM-PRODUCT; one that is not
+    coupled fails the order with ``parent_not_coupled``; a write-in product needs BC's write-in setup
+    (not available here): ``write_in_product_not_set_up``."""
+
+    def __init__(self, sync: DocumentSync) -> None:
+        self.s = sync
+        self.e = sync.e
+
+    async def create(self, mapping: TableMapping, orders: Sequence[RemoteRecord], job_id: str | None) -> SyncOutcome:
+        from shared.planning.decisions import PARENT_NOT_COUPLED, parent_missing_message
+        from shared.planning.identity_keys import bc_number_for
+
+        outcome = SyncOutcome()
+        assert mapping.lines is not None
+        orders = [o for o in orders if o.fields.get("statecode") == SUBMITTED]
+        coupled = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, [o.id for o in orders])
+        for o in orders:
+            if o.id in coupled:
+                outcome.add(RecordResult(coupled[o.id].bc_id, o.id, "unchanged", FROM_DV))
+        orders = [o for o in orders if o.id not in coupled]
+        if not orders:
+            return outcome
+        codec, lines_map = self.e.codec(mapping), line_mapping(mapping)
+        line_codec = self.e.codec(lines_map)
+        keys = {f.dataverse: f.key for f in mapping.fields if f.lookup is not None and f.dataverse}
+        header_values = {
+            o.id: {
+                keys[a]: _lower(o.fields.get(f"_{a}_value"))
+                for a in ("customerid", "transactioncurrencyid")
+                if a in keys
+            }
+            for o in orders
+        }
+        payloads = await codec.bc_payloads(header_values)
+        details = await self._details(mapping, lines_map, [o.id for o in orders])
+        product_key = next(f.key for f in lines_map.fields if f.dataverse == "productid")
+        line_values = {
+            d.id: {product_key: _lower(d.fields.get("_productid_value"))}
+            for ds in details.values()
+            for d in ds
+            if not d.fields.get(WRITE_IN)
+        }
+        line_payloads = await line_codec.bc_payloads(line_values)
+        failed: dict[str, RecordResult] = {}
+        ops: list[WriteOp] = []
+        for o in orders:
+            p = payloads.get(o.id, {})
+            refs = (("customerid", "customerId"), ("transactioncurrencyid", "currencyCode"))
+            missing = [
+                f"{a}={o.fields.get(f'_{a}_value')}" for a, bc in refs if bc not in p and o.fields.get(f"_{a}_value")
+            ]
+            missing += [
+                f"productid={d.fields.get('_productid_value')}"
+                for d in details.get(o.id, [])
+                if not d.fields.get(WRITE_IN) and "itemId" not in line_payloads.get(d.id, {})
+            ]
+            if any(d.fields.get(WRITE_IN) for d in details.get(o.id, [])):
+                message = "The order has a write-in product; BC needs a write-in product set up to take it."
+                failed[o.id] = RecordResult(None, o.id, "failed", FROM_DV, WRITE_IN_NOT_SET_UP, message, False)
+            elif missing:
+                failed[o.id] = RecordResult(
+                    None, o.id, "failed", FROM_DV, PARENT_NOT_COUPLED, parent_missing_message(missing), True
+                )
+            else:
+                fields = {
+                    "number": bc_number_for(o.id),
+                    "customerId": p["customerId"],
+                    "externalDocumentNumber": str(o.fields.get("ordernumber") or "")[:35],
+                }
+                if "currencyCode" in p:
+                    fields["currencyCode"] = p["currencyCode"]
+                ops.append(WriteOp("create", ref=o.id, fields=fields))
+        created = await self.e.bc.write_many(mapping.bc_entity, ops) if ops else []
+        bc_ids: dict[str, str] = {}
+        refused = []
+        for r in created:
+            if r.ok and r.record is not None:
+                bc_ids[r.ref] = r.record.id
+            else:
+                refused.append(r)
+        if refused:  # a duplicate number: an earlier attempt made the order; adopt it
+            numbers = {bc_number_for(r.ref): r for r in refused}
+            filt = " or ".join(f"number eq '{n}'" for n in numbers)
+            async for page in self.e.bc.list_records(mapping.bc_entity, select=["id", "number"], filter=filt):
+                for rec in page:
+                    bc_ids[numbers[str(rec.fields.get("number"))].ref] = rec.id
+            for r in refused:
+                if r.ref not in bc_ids:
+                    o_fail = _failure(DocumentPlan(None, r.ref, "fail"), None, r)  # type: ignore[arg-type]
+                    failed[r.ref] = RecordResult(
+                        None, r.ref, "failed", FROM_DV, o_fail.error_code, o_fail.error_message, o_fail.transient
+                    )
+        now = utcnow()
+        new = [Coupling(mapping.name, bc, dv, coupled_at=now, last_sync_direction=FROM_DV) for dv, bc in bc_ids.items()]
+        stored = await self.e.couplings.couple_many(new) if new else []
+        for c, st in zip(new, stored, strict=True):
+            if isinstance(st, Exception):  # a concurrent worker coupled it first: its order stands
+                bc_ids.pop(c.dataverse_id, None)
+                outcome.add(RecordResult(None, c.dataverse_id, "unchanged", FROM_DV))
+        existing = await self.s._bc_lines(mapping, list(bc_ids.values()))
+        line_ops: list[WriteOp] = []
+        for dv_id, bc_id in bc_ids.items():
+            have = {int(x.fields.get("sequence") or 0) for x in existing.get(bc_id, [])}
+            for n, d in enumerate(details.get(dv_id, []), start=1):
+                seq = n * 10000
+                if seq in have:
+                    continue
+                fields = {
+                    mapping.lines.bc_parent_field: bc_id,
+                    "sequence": seq,
+                    "lineType": mapping.lines.item_line_type,
+                    "itemId": line_payloads[d.id]["itemId"],
+                    "quantity": d.fields.get("quantity") or 0,
+                }
+                if d.fields.get("priceperunit") is not None:
+                    fields["unitPrice"] = d.fields["priceperunit"]
+                if d.fields.get("manualdiscountamount"):
+                    fields["discountAmount"] = d.fields["manualdiscountamount"]
+                line_ops.append(WriteOp("create", ref=dv_id, fields=fields))
+        line_fail: dict[str, WriteResult] = {}
+        for r in await self.e.bc.write_many(mapping.lines.bc_entity, line_ops) if line_ops else []:
+            if not r.ok:
+                line_fail.setdefault(r.ref, r)
+        errors: list[SyncErrorEntry] = []
+        couplings = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(bc_ids))
+        for dv_id, bc_id in bc_ids.items():
+            c = couplings.get(dv_id)
+            if dv_id in line_fail:
+                f = _failure(DocumentPlan(bc_id, dv_id, "fail"), c, line_fail[dv_id])
+                result = RecordResult(bc_id, dv_id, "failed", FROM_DV, f.error_code, f.error_message, f.transient)
+            else:
+                result = RecordResult(bc_id, dv_id, "created", FROM_DV)
+            outcome.add(result)
+            if c is not None:
+                c.last_sync_direction, c.last_synced_at = FROM_DV, now
+                c.last_sync_result = "failed" if result.status == "failed" else "succeeded"
+                c.last_error = result.error_message
+                await self.e.couplings.save_sync_state([c])
+            if result.status == "failed":
+                errors.append(error_entry(mapping.name, result, job_id, now))
+        for r in failed.values():
+            outcome.add(r)
+            errors.append(error_entry(mapping.name, r, job_id, now))
+        if errors:
+            await self.e.errors.record_many(errors)
+        done = [bc for dv, bc in bc_ids.items() if dv not in line_fail]
+        if done:
+            await self.e.errors.close_for_records(mapping.name, done, [dv for dv in bc_ids if dv not in line_fail])
+        return outcome
+
+    async def _details(
+        self, mapping: TableMapping, lines_map: TableMapping, dv_ids: list[str]
+    ) -> dict[str, list[RemoteRecord]]:
+        assert mapping.lines is not None
+        parent = f"_{mapping.lines.dataverse_parent}_value"
+        select = [lines_map.dataverse_primary_key, parent, "_productid_value", "quantity", "priceperunit",
+                  "manualdiscountamount", WRITE_IN, DESCRIPTION, "sequencenumber", "lineitemnumber"]  # fmt: skip
+        out: dict[str, list[RemoteRecord]] = {}
+        for start in range(0, len(dv_ids), CHUNK):
+            filt = dataverse_in_filter(parent, dv_ids[start : start + CHUNK])
+            async for page in self.e.dv.list_records(lines_map.dataverse_entity_set, select=select, filter=filt):
+                for rec in page:
+                    out.setdefault(str(rec.fields.get(parent) or "").lower(), []).append(rec)
+        for lst in out.values():
+            lst.sort(key=lambda r: (r.fields.get("lineitemnumber") or 0, r.fields.get("sequencenumber") or 0,
+                                    r.modified_on or utcnow(), r.id))  # fmt: skip
+        return out
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def _line_payload(codec: Any, values: dict[str, Any]) -> dict[str, Any]:

@@ -218,3 +218,80 @@ def test_documents_are_in_the_shipped_set(api: Any) -> None:
     assert set(body["dependsOn"]) == {"CUSTOMER", "ITEM-PRODUCT", "CURRENCY"}
     inv = api.get(f"/api/mappings/{INVOICES}").json()
     assert (inv["bcEntity"], inv["dataverseTable"], inv["direction"]) == ("salesInvoices", "invoice", "toDataverse")
+
+
+def _dv_post(world: dict[str, Any], entity_set: str, body: dict[str, Any]) -> dict[str, Any]:
+    sims = world["sims"]
+    r = sims._dv("POST", f"{sims.dv_api}/{entity_set}", json=body, headers={"Prefer": "return=representation"})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _coupled_dv(api: Any, mapping: str, dv_id: str) -> str | None:
+    found = api.get(f"/api/mappings/{m(mapping)}/couplings", params={"dataverseId": dv_id}).json()["value"]
+    return found[0]["bcId"] if found else None
+
+
+def test_bidirectional_a_submitted_sales_order_creates_one_bc_order(api: Any, world: dict[str, Any]) -> None:
+    sims = world["sims"]
+    s = _setup(api, world, 2, currency=False)
+    resp = api.patch(f"/api/mappings/{ORDERS}", json={"direction": "bidirectional"})
+    assert resp.status_code == 200 and resp.json()["direction"] == "bidirectional", resp.text
+    try:
+        usd = "6f1c2d3e-4a5b-4c6d-8e7f-a0b1c2d3e4f5"  # the Dataverse simulator's base currency: BC's local one
+        price = _dv_post(
+            world,
+            "pricelevels",
+            {"name": f"Sales {s['tag']}", "transactioncurrencyid@odata.bind": f"/transactioncurrencies({usd})"},
+        )
+        number = f"ORD-{s['tag']}"
+        order = _dv_post(
+            world,
+            "salesorders",
+            {
+                "name": f"From Sales {s['tag']}",
+                "ordernumber": number,
+                "customerid_account@odata.bind": f"/accounts({s['account']})",
+                "pricelevelid@odata.bind": f"/pricelevels({price['pricelevelid']})",
+                "transactioncurrencyid@odata.bind": f"/transactioncurrencies({usd})",
+            },
+        )
+        dv_id = order["salesorderid"]
+        for n, (product, qty) in enumerate(zip(s["products"], (2, 7), strict=True)):
+            unit = sims.dv_get("products", product)["_defaultuomid_value"]
+            _dv_post(
+                world,
+                "salesorderdetails",
+                {
+                    "salesorderid@odata.bind": f"/salesorders({dv_id})",
+                    "productid@odata.bind": f"/products({product})",
+                    "uomid@odata.bind": f"/uoms({unit})",
+                    "quantity": qty,
+                    "priceperunit": 20 + n,
+                    "ispriceoverridden": True,
+                    "lineitemnumber": n + 1,
+                },
+            )
+        run_job(api, ORDERS, {"kind": "incremental"})
+        assert _coupled_dv(api, ORDERS, dv_id) is None  # active, not submitted: BC takes nothing yet
+        sims.dv_patch("salesorders", dv_id, statecode=1)
+        for _ in range(2):  # the job again (a repeated delivery) creates nothing more
+            job = run_job(api, ORDERS, {"kind": "incremental"})
+            assert job["status"] == "succeeded", job
+        bc_id = _coupled_dv(api, ORDERS, dv_id)
+        assert bc_id is not None
+        created = sims.bc_find("salesOrders", "externalDocumentNumber", number)
+        assert [o["id"] for o in created] == [bc_id] and created[0]["customerId"] == s["customer"]
+        assert [(x["itemId"], x["quantity"], x["unitPrice"]) for x in _bc_lines(world, bc_id)] == [
+            (s["items"][0], 2, 20),
+            (s["items"][1], 7, 21),
+        ]
+        # The coupling lost (a worker killed between the create and the coupling): a full run adopts the same order.
+        assert api.delete(f"/api/mappings/{ORDERS}/couplings/{bc_id}").status_code == 204
+        job = run_job(api, ORDERS, {"kind": "full"})
+        assert job["status"] in ("succeeded", "partial"), job
+        assert _coupled_dv(api, ORDERS, dv_id) == bc_id
+        assert len(sims.bc_find("salesOrders", "externalDocumentNumber", number)) == 1
+        assert len(_bc_lines(world, bc_id)) == 2
+    finally:
+        api.patch(f"/api/mappings/{ORDERS}", json={"direction": "toDataverse"})
