@@ -545,3 +545,33 @@ def _ship_and_invoice(
     store._record_undo(lambda: orders.put(order))
     store._notify(company, "salesOrders", order["id"], "deleted", store.clock.next())
     return invoice
+
+
+# ---------------------------------------------------------------------------------------------- /_sim/seed
+def seed(store: Store, company_id: str, entity: str, count: int, fields: dict[str, Any]) -> list[str]:
+    """``count`` documents of the company's customers and items (round robin), each with ``lines`` (a field of
+    the seed body, default 1..5 by turns) item lines. ``status``: ``Released`` (orders: the default),
+    ``Draft``, or for invoices ``Open`` (posted: the default) / ``Draft``."""
+    fields = dict(fields)
+    per_doc = fields.pop("lines", None)
+    status = fields.pop("status", "Released" if entity == "salesOrders" else "Open")
+    customers = [r for r in store.table(company_id, "customers").rows.values() if r["blocked"] in ("", "_x0020_")]
+    items = [r for r in store.table(company_id, "items").rows.values() if not r["blocked"]]
+    if not customers or not items:
+        raise _error(400, "BadRequest", f"Seeding {entity} needs customers and items in the company first.")
+    ids: list[str] = []
+    for n in range(count):
+        customer = customers[n % len(customers)]
+        header = store.create(company_id, entity, {"customerNumber": customer["number"], **fields})
+        lines = int(per_doc) if per_doc is not None else 1 + n % 5
+        for k in range(lines):
+            item = items[(n + k) % len(items)]
+            store.create(
+                company_id, LINES_OF[entity], {"documentId": header["id"], "itemId": item["id"], "quantity": k + 1}
+            )
+        if entity == "salesOrders" and status == "Released":
+            run_action(store, company_id, entity, header["id"], "release")
+        elif entity == "salesInvoices" and status != "Draft":
+            run_action(store, company_id, entity, header["id"], "post")
+        ids.append(header["id"])
+    return ids

@@ -130,3 +130,18 @@ async def test_lines_in_a_batch(bc: TestClient) -> None:
     assert [r["status"] for r in body["responses"]] == [201, 201, 201]
     header = await _ok(await bc.get(f"{ROOT}/salesOrders({order['id']})"))
     assert header["totalAmountIncludingTax"] == 100 * 1 + 101 * 2 + 102 * 3
+
+
+async def test_seeded_documents_come_with_lines_released_or_posted(bc: TestClient) -> None:
+    await _setup(bc)
+    resp = await bc.post("/_sim/seed", json={"entity": "salesOrders", "count": 4})
+    body = await _ok(resp)
+    assert body["created"] == 4
+    orders = (await _ok(await bc.get(f"{ROOT}/salesOrders")))["value"]
+    assert {o["status"] for o in orders} == {"Released"} and all(o["totalAmountIncludingTax"] > 0 for o in orders)
+    lines = await _ok(await bc.get(f"{ROOT}/salesOrderLines", params={"$filter": f"documentId eq {body['ids'][3]}"}))
+    assert len(lines["value"]) == 4
+    body = await _ok(await bc.post("/_sim/seed", json={"entity": "salesInvoices", "count": 2, "lines": 2}))
+    invoices = (await _ok(await bc.get(f"{ROOT}/salesInvoices")))["value"]
+    assert len(invoices) == 2 and {i["status"] for i in invoices} == {"Open"}
+    assert all(i["number"].startswith("PS-INV") for i in invoices)
