@@ -172,9 +172,7 @@ class DocumentSync:
         outcome = await self.sync_headers(mapping, list(records.values()), job_id)
         dv_ids = sorted({x.dataverse_id for x in entries if not x.bc_id and x.dataverse_id})
         if dv_ids and mapping.allows(Direction.FROM_DATAVERSE):  # orders from Sales whose create failed
-            select = [mapping.dataverse_primary_key, "statecode", "ordernumber", "_customerid_value",
-                      "_transactioncurrencyid_value", "modifiedon"]  # fmt: skip
-            orders = await self.e.dv.get_many(mapping.dataverse_entity_set, dv_ids, select=select)
+            orders = await self.e.dv.get_many(mapping.dataverse_entity_set, dv_ids, select=_DV_ORDER_SELECT)
             outcome.merge(await SubmittedOrders(self).create(mapping, list(orders.values()), job_id))
         return outcome
 
@@ -516,6 +514,8 @@ class DocumentSync:
 
 # ---------------------------------------------------------------------- bidirectional orders (from Sales)
 SUBMITTED = 1  # salesorder statecode Submitted
+_DV_ORDER_SELECT = ["salesorderid", "statecode", "ordernumber", "name", "modifiedon", "_customerid_value",
+                    "_transactioncurrencyid_value"]  # fmt: skip
 WRITE_IN_NOT_SET_UP = "write_in_product_not_set_up"
 
 
@@ -756,6 +756,11 @@ async def handle_message(
         return await sync.sync_ids(mapping, msg.get("bcIds") or [], msg.get("dataverseIds") or [], job_id)
     if not may_run(mapping.state, job_id):
         return SyncOutcome()
+    dv_ids = [i.lower() for i in msg.get("dataverseIds") or []]
+    if dv_ids and not msg.get("deleted") and mapping.allows(Direction.FROM_DATAVERSE):
+        # A Sales order changed (webhook): submitted and not coupled, it creates its BC order.
+        orders = await jobs.e.dv.get_many(mapping.dataverse_entity_set, dv_ids, select=_DV_ORDER_SELECT)
+        return await SubmittedOrders(sync).create(mapping, list(orders.values()), job_id)
     ids = [i.lower() for i in msg.get("bcIds") or []]
     if not ids or msg.get("deleted"):
         return SyncOutcome()  # Dataverse-side changes and BC deletions of documents are not synchronized
