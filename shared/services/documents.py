@@ -68,12 +68,20 @@ class DocumentSync:
 
     # ------------------------------------------------------------------ entry points
     async def sync_headers(
-        self, mapping: TableMapping, headers: Sequence[RemoteRecord], job_id: str | None, *, create: bool = True
+        self,
+        mapping: TableMapping,
+        headers: Sequence[RemoteRecord],
+        job_id: str | None,
+        *,
+        create: bool = True,
+        filtered: bool = True,
     ) -> SyncOutcome:
         """Synchronizes these BC headers (as read) with their lines: the ones outside the table filter are left
-        alone (unreleased orders, draft invoices); uncoupled ones are created when ``create``."""
+        alone (unreleased orders, draft invoices) unless not ``filtered`` (an explicit "create new");
+        uncoupled ones are created when ``create``."""
         outcome = SyncOutcome()
-        headers = await within_filter(self.e, mapping, Side.BC, list(headers))
+        if filtered:
+            headers = await within_filter(self.e, mapping, Side.BC, list(headers))
         for start in range(0, len(headers), CHUNK):
             outcome.merge(await self._sync_chunk(mapping, headers[start : start + CHUNK], job_id, create))
         return outcome
@@ -772,3 +780,41 @@ async def sync_document_ids(
     engine: Engine, mapping: TableMapping, bc_ids: Sequence[str], dv_ids: Sequence[str], job_id: str | None
 ) -> SyncOutcome:
     return await DocumentSync(engine).sync_ids(mapping, bc_ids, dv_ids, job_id)
+
+
+async def create_documents(
+    engine: Engine, mapping: TableMapping, direction: Direction, sources: Sequence[RemoteRecord], job_id: str | None
+) -> SyncOutcome:
+    """``CouplingService.create_counterparts`` of a document mapping (couple with "create new", retries of
+    failed creates): the documents with their lines, one result per source."""
+    sync = DocumentSync(engine)
+    ids = [r.id for r in sources]
+    if direction == Direction.TO_DATAVERSE:
+        records = await engine.bc.get_many(mapping.bc_entity, ids, select=_select(mapping))
+        done = await sync.sync_headers(mapping, list(records.values()), job_id, filtered=False)
+    else:
+        orders = await engine.dv.get_many(mapping.dataverse_entity_set, ids, select=_DV_ORDER_SELECT)
+        done = await SubmittedOrders(sync).create(mapping, list(orders.values()), job_id)
+    by_id = {(r.bc_id if direction == Direction.TO_DATAVERSE else r.dataverse_id): r for r in done.results}
+    outcome = SyncOutcome()
+    for i in ids:
+        r = by_id.get(i)
+        if r is None:
+            bc, dv = (i, None) if direction == Direction.TO_DATAVERSE else (None, i)
+            why = "Only orders submitted in Sales create BC orders." if bc is None else "The record does not exist."
+            r = RecordResult(bc, dv, "failed", direction.value, "not_created", why)
+        outcome.add(r)
+    return outcome
+
+
+async def sync_document_couplings(
+    engine: Engine, mapping: TableMapping, couplings: Sequence[Coupling], direction: Direction, job_id: str | None
+) -> SyncOutcome:
+    """``SyncService.sync_couplings`` of a document mapping: toward Dataverse as a unit; a coupled order is not
+    taken from Sales again, so other directions leave it unchanged."""
+    if direction == Direction.FROM_DATAVERSE:
+        outcome = SyncOutcome()
+        for c in couplings:
+            outcome.add(RecordResult(c.bc_id, c.dataverse_id, "unchanged", FROM_DV))
+        return outcome
+    return await DocumentSync(engine).sync_ids(mapping, [c.bc_id for c in couplings], [], job_id)

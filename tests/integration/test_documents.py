@@ -295,3 +295,15 @@ def test_bidirectional_a_submitted_sales_order_creates_one_bc_order(api: Any, wo
         assert len(_bc_lines(world, bc_id)) == 2
     finally:
         api.patch(f"/api/mappings/{ORDERS}", json={"direction": "toDataverse"})
+
+
+def test_couple_with_create_new_creates_the_order_with_its_lines(api: Any, world: dict[str, Any]) -> None:
+    s = _setup(api, world, 2, currency=False)
+    order = _order(
+        world, s["customer"], [{"itemId": s["items"][0], "quantity": 1}, {"itemId": s["items"][1], "quantity": 2}]
+    )
+    dv_id = couple_new(api, ORDERS, order)
+    details = _details(world, "salesorderdetails", "salesorderid", dv_id)
+    assert [(d["_productid_value"], d["quantity"]) for d in details] == [(s["products"][0], 1), (s["products"][1], 2)]
+    resp = api.post(f"/api/mappings/{ORDERS}/couplings", json={"bcId": order, "createNew": True})
+    assert resp.status_code == 409, resp.text  # already coupled: no second order
