@@ -135,3 +135,26 @@ async def test_changed_line_updated_removed_line_deleted_unchanged_writes_nothin
     assert [r.status for r in done.results] == ["updated"]
     details = _details(e, document_id_for(ORDERS, order))
     assert list(details) == [line_id_for(ORDERS, lines[0])] and details[line_id_for(ORDERS, lines[0])]["quantity"] == 7
+
+
+async def test_a_large_set_fans_out_through_the_job_and_the_watermark_moves_after_the_last_batch() -> None:
+    from shared.config import Settings
+    from shared.domain.model import Side
+    from shared.services.jobs import JobService
+
+    e, w = await _world()
+    e.settings = Settings(SYNC_FANOUT_MIN_RECORDS=2, SYNC_FANOUT_BATCH_SIZE=2)
+    orders = [_order(e, w, [0, 1])[0] for _ in range(5)]
+    jobs = JobService(e)
+    job = await jobs.start(ORDERS, "incremental", "toDataverse", full=False)
+    await jobs.handle(e.publisher.take()[0])
+    batches = e.publisher.take()
+    assert [(m["kind"], len(m["bcIds"])) for m in batches] == [("sync-batch", 2), ("sync-batch", 2), ("sync-batch", 1)]
+    assert (await e.watermarks.get(ORDERS, Side.BC)).cursor is None
+    for m in [batches[1], batches[0], batches[0], batches[2]]:  # out of order, one redelivered
+        await jobs.handle(m)
+    done = await e.jobs.get(job.job_id)
+    assert done.status == "succeeded" and done.counts["inserted"] == 5, done
+    assert (await e.watermarks.get(ORDERS, Side.BC)).cursor is not None
+    assert len(e.dv.rows["salesorders"]) == 5 and len(e.dv.rows["salesorderdetails"]) == 10
+    assert len(await e.couplings.get_many_by_bc_ids(ORDERS, orders)) == 5
