@@ -13,8 +13,8 @@ Rules as the real service applies them:
   simulator reads ``product.price`` instead of the price list's items);
 - amounts are computed (``baseamount`` = price x quantity, ``extendedamount`` = base - manual discount; the
   document's ``totallineitemamount``/``totalamount`` follow its details);
-- the details of a document that is no longer active (an order submitted, fulfilled, invoiced or canceled;
-  an invoice paid or canceled) cannot be created, changed or deleted;
+- the details of a closed document (an order fulfilled, invoiced or canceled; an invoice closed, paid or
+  canceled) cannot be created, changed or deleted; an active or submitted order's can;
 - ``statecode``/``statuscode`` follow each table's state model (salesorder 0 Active, 1 Submitted,
   2 Canceled, 3 Fulfilled, 4 Invoiced; invoice 0 Active, 1 Closed, 2 Paid, 3 Canceled; pricelevel 0 Active,
   1 Inactive); a status must belong to its state, and a new row's status defaults to its state's first.
@@ -37,7 +37,8 @@ STATES: dict[str, dict[int, tuple[int, ...]]] = {
     "invoice": {0: (1, 2, 4, 5, 6), 1: (3, 7), 2: (100001, 100002), 3: (100003,)},
     "pricelevel": {0: (100001,), 1: (100002,)},
 }
-ACTIVE = 0
+# States in which a document is still open (its details can change): an order active or submitted, an invoice active.
+OPEN_STATES = {"salesorders": (0, 1), "invoices": (0,)}
 
 _CURRENCY = Lookup("transactioncurrencyid", "transactioncurrencyid", "transactioncurrencies")
 _PRICELEVEL = Lookup("pricelevelid", "pricelevelid", "pricelevels")
@@ -241,9 +242,9 @@ def check_delete(store: Store, entity: str, row: dict[str, Any]) -> None:
 
 
 def _check_open(parent_set: str, parent: dict[str, Any]) -> None:
-    if parent.get("statecode") not in (ACTIVE, None):
+    if parent.get("statecode") not in (*OPEN_STATES.get(parent_set, (0,)), None):
         raise _bad(
-            f"The {parent_set[:-1]} is not active (statecode {parent['statecode']}): its details cannot be changed.",
+            f"The {parent_set[:-1]} is closed (statecode {parent['statecode']}): its details cannot be changed.",
             "0x80043b1e",
         )
 

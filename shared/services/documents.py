@@ -267,7 +267,8 @@ class DocumentSync:
             dv_header = None
             if c is not None and c.dataverse_id in dv_headers:
                 if dv_headers[c.dataverse_id].fields.get("statecode") not in (0, None):
-                    # Submitted, fulfilled, invoiced or canceled in Sales: Dataverse locks its details.
+                    # Submitted in Sales (then BC takes it from there, bidirectional), or closed (fulfilled,
+                    # invoiced, canceled: Dataverse locks its details): left alone.
                     outcome.add(RecordResult(h.id, c.dataverse_id, "unchanged", TO_DV))
                     continue
                 dv_header = codec.dv_values(dv_headers[c.dataverse_id])
@@ -549,9 +550,19 @@ class SubmittedOrders:
         assert mapping.lines is not None
         orders = [o for o in orders if o.fields.get("statecode") == SUBMITTED]
         coupled = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, [o.id for o in orders])
+        changed = []
         for o in orders:
-            if o.id in coupled:
-                outcome.add(RecordResult(coupled[o.id].bc_id, o.id, "unchanged", FROM_DV))
+            c = coupled.get(o.id)
+            if c is None:
+                continue
+            # Dataverse stamps whole seconds: a change in the second of the last look is a candidate too (the
+            # comparison of the lines then tells).
+            if c.dv_modified_on is not None and o.modified_on is not None and o.modified_on >= c.dv_modified_on:
+                changed.append(o)
+            else:
+                outcome.add(RecordResult(c.bc_id, o.id, "unchanged", FROM_DV))
+        if changed:
+            outcome.merge(await self._changes_from_sales(mapping, changed, coupled, job_id))
         orders = [o for o in orders if o.id not in coupled]
         if not orders:
             return outcome
@@ -634,11 +645,14 @@ class SubmittedOrders:
                 outcome.add(RecordResult(None, c.dataverse_id, "unchanged", FROM_DV))
         existing = await self.s._bc_lines(mapping, list(bc_ids.values()))
         line_ops: list[WriteOp] = []
+        pairs: dict[str, dict[str, str]] = {}  # Dataverse order -> its detail ids -> the BC line ids
         for dv_id, bc_id in bc_ids.items():
-            have = {int(x.fields.get("sequence") or 0) for x in existing.get(bc_id, [])}
+            have = {int(x.fields.get("sequence") or 0): x.id for x in existing.get(bc_id, [])}
+            pairs[dv_id] = {}
             for n, d in enumerate(details.get(dv_id, []), start=1):
                 seq = n * 10000
                 if seq in have:
+                    pairs[dv_id][d.id] = have[seq]
                     continue
                 fields = {
                     mapping.lines.bc_parent_field: bc_id,
@@ -651,12 +665,16 @@ class SubmittedOrders:
                     fields["unitPrice"] = d.fields["priceperunit"]
                 if d.fields.get("manualdiscountamount"):
                     fields["discountAmount"] = d.fields["manualdiscountamount"]
-                line_ops.append(WriteOp("create", ref=dv_id, fields=fields))
+                line_ops.append(WriteOp("create", ref=f"{dv_id}|{d.id}", fields=fields))
         line_fail: dict[str, WriteResult] = {}
         for r in await self.e.bc.write_many(mapping.lines.bc_entity, line_ops) if line_ops else []:
+            dv_id, detail = r.ref.split("|", 1)
             if not r.ok:
-                line_fail.setdefault(r.ref, r)
+                line_fail.setdefault(dv_id, r)
+            elif r.record is not None:
+                pairs[dv_id][detail] = r.record.id
         errors: list[SyncErrorEntry] = []
+        modified = {o.id: o.modified_on for o in orders}
         couplings = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(bc_ids))
         for dv_id, bc_id in bc_ids.items():
             c = couplings.get(dv_id)
@@ -667,6 +685,8 @@ class SubmittedOrders:
                 result = RecordResult(bc_id, dv_id, "created", FROM_DV)
             outcome.add(result)
             if c is not None:
+                c.dv_values = {"lines": pairs.get(dv_id, {})}
+                c.dv_modified_on = modified.get(dv_id)
                 c.last_sync_direction, c.last_synced_at = FROM_DV, now
                 c.last_sync_result = "failed" if result.status == "failed" else "succeeded"
                 c.last_error = result.error_message
@@ -682,6 +702,127 @@ class SubmittedOrders:
         if done:
             await self.e.errors.close_for_records(mapping.name, done, [dv for dv in bc_ids if dv not in line_fail])
         return outcome
+
+    async def _changes_from_sales(
+        self, mapping: TableMapping, orders: list[RemoteRecord], coupled: dict[str, Coupling], job_id: str | None
+    ) -> SyncOutcome:
+        """A coupled order changed in Sales after it was submitted: BC takes line changes (quantity, price,
+        discount, product; new and removed lines) while its order is open, and refuses them once it is released
+        (BC's TestField: "Status must be equal to 'Open'"), listed as the sync error ``bc_order_released``."""
+        from shared.planning.decisions import PARENT_NOT_COUPLED, parent_missing_message
+
+        assert mapping.lines is not None
+        outcome, now = SyncOutcome(), utcnow()
+        lines_map = line_mapping(mapping)
+        bc_orders = await self.e.bc.get_many(
+            mapping.bc_entity, [coupled[o.id].bc_id for o in orders], select=_select(mapping)
+        )
+        details = await self._details(mapping, lines_map, [o.id for o in orders])
+        bc_lines = await self.s._bc_lines(mapping, list(bc_orders))
+        product_key = next(f.key for f in lines_map.fields if f.dataverse == "productid")
+        values = {d.id: {product_key: _lower(d.fields.get("_productid_value"))} for ds in details.values() for d in ds}
+        items = await self.e.codec(lines_map).bc_payloads(values)
+        errors: list[SyncErrorEntry] = []
+        for o in orders:
+            c = coupled[o.id]
+            bc = bc_orders.get(c.bc_id)
+            result: RecordResult
+            if bc is None:
+                result = RecordResult(
+                    c.bc_id, o.id, "failed", FROM_DV, "record_not_found", "The BC order no longer exists."
+                )
+            elif bc.fields.get("status") == "Released":
+                number = bc.fields.get("number")
+                msg = (
+                    f"Status must be equal to 'Open'  in Sales Header: Document Type=Order, No.={number}. Current "
+                    "value is 'Released'. Reopen the order in Business Central to take the change from Sales."
+                )
+                result = RecordResult(c.bc_id, o.id, "failed", FROM_DV, "bc_order_released", msg, False)
+            else:
+                result = await self._apply_sales_lines(
+                    mapping, c, details.get(o.id, []), bc_lines.get(c.bc_id, []), items
+                )
+                if result.error_code == PARENT_NOT_COUPLED:
+                    result.error_message = parent_missing_message([result.error_message or ""])
+            if result.status != "failed":
+                c.dv_modified_on = o.modified_on
+            c.last_sync_direction, c.last_synced_at = FROM_DV, now
+            c.last_sync_result = "failed" if result.status == "failed" else "succeeded"
+            c.last_error = result.error_message if result.status == "failed" else None
+            await self.e.couplings.save_sync_state([c])
+            outcome.add(result)
+            if result.status == "failed":
+                errors.append(error_entry(mapping.name, result, job_id, now, bc_id=c.bc_id, dataverse_id=o.id))
+            else:
+                await self.e.errors.close_for_records(mapping.name, [c.bc_id])
+        if errors:
+            await self.e.errors.record_many(errors)
+        return outcome
+
+    async def _apply_sales_lines(
+        self,
+        mapping: TableMapping,
+        c: Coupling,
+        details: list[RemoteRecord],
+        lines: list[RemoteRecord],
+        items: dict[str, dict[str, Any]],
+    ) -> RecordResult:
+        assert mapping.lines is not None
+        from shared.planning.decisions import PARENT_NOT_COUPLED
+        from shared.planning.transform import same
+
+        pairs = dict((c.dv_values or {}).get("lines") or {})
+        by_id = {ln.id: ln for ln in lines}
+        missing = [f"productid={d.fields.get('_productid_value')}" for d in details
+                   if not d.fields.get(WRITE_IN) and "itemId" not in items.get(d.id, {})]  # fmt: skip
+        if any(d.fields.get(WRITE_IN) for d in details):
+            message = "The order has a write-in product; BC needs a write-in product set up to take it."
+            return RecordResult(c.bc_id, c.dataverse_id, "failed", FROM_DV, WRITE_IN_NOT_SET_UP, message, False)
+        if missing:
+            return RecordResult(
+                c.bc_id, c.dataverse_id, "failed", FROM_DV, PARENT_NOT_COUPLED, ", ".join(missing), True
+            )
+        ops: list[WriteOp] = []
+        next_seq = max([int(ln.fields.get("sequence") or 0) for ln in lines] or [0]) + 10000
+        for d in details:
+            want = {"itemId": items[d.id]["itemId"], "quantity": d.fields.get("quantity") or 0}
+            if d.fields.get("priceperunit") is not None:
+                want["unitPrice"] = d.fields["priceperunit"]
+            want["discountAmount"] = d.fields.get("manualdiscountamount") or 0
+            line = by_id.get(pairs.get(d.id, ""))
+            if line is None:
+                fields = {
+                    mapping.lines.bc_parent_field: c.bc_id,
+                    "sequence": next_seq,
+                    "lineType": mapping.lines.item_line_type,
+                    **want,
+                }
+                ops.append(WriteOp("create", ref=d.id, fields=fields))
+                next_seq += 10000
+            else:
+                diff = {k: v for k, v in want.items() if not same(v, line.fields.get(k))}
+                if diff:
+                    ops.append(WriteOp("update", ref=d.id, id=line.id, fields=diff))
+        kept = {pairs[d.id] for d in details if d.id in pairs}
+        for detail, line_id in list(pairs.items()):
+            if line_id not in kept and line_id in by_id:
+                ops.append(WriteOp("delete", ref=detail, id=line_id))
+        if not ops:
+            return RecordResult(c.bc_id, c.dataverse_id, "unchanged", FROM_DV)
+        results = await self.e.bc.write_many(mapping.lines.bc_entity, ops)
+        failure = next((r for r in results if not r.ok), None)
+        for op, r in zip(ops, results, strict=True):
+            if not r.ok:
+                continue
+            if op.kind == "create" and r.record is not None:
+                pairs[op.ref] = r.record.id
+            elif op.kind == "delete":
+                pairs.pop(op.ref, None)
+        c.dv_values = {"lines": pairs}
+        if failure is not None:
+            f = _failure(DocumentPlan(c.bc_id, c.dataverse_id, "fail"), c, failure)
+            return RecordResult(c.bc_id, c.dataverse_id, "failed", FROM_DV, f.error_code, f.error_message, f.transient)
+        return RecordResult(c.bc_id, c.dataverse_id, "updated", FROM_DV)
 
     async def _details(
         self, mapping: TableMapping, lines_map: TableMapping, dv_ids: list[str]

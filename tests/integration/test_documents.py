@@ -293,6 +293,23 @@ def test_bidirectional_a_submitted_sales_order_creates_one_bc_order(api: Any, wo
         assert _coupled_dv(api, ORDERS, dv_id) == bc_id
         assert len(sims.bc_find("salesOrders", "externalDocumentNumber", number)) == 1
         assert len(_bc_lines(world, bc_id)) == 2
+        # A change in Sales to the submitted order: BC takes it while its order is open...
+        first = _details(world, "salesorderdetails", "salesorderid", dv_id)
+        first = sorted(first, key=lambda d: d["lineitemnumber"])
+        sims.dv_patch("salesorderdetails", first[0]["salesorderdetailid"], quantity=9)
+        r = sims._dv("DELETE", f"{sims.dv_api}/salesorderdetails({first[1]['salesorderdetailid']})")
+        assert r.status_code == 204, r.text
+        job = run_job(api, ORDERS, {"kind": "incremental"})
+        assert job["status"] == "succeeded" and job["counts"]["modified"] >= 1, job
+        assert [(x["itemId"], x["quantity"]) for x in _bc_lines(world, bc_id)] == [(s["items"][0], 9)]
+        # ...and refuses it once the BC order is released: a sync error says why.
+        _action(world, "salesOrders", bc_id, "release")
+        sims.dv_patch("salesorderdetails", first[0]["salesorderdetailid"], quantity=11)
+        job = run_job(api, ORDERS, {"kind": "incremental"})
+        assert job["counts"]["failed"] >= 1, job
+        errors = [e for e in api.all_pages("/api/errors", mapping=ORDERS) if e.get("dataverseId") == dv_id]
+        assert [e["code"] for e in errors] == ["bc_order_released"], errors
+        assert [x["quantity"] for x in _bc_lines(world, bc_id)] == [9]
     finally:
         api.patch(f"/api/mappings/{ORDERS}", json={"direction": "toDataverse"})
 

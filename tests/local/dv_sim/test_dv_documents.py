@@ -126,14 +126,18 @@ async def test_details_products_write_ins_amounts_and_locking(dv: TestClient) ->
     header = await _ok(await dv.get(f"{API}/salesorders({order['salesorderid']})"), 200)
     assert header["totalamount"] == 125
 
-    # Submitted: the order's details are locked; invalid state/status pairs are refused.
+    # Submitted: still open; fulfilled: the details are locked; invalid state/status pairs are refused.
     resp = await dv.patch(f"{API}/salesorders({order['salesorderid']})", json={"statecode": 1, "statuscode": 1})
     assert resp.status == 400
     await _ok(await dv.patch(f"{API}/salesorders({order['salesorderid']})", json={"statecode": 1}), 204)
     header = await _ok(await dv.get(f"{API}/salesorders({order['salesorderid']})"), 200)
     assert (header["statecode"], header["statuscode"]) == (1, 3)
+    await _ok(await dv.post(f"{API}/salesorderdetails", json={**write_in, "priceperunit": 5}), 204)
+    await _ok(await dv.patch(f"{API}/salesorders({order['salesorderid']})", json={"statecode": 3}), 204)
+    header = await _ok(await dv.get(f"{API}/salesorders({order['salesorderid']})"), 200)
+    assert (header["statecode"], header["statuscode"]) == (3, 100001)
     resp = await dv.post(f"{API}/salesorderdetails", json={**write_in, "priceperunit": 5})
-    assert resp.status == 400 and "not active" in (await resp.json())["error"]["message"]
+    assert resp.status == 400 and "closed" in (await resp.json())["error"]["message"]
     assert (await dv.patch(f"{API}/salesorders({order['salesorderid']})", json={"statecode": 9})).status == 400
 
 
