@@ -38,6 +38,7 @@ from shared.planning.documents import (
     plan_document,
 )
 from shared.planning.identity_keys import dataverse_id_for
+from shared.services import history
 from shared.services.engine import Engine, utcnow
 from shared.services.filters import within_filter
 from shared.services.sync_errors import error_entry
@@ -490,6 +491,8 @@ class DocumentSync:
                     errors.append(error_entry(mapping.name, result, job_id, now, bc_id=p.bc_id, dataverse_id=None))
                 continue
             c.last_sync_direction = TO_DV
+            if result.status != "unchanged":  # #22 history: what the document's sync did
+                history.append(self.e, c, _history_entry(self.e, p, result, job_id, now))
             if result.status == "failed":
                 state = after_failure(
                     FailureState(c.consecutive_failures, c.last_error, c.last_sync_result, c.skipped),
@@ -845,6 +848,22 @@ class SubmittedOrders:
 
 def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
+
+
+def _history_entry(
+    engine: Engine, p: DocumentPlan, result: RecordResult, job_id: str | None, now: Any
+) -> dict[str, Any]:
+    changes: list[dict[str, Any]] = []
+    if result.status in ("created", "updated"):
+        changes = [
+            {"field": k.split("|", 1)[-1], "side": "dataverse", "from": None, "to": v} for k, v in p.header.items()
+        ]
+        summary = f"{len(p.line_creates)} created, {len(p.line_updates)} updated, {len(p.line_deletes)} deleted"
+        changes.append({"field": "lines", "side": "dataverse", "from": None, "to": summary})
+    err = (result.error_code, result.error_message) if result.error_code else None
+    return history.new_entry(
+        engine, result.status, job_id=job_id, direction=result.direction, changes=changes, error=err, at=now
+    )
 
 
 def _line_payload(codec: Any, values: dict[str, Any]) -> dict[str, Any]:

@@ -116,6 +116,11 @@ def test_released_order_arrives_with_its_lines_and_line_changes_follow(api: Any,
         (s["products"][2], 1),
     ]
     assert len(details) == 3 and sims.dv_get("salesorders", dv_id)["totalamount"] == 40 + 12
+    history = api.get(f"/api/mappings/{ORDERS}/couplings/{order}/history").json()["value"]
+    assert [h["action"] for h in history][:2] == ["updated", "created"], history
+    assert {"field": "lines", "side": "dataverse", "from": None, "to": "0 created, 1 updated, 1 deleted"} in history[0][
+        "changes"
+    ]
     # Nothing changed since: a second job writes nothing, and there is still one order.
     again = run_job(api, ORDERS, {"kind": "incremental"})
     assert again["counts"]["inserted"] == 0 and again["counts"]["modified"] == 0, again
