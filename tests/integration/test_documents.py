@@ -221,8 +221,11 @@ def test_documents_are_in_the_shipped_set(api: Any) -> None:
         True,
     )
     assert set(body["dependsOn"]) == {"CUSTOMER", "ITEM-PRODUCT", "CURRENCY"}
+    assert body["lines"]["bcEntity"] == "salesOrderLines" and body["lines"]["dataverseTable"] == "salesorderdetail"
+    assert {f["dataverse"] for f in body["lines"]["fields"]} >= {"productid", "uomid", "quantity", "priceperunit"}
     inv = api.get(f"/api/mappings/{INVOICES}").json()
     assert (inv["bcEntity"], inv["dataverseTable"], inv["direction"]) == ("salesInvoices", "invoice", "toDataverse")
+    assert inv["createOnce"] is True and inv["lines"]["dataverseParent"] == "invoiceid"
 
 
 def _dv_post(world: dict[str, Any], entity_set: str, body: dict[str, Any]) -> dict[str, Any]:
