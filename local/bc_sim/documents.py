@@ -15,7 +15,8 @@ Rules as BC applies them:
   the header's totals follow its lines, and a line change stamps the header's ``lastModifiedDateTime``
   (the API's entity buffers are recalculated when a line changes);
 - ``status`` is read-only: ``Microsoft.NAV.release`` / ``Microsoft.NAV.reopen`` set an order's status (BC
-  releases in its pages; the contract's local stack offers the actions), ``Microsoft.NAV.shipAndInvoice``
+  releases in its pages; the contract's local stack offers the actions), ``Microsoft.NAV.ship`` ships every
+  line (``shippedQuantity``, ``fullyShipped``; a simulator extension as well), ``Microsoft.NAV.shipAndInvoice``
   posts an order (a posted invoice with ``orderId``/``orderNumber``; the fully invoiced order is deleted)
   and ``salesInvoices({id})/Microsoft.NAV.post`` posts a draft invoice;
 - a released order's lines cannot be changed (BC's TestField on Status), and a posted invoice (status
@@ -456,7 +457,7 @@ def lines_of(store: Store, company_id: str, entity: str, doc_id: str) -> list[di
 
 # ---------------------------------------------------------------------------------------------- bound actions
 ACTIONS = {
-    "salesOrders": ("release", "reopen", "shipAndInvoice"),
+    "salesOrders": ("release", "reopen", "ship", "shipAndInvoice"),
     "salesInvoices": ("post",),
 }
 
@@ -476,6 +477,14 @@ def run_action(store: Store, company_id: str, entity: str, doc_id: str, action: 
         )
     if action == "release":
         return _touch_header(store, company_id, entity, header, status="Released")
+    if action == "ship":  # simulator extension (BC ships in its pages): everything shipped, the order released
+        lines_table = store.table(company_id, "salesOrderLines")
+        for line in lines:
+            new = {**line, "shippedQuantity": line["quantity"], "@odata.etag": store.new_etag()}
+            lines_table.remove(line["id"])
+            lines_table.put(new)
+            store._record_undo(lambda old=line, n=new: (lines_table.remove(n["id"]), lines_table.put(old)))
+        return _touch_header(store, company_id, entity, header, status="Released", fullyShipped=True)
     if action == "post":
         if header["status"] not in ("Draft", "In_x0020_Review"):
             raise _posted_error()

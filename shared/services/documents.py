@@ -55,6 +55,9 @@ DOCUMENT_KINDS = ("mapping-sync", "sync-batch", "record-changed", "retry-errors"
 PRICE_LIST_NAME = "Business Central default price list"
 # Dataverse salesorder state Invoiced (4) / status Invoiced (100003): an order whose posted invoice was sent.
 ORDER_INVOICED = {"statecode": 4, "statuscode": 100003}
+# ... and Fulfilled (3) / Complete (100001): an order BC shipped in full (``fullyShipped``).
+ORDER_FULFILLED = {"statecode": 3, "statuscode": 100001}
+SHIPPED = "fullyShipped"
 TO_DV = Direction.TO_DATAVERSE.value
 FROM_DV = Direction.FROM_DATAVERSE.value
 
@@ -426,6 +429,7 @@ class DocumentSync:
             if not r.ok:
                 line_failures.setdefault(r.ref.split("|", 1)[0], r)
         await self._invoiced_orders(mapping, plans, header_results, line_failures)
+        await self._fulfilled_orders(mapping, by_id, plans, header_results, line_failures, failed)
         return await self._record(
             mapping, by_id, couplings, plans, header_results, line_failures, failed, job_id, outcome
         )
@@ -455,6 +459,29 @@ class DocumentSync:
             for r in await self._write("salesorders", ops):
                 if not r.ok:
                     log.warning("could not set the Dataverse order %s to Invoiced: %s", r.ref, r.error)
+
+    async def _fulfilled_orders(
+        self,
+        mapping: TableMapping,
+        headers: dict[str, RemoteRecord],
+        plans: list[DocumentPlan],
+        header_results: dict[str, WriteResult],
+        line_failures: dict[str, WriteResult],
+        failed: dict[str, RecordResult],
+    ) -> None:
+        """A BC order shipped in full: its Dataverse order becomes Fulfilled (BC's sales order status update),
+        after its lines were written (a fulfilled order's details are locked)."""
+        if mapping.dataverse_table != "salesorder":
+            return
+        ops = []
+        for p in plans:
+            hr = header_results.get(p.bc_id)
+            ok = p.action != "fail" and p.bc_id not in failed and p.bc_id not in line_failures and (hr is None or hr.ok)
+            if ok and headers.get(p.bc_id) is not None and headers[p.bc_id].fields.get(SHIPPED) is True:
+                ops.append(WriteOp("update", ref=p.bc_id, id=p.dv_id, fields=dict(ORDER_FULFILLED)))
+        for r in await self._write(mapping.dataverse_entity_set, ops):
+            if not r.ok:
+                log.warning("could not set the Dataverse order of %s to Fulfilled: %s", r.ref, r.error)
 
     async def _record(
         self,
@@ -883,7 +910,8 @@ def _failure(p: DocumentPlan, c: Coupling | None, w: WriteResult) -> RecordResul
 
 
 def _select(mapping: TableMapping) -> list[str]:
-    return sorted({*mapping.bc_select, "status"})
+    extra = {"status", SHIPPED} if mapping.bc_entity_name == "salesOrders" else {"status"}
+    return sorted({*mapping.bc_select, *extra})
 
 
 def _batch_messages(

@@ -125,6 +125,11 @@ def test_released_order_arrives_with_its_lines_and_line_changes_follow(api: Any,
     again = run_job(api, ORDERS, {"kind": "incremental"})
     assert again["counts"]["inserted"] == 0 and again["counts"]["modified"] == 0, again
     assert sims.dv_count("salesorders", f"name eq '{number}'") == 1
+    # Shipped in full in BC: the Sales order is fulfilled (and then locked: later syncs leave it alone).
+    _action(world, "salesOrders", order, "ship")
+    run_job(api, ORDERS, {"kind": "incremental"})
+    header = sims.dv_get("salesorders", dv_id)
+    assert (header["statecode"], header["statuscode"]) == (3, 100001)
 
 
 def test_uncoupled_product_fails_the_document_then_heals(api: Any, world: dict[str, Any]) -> None:

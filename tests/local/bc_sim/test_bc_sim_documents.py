@@ -71,6 +71,11 @@ async def test_order_with_lines_navigation_totals_and_release(bc: TestClient) ->
     assert changed["amountExcludingTax"] == 900
     await _ok(await bc.delete(f"{lines_url}({line['id']})"), 204)
     assert (await _ok(await bc.get(f"{ROOT}/salesOrders({order['id']})")))["totalAmountIncludingTax"] == 50
+    await _ok(await bc.post(f"{ROOT}/salesOrders({order['id']})/Microsoft.NAV.ship"), 204)
+    shipped = await _ok(await bc.get(f"{ROOT}/salesOrders({order['id']})"))
+    assert shipped["fullyShipped"] is True and shipped["status"] == "Released"
+    rows = (await _ok(await bc.get(lines_url)))["value"]
+    assert all(r["shippedQuantity"] == r["quantity"] for r in rows)
 
 
 async def test_customer_required_and_empty_order_cannot_be_released(bc: TestClient) -> None:
