@@ -174,29 +174,35 @@ class DocumentSync:
                     break
         else:
             entries = [x for x in await self.e.errors.get_many(msg.get("ids") or []) if x.mapping == mapping.name]
-        bc_ids = sorted({x.bc_id for x in entries if x.bc_id})
-        couplings = await self.e.couplings.get_many_by_bc_ids(mapping.name, bc_ids)
+        from_sales = [x for x in entries if x.direction == FROM_DV and x.dataverse_id]
+        bc_ids = sorted({x.bc_id for x in entries if x.bc_id and x not in from_sales})
+        couplings = await self.e.couplings.get_many_by_bc_ids(
+            mapping.name, sorted({x.bc_id for x in entries if x.bc_id})
+        )
         for c in couplings.values():
             c.skipped, c.consecutive_failures = False, 0
         if couplings:
             await self.e.couplings.save_sync_state(list(couplings.values()))
         records = await self.e.bc.get_many(mapping.bc_entity, bc_ids, select=_select(mapping))
         outcome = await self.sync_headers(mapping, list(records.values()), job_id)
-        dv_ids = sorted({x.dataverse_id for x in entries if not x.bc_id and x.dataverse_id})
-        if dv_ids and mapping.allows(Direction.FROM_DATAVERSE):  # orders from Sales whose create failed
-            orders = await self.e.dv.get_many(mapping.dataverse_entity_set, dv_ids, select=_DV_ORDER_SELECT)
-            outcome.merge(await SubmittedOrders(self).create(mapping, list(orders.values()), job_id))
+        dv_ids = sorted({x.dataverse_id for x in from_sales if x.dataverse_id})
+        if dv_ids and mapping.allows(Direction.FROM_DATAVERSE):  # orders from Sales: created or changed there
+            outcome.merge(await self.from_sales(mapping, dv_ids, job_id))
         return outcome
+
+    async def from_sales(self, mapping: TableMapping, dv_ids: Sequence[str], job_id: str | None) -> SyncOutcome:
+        """These Sales orders as BC takes them: a submitted uncoupled one creates its BC order, a coupled one
+        brings its changes (or is refused), anything else is left alone."""
+        orders = await self.e.dv.get_many(mapping.dataverse_entity_set, list(dv_ids), select=_DV_ORDER_SELECT)
+        return await SubmittedOrders(self).create(mapping, list(orders.values()), job_id)
 
     async def _submitted_orders(self, mapping: TableMapping, *, full: bool, job_id: str | None) -> SyncOutcome:
         """The Dataverse side of a bidirectional order mapping: submitted orders not coupled yet create BC orders."""
         outcome = SyncOutcome()
         wm = await self.e.watermarks.get(mapping.name, Side.DATAVERSE)
-        select = sorted({mapping.dataverse_primary_key, "statecode", "ordernumber", "name", "modifiedon",
-                         "_customerid_value", "_transactioncurrencyid_value"})  # fmt: skip
         cursor: str | None = None
         async for page in self.e.dv.iter_changes(
-            mapping.dataverse_entity_set, None if full else wm.cursor, select=select
+            mapping.dataverse_entity_set, None if full else wm.cursor, select=_DV_ORDER_SELECT
         ):
             if page.full_resync_required:
                 return await self._submitted_orders(mapping, full=True, job_id=job_id)
@@ -949,14 +955,14 @@ async def handle_message(
     if kind == "retry-errors":
         return await sync.retry(mapping, msg, job_id)
     if kind == "sync-batch" and not msg.get("scheduled"):
-        return await sync.sync_ids(mapping, msg.get("bcIds") or [], msg.get("dataverseIds") or [], job_id)
+        direction = Direction(msg.get("direction") or mapping.direction.value)
+        bc_ids, dv_ids = msg.get("bcIds") or [], msg.get("dataverseIds") or []
+        return await sync_document_ids(jobs.e, mapping, bc_ids, dv_ids, job_id, direction)
     if not may_run(mapping.state, job_id):
         return SyncOutcome()
     dv_ids = [i.lower() for i in msg.get("dataverseIds") or []]
     if dv_ids and not msg.get("deleted") and mapping.allows(Direction.FROM_DATAVERSE):
-        # A Sales order changed (webhook): submitted and not coupled, it creates its BC order.
-        orders = await jobs.e.dv.get_many(mapping.dataverse_entity_set, dv_ids, select=_DV_ORDER_SELECT)
-        return await SubmittedOrders(sync).create(mapping, list(orders.values()), job_id)
+        return await sync.from_sales(mapping, dv_ids, job_id)  # a Sales order changed (webhook)
     ids = [i.lower() for i in msg.get("bcIds") or []]
     if not ids or msg.get("deleted"):
         return SyncOutcome()  # Dataverse-side changes and BC deletions of documents are not synchronized
@@ -965,9 +971,37 @@ async def handle_message(
 
 
 async def sync_document_ids(
-    engine: Engine, mapping: TableMapping, bc_ids: Sequence[str], dv_ids: Sequence[str], job_id: str | None
+    engine: Engine,
+    mapping: TableMapping,
+    bc_ids: Sequence[str],
+    dv_ids: Sequence[str],
+    job_id: str | None,
+    direction: Direction = Direction.TO_DATAVERSE,
 ) -> SyncOutcome:
-    return await DocumentSync(engine).sync_ids(mapping, bc_ids, dv_ids, job_id)
+    """Synchronize now of a document mapping: toward Dataverse as a unit; from Dataverse (bidirectional orders)
+    the coupled Sales orders' changes as BC takes them. Uncoupled ids are ``not_coupled`` either way."""
+    sync = DocumentSync(engine)
+    if direction != Direction.FROM_DATAVERSE:
+        return await sync.sync_ids(mapping, bc_ids, dv_ids, job_id)
+    if bc_ids:
+        keys = list(dict.fromkeys(i.lower() for i in bc_ids))
+        found = await engine.couplings.get_many_by_bc_ids(mapping.name, keys)
+    else:
+        keys = list(dict.fromkeys(i.lower() for i in dv_ids))
+        found = await engine.couplings.get_many_by_dataverse_ids(mapping.name, keys)
+    done = await sync.from_sales(mapping, [c.dataverse_id for c in found.values()], job_id)
+    by_dv = {r.dataverse_id: r for r in done.results}
+    outcome = SyncOutcome()
+    for k in keys:
+        c = found.get(k)
+        r = by_dv.get(c.dataverse_id) if c else None
+        if r is None:
+            bc, dv = (k, None) if bc_ids else (None, k)
+            status = "not_coupled" if c is None else "unchanged"
+            r = RecordResult(bc, dv, status, FROM_DV, "not_coupled" if c is None else None,
+                             "The record is not coupled; set up a coupling first." if c is None else None)  # fmt: skip
+        outcome.add(r)
+    return outcome
 
 
 async def create_documents(
@@ -998,11 +1032,6 @@ async def create_documents(
 async def sync_document_couplings(
     engine: Engine, mapping: TableMapping, couplings: Sequence[Coupling], direction: Direction, job_id: str | None
 ) -> SyncOutcome:
-    """``SyncService.sync_couplings`` of a document mapping: toward Dataverse as a unit; a coupled order is not
-    taken from Sales again, so other directions leave it unchanged."""
-    if direction == Direction.FROM_DATAVERSE:
-        outcome = SyncOutcome()
-        for c in couplings:
-            outcome.add(RecordResult(c.bc_id, c.dataverse_id, "unchanged", FROM_DV))
-        return outcome
-    return await DocumentSync(engine).sync_ids(mapping, [c.bc_id for c in couplings], [], job_id)
+    """``SyncService.sync_couplings`` of a document mapping (Synchronize from Dataverse, sync after coupling):
+    the same as Synchronize now of these couplings."""
+    return await sync_document_ids(engine, mapping, [c.bc_id for c in couplings], [], job_id, direction)
