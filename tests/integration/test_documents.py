@@ -231,6 +231,8 @@ def test_documents_are_in_the_shipped_set(api: Any) -> None:
     inv = api.get(f"/api/mappings/{INVOICES}").json()
     assert (inv["bcEntity"], inv["dataverseTable"], inv["direction"]) == ("salesInvoices", "invoice", "toDataverse")
     assert inv["createOnce"] is True and inv["lines"]["dataverseParent"] == "invoiceid"
+    resp = api.patch(f"/api/mappings/{INVOICES}", json={"direction": "bidirectional"})
+    assert resp.status_code == 422 and resp.json()["code"] == "direction_not_allowed", resp.text
 
 
 def _dv_post(world: dict[str, Any], entity_set: str, body: dict[str, Any]) -> dict[str, Any]:
