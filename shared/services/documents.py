@@ -25,9 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 from shared.connectors._odata import dataverse_in_filter, in_filter
 from shared.domain.model import Coupling, Direction, RemoteRecord, Side, SyncErrorEntry, WriteOp, WriteResult
+from shared.errors import SyncError
 from shared.mappings.config import TableMapping
 from shared.planning.automatic import may_run
-from shared.planning.decisions import FailureState, after_failure, failure_code, failure_transient
+from shared.planning.decisions import (
+    UPSTREAM_UNAVAILABLE,
+    FailureState,
+    after_failure,
+    failure_code,
+    failure_transient,
+    upstream_failure_is_per_record,
+)
 from shared.planning.documents import (
     DESCRIPTION,
     WRITE_IN,
@@ -139,8 +147,9 @@ class DocumentSync:
             keys = list(dict.fromkeys(i.lower() for i in dv_ids))
             found = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, keys)
             by_key = {k: found[k] for k in keys if k in found}
+        skipped = {c.bc_id for c in by_key.values() if c.skipped}
         records = await self.e.bc.get_many(
-            mapping.bc_entity, [c.bc_id for c in by_key.values()], select=_select(mapping)
+            mapping.bc_entity, [c.bc_id for c in by_key.values() if c.bc_id not in skipped], select=_select(mapping)
         )
         synced = SyncOutcome()
         for start in range(0, len(records), CHUNK):
@@ -154,6 +163,9 @@ class DocumentSync:
                 bc, dv = (k, None) if bc_ids else (None, k)
                 msg = "The record is not coupled; set up a coupling first."
                 outcome.add(RecordResult(bc, dv, "not_coupled", TO_DV, "not_coupled", msg))
+            elif c.bc_id in skipped:
+                msg = "The record failed repeatedly and is skipped; retry it from the sync errors."
+                outcome.add(RecordResult(c.bc_id, c.dataverse_id, "skipped", TO_DV, "record_skipped", msg))
             elif c.bc_id not in results:
                 outcome.add(
                     RecordResult(c.bc_id, c.dataverse_id, "not_found", TO_DV, "record_not_found", "No such BC record.")
@@ -228,6 +240,8 @@ class DocumentSync:
         out = []
         for r in records:
             c = coupled.get(r.id)
+            if c is not None and c.skipped:
+                continue  # failed repeatedly: left out of scheduled syncs until retried
             if c is None or c.last_sync_result != "succeeded" or c.bc_modified_on is None:
                 out.append(r)
             elif r.modified_on is None or r.modified_on > c.bc_modified_on:
@@ -982,7 +996,17 @@ async def sync_document_ids(
     the coupled Sales orders' changes as BC takes them. Uncoupled ids are ``not_coupled`` either way."""
     sync = DocumentSync(engine)
     if direction != Direction.FROM_DATAVERSE:
-        return await sync.sync_ids(mapping, bc_ids, dv_ids, job_id)
+        try:
+            return await sync.sync_ids(mapping, bc_ids, dv_ids, job_id)
+        except SyncError as e:  # BC or Dataverse kept failing past the retries: a result per record, as elsewhere
+            if not upstream_failure_is_per_record(e.service, e.transient):
+                raise
+            outcome = SyncOutcome()
+            message = f"{e.service or 'a dependency'} is unavailable: {e.message}"
+            for k in dict.fromkeys(i.lower() for i in (bc_ids or dv_ids)):
+                bc, dv = (k, None) if bc_ids else (None, k)
+                outcome.add(RecordResult(bc, dv, "failed", TO_DV, UPSTREAM_UNAVAILABLE, message, True))
+            return outcome
     if bc_ids:
         keys = list(dict.fromkeys(i.lower() for i in bc_ids))
         found = await engine.couplings.get_many_by_bc_ids(mapping.name, keys)

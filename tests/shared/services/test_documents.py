@@ -158,3 +158,27 @@ async def test_a_large_set_fans_out_through_the_job_and_the_watermark_moves_afte
     assert (await e.watermarks.get(ORDERS, Side.BC)).cursor is not None
     assert len(e.dv.rows["salesorders"]) == 5 and len(e.dv.rows["salesorderdetails"]) == 10
     assert len(await e.couplings.get_many_by_bc_ids(ORDERS, orders)) == 5
+
+
+async def test_a_document_failing_repeatedly_is_skipped_until_retried() -> None:
+    e, w = await _world()
+    order, lines = _order(e, w, [0, 1])
+    bad = line_id_for(ORDERS, lines[1])
+    e.dv.fail_writes[bad] = PermanentError("refused for good", status=400)
+    mapping = await e.registry.get(ORDERS)
+    sync = DocumentSync(e)
+    await sync.run_job(mapping, full=True, job_id="j1")
+    e.bc.update("salesOrders", order, discountAmount=0)  # changed again: the next scheduled run retries it
+    await sync.run_job(mapping, full=False, job_id="j2")
+    coupling = await e.couplings.get_by_bc_id(ORDERS, order)
+    assert coupling.skipped and coupling.consecutive_failures == 2
+    e.bc.update("salesOrders", order, discountAmount=0)
+    third = await sync.run_job(mapping, full=False, job_id="j3")
+    assert third.results == []  # skipped: left out of scheduled syncs
+    now = await sync.sync_ids(mapping, [order], [], None)
+    assert [(r.status, r.error_code) for r in now.results] == [("skipped", "record_skipped")]
+    del e.dv.fail_writes[bad]
+    errors, _ = await e.errors.list_page(mapping=ORDERS)
+    retried = await sync.retry(mapping, {"ids": [errors[0].id]}, "j4")
+    assert [r.status for r in retried.results] == ["updated"]
+    assert not (await e.couplings.get_by_bc_id(ORDERS, order)).skipped
