@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.connectors._odata import dataverse_in_filter, in_filter
@@ -72,6 +73,19 @@ FROM_DV = Direction.FROM_DATAVERSE.value
 
 def is_document_mapping(mapping: TableMapping) -> bool:
     return mapping.lines is not None
+
+
+@dataclass(slots=True)
+class _Decision:
+    """What one chunk read and decided, before any write (shared by the sync and by plans)."""
+
+    outcome: SyncOutcome  # results already known (created-once documents, locked Sales orders)
+    headers: list[RemoteRecord]
+    couplings: dict[str, Coupling]
+    plans: list[DocumentPlan]
+    lines_map: TableMapping
+    codec: Any
+    line_codec: Any
 
 
 class DocumentSync:
@@ -251,6 +265,36 @@ class DocumentSync:
     async def _sync_chunk(
         self, mapping: TableMapping, headers: Sequence[RemoteRecord], job_id: str | None, create: bool
     ) -> SyncOutcome:
+        d = await self._decide(mapping, headers, create)
+        if not d.plans:
+            return d.outcome
+        return await self._apply(
+            mapping, d.lines_map, d.codec, d.line_codec, d.headers, d.couplings, d.plans, job_id, d.outcome
+        )
+
+    async def plan_chunk(
+        self, mapping: TableMapping, headers: Sequence[RemoteRecord], create: bool
+    ) -> list[dict[str, Any]]:
+        """Plan items (``POST .../plan``) of these headers: decided exactly as the sync decides, nothing written."""
+        from shared.planning.plan_view import item
+
+        d = await self._decide(mapping, headers, create)
+        items = [item("none", r.bc_id, r.dataverse_id, TO_DV) for r in d.outcome.results]
+        for p in d.plans:
+            dv_id = d.couplings[p.bc_id].dataverse_id if p.bc_id in d.couplings else None
+            if p.action == "fail":
+                items.append(item("skip", p.bc_id, dv_id, TO_DV, p.error_code))
+                continue
+            changes = [
+                {"field": k.split("|", 1)[-1], "side": "dataverse", "from": None, "to": v} for k, v in p.header.items()
+            ]
+            if p.writes_lines:
+                summary = f"{len(p.line_creates)} created, {len(p.line_updates)} updated, {len(p.line_deletes)} deleted"
+                changes.append({"field": "lines", "side": "dataverse", "from": None, "to": summary})
+            items.append(item(p.action, p.bc_id, dv_id, TO_DV, None, changes))
+        return items
+
+    async def _decide(self, mapping: TableMapping, headers: Sequence[RemoteRecord], create: bool) -> _Decision:
         lines_map = line_mapping(mapping)
         assert mapping.lines is not None
         couplings = await self.e.couplings.get_many_by_bc_ids(mapping.name, [h.id for h in headers])
@@ -265,10 +309,10 @@ class DocumentSync:
         outcome = SyncOutcome()
         for h in done:
             outcome.add(RecordResult(h.id, couplings[h.id].dataverse_id, "unchanged", TO_DV))
-        if not headers:
-            return outcome
-        bc_lines = await self._bc_lines(mapping, [h.id for h in headers])
         codec, line_codec = self.e.codec(mapping), self.e.codec(lines_map)
+        if not headers:
+            return _Decision(outcome, [], couplings, [], lines_map, codec, line_codec)
+        bc_lines = await self._bc_lines(mapping, [h.id for h in headers])
         header_values = await codec.bc_values_many(headers)
         all_lines = [ln for h in headers for ln in bc_lines.get(h.id, [])]
         line_values = await line_codec.bc_values_many(all_lines)
@@ -312,7 +356,7 @@ class DocumentSync:
             for s in states
         ]
         headers = [h for h in headers if h.id in {s.bc_id for s in states}]
-        return await self._apply(mapping, lines_map, codec, line_codec, headers, couplings, plans, job_id, outcome)
+        return _Decision(outcome, list(headers), couplings, plans, lines_map, codec, line_codec)
 
     async def _bc_lines(self, mapping: TableMapping, doc_ids: list[str]) -> dict[str, list[RemoteRecord]]:
         """The BC lines of these documents: one query per chunk (the line pages need a documentId filter).
@@ -1059,3 +1103,39 @@ async def sync_document_couplings(
     """``SyncService.sync_couplings`` of a document mapping (Synchronize from Dataverse, sync after coupling):
     the same as Synchronize now of these couplings."""
     return await sync_document_ids(engine, mapping, [c.bc_id for c in couplings], [], job_id, direction)
+
+
+# ---------------------------------------------------------------------- plans (#22) of documents
+async def plan_document_couplings(
+    engine: Engine, mapping: TableMapping, couplings: Sequence[Coupling], direction: Direction
+) -> list[dict[str, Any]]:
+    """``PlanService.plan_couplings`` of a document mapping: what Synchronize now would do to these documents."""
+    from shared.planning.plan_view import item
+
+    if direction == Direction.FROM_DATAVERSE:
+        return [item("none", c.bc_id, c.dataverse_id, FROM_DV, "documents_from_sales_not_planned") for c in couplings]
+    records = await engine.bc.get_many(mapping.bc_entity, [c.bc_id for c in couplings], select=_select(mapping))
+    sync = DocumentSync(engine)
+    items: list[dict[str, Any]] = []
+    found = list(records.values())
+    for start in range(0, len(found), CHUNK):
+        items += await sync.plan_chunk(mapping, found[start : start + CHUNK], create=False)
+    return items
+
+
+async def plan_document_mapping(
+    engine: Engine, mapping: TableMapping, *, full: bool
+) -> tuple[list[dict[str, Any]], int]:
+    """``PlanService.plan_mapping`` of a document mapping: the items a mapping-wide run would produce from the
+    same change pages (BC's side; Sales orders taken into BC are not planned), and how many it would skip."""
+    sync = DocumentSync(engine)
+    wm = await engine.watermarks.get(mapping.name, Side.BC)
+    items: list[dict[str, Any]] = []
+    seen = 0
+    async for page in engine.bc.iter_changes(mapping.bc_entity, None if full else wm.cursor, select=_select(mapping)):
+        work = await sync._changed(mapping, page.records)
+        seen += len(page.records) - len(work)
+        work = await within_filter(engine, mapping, Side.BC, work)
+        for start in range(0, len(work), CHUNK):
+            items += await sync.plan_chunk(mapping, work[start : start + CHUNK], create=True)
+    return items, seen

@@ -108,6 +108,11 @@ def test_released_order_arrives_with_its_lines_and_line_changes_follow(api: Any,
     r = sims._bc("DELETE", f"{sims._bc_url('salesOrders', order)}/salesOrderLines({bc_lines[1]['id']})")
     assert r.status_code == 204, r.text
     _action(world, "salesOrders", order, "release")
+    plan = api.post(f"/api/mappings/{ORDERS}/plan", json={"bcIds": [order]})
+    assert plan.status_code == 200, plan.text
+    item = plan.json()["results"][0]
+    assert item["action"] == "update" and {"field": "lines", "side": "dataverse", "from": None,
+                                          "to": "0 created, 1 updated, 1 deleted"} in item["changes"], item  # fmt: skip
     resp = api.post(f"/api/mappings/{ORDERS}/sync", json={"bcIds": [order]})
     assert resp.status_code == 200 and resp.json()["results"][0]["status"] == "updated", resp.text
     details = _details(world, "salesorderdetails", "salesorderid", dv_id)

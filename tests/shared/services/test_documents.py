@@ -182,3 +182,22 @@ async def test_a_document_failing_repeatedly_is_skipped_until_retried() -> None:
     retried = await sync.retry(mapping, {"ids": [errors[0].id]}, "j4")
     assert [r.status for r in retried.results] == ["updated"]
     assert not (await e.couplings.get_by_bc_id(ORDERS, order)).skipped
+
+
+async def test_plans_say_what_the_sync_does_and_write_nothing() -> None:
+    from shared.services.documents import plan_document_mapping
+
+    e, w = await _world()
+    order, _ = _order(e, w, [0, 1])
+    blocked, _ = _order(e, w, [2])
+    mapping = await e.registry.get(ORDERS)
+    items, _ = await plan_document_mapping(e, mapping, full=True)
+    by_id = {i["bcId"]: i for i in items}
+    assert by_id[order]["action"] == "create" and by_id[blocked]["action"] == "skip"
+    assert by_id[blocked]["reason"] == "parent_not_coupled"
+    assert {"field": "lines", "side": "dataverse", "from": None, "to": "2 created, 0 updated, 0 deleted"} in by_id[
+        order
+    ]["changes"]
+    assert not e.dv.writes and await e.couplings.get_by_bc_id(ORDERS, order) is None
+    done = await DocumentSync(e).run_job(mapping, full=True, job_id="j1")
+    assert {r.bc_id: r.status for r in done.results} == {order: "created", blocked: "failed"}
