@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK = 100  # documents per query of lines (an ``in`` filter of 100 GUIDs keeps the URL short)
+DOCUMENTS_PER_PASS = 500  # documents decided and written together (lookups resolved once, bulk writes fuller)
 DOCUMENT_KINDS = ("mapping-sync", "sync-batch", "record-changed", "retry-errors")
 PRICE_LIST_NAME = "Business Central default price list"
 # Dataverse salesorder state Invoiced (4) / status Invoiced (100003): an order whose posted invoice was sent.
@@ -108,8 +109,9 @@ class DocumentSync:
         outcome = SyncOutcome()
         if filtered:
             headers = await within_filter(self.e, mapping, Side.BC, list(headers))
-        for start in range(0, len(headers), CHUNK):
-            outcome.merge(await self._sync_chunk(mapping, headers[start : start + CHUNK], job_id, create))
+        for start in range(0, len(headers), DOCUMENTS_PER_PASS):
+            chunk = headers[start : start + DOCUMENTS_PER_PASS]
+            outcome.merge(await self._sync_chunk(mapping, chunk, job_id, create))
         return outcome
 
     async def run_job(self, mapping: TableMapping, *, full: bool, job_id: str | None) -> SyncOutcome:
@@ -166,8 +168,8 @@ class DocumentSync:
             mapping.bc_entity, [c.bc_id for c in by_key.values() if c.bc_id not in skipped], select=_select(mapping)
         )
         synced = SyncOutcome()
-        for start in range(0, len(records), CHUNK):
-            chunk = list(records.values())[start : start + CHUNK]
+        for start in range(0, len(records), DOCUMENTS_PER_PASS):
+            chunk = list(records.values())[start : start + DOCUMENTS_PER_PASS]
             synced.merge(await self._sync_chunk(mapping, chunk, job_id, create=False))
         results = {r.bc_id: r for r in synced.results}
         outcome = SyncOutcome()
@@ -1118,8 +1120,8 @@ async def plan_document_couplings(
     sync = DocumentSync(engine)
     items: list[dict[str, Any]] = []
     found = list(records.values())
-    for start in range(0, len(found), CHUNK):
-        items += await sync.plan_chunk(mapping, found[start : start + CHUNK], create=False)
+    for start in range(0, len(found), DOCUMENTS_PER_PASS):
+        items += await sync.plan_chunk(mapping, found[start : start + DOCUMENTS_PER_PASS], create=False)
     return items
 
 
@@ -1136,6 +1138,6 @@ async def plan_document_mapping(
         work = await sync._changed(mapping, page.records)
         seen += len(page.records) - len(work)
         work = await within_filter(engine, mapping, Side.BC, work)
-        for start in range(0, len(work), CHUNK):
-            items += await sync.plan_chunk(mapping, work[start : start + CHUNK], create=True)
+        for start in range(0, len(work), DOCUMENTS_PER_PASS):
+            items += await sync.plan_chunk(mapping, work[start : start + DOCUMENTS_PER_PASS], create=True)
     return items, seen

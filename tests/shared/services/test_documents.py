@@ -201,3 +201,25 @@ async def test_plans_say_what_the_sync_does_and_write_nothing() -> None:
     assert not e.dv.writes and await e.couplings.get_by_bc_id(ORDERS, order) is None
     done = await DocumentSync(e).run_job(mapping, full=True, job_id="j1")
     assert {r.bc_id: r.status for r in done.results} == {order: "created", blocked: "failed"}
+
+
+async def test_many_documents_in_several_passes_each_synced_and_planned_once(monkeypatch: Any) -> None:
+    import shared.services.documents as documents
+    from shared.services.documents import plan_document_mapping
+
+    monkeypatch.setattr(documents, "DOCUMENTS_PER_PASS", 2)
+    e, w = await _world()
+    orders = [_order(e, w, [0])[0] for _ in range(5)]
+    mapping = await e.registry.get(ORDERS)
+    items, _ = await plan_document_mapping(e, mapping, full=True)
+    assert sorted(i["bcId"] for i in items) == sorted(orders) and {i["action"] for i in items} == {"create"}
+    created = await DocumentSync(e).run_job(mapping, full=True, job_id="j1")
+    assert sorted(r.bc_id for r in created.results) == sorted(orders)
+    for o in orders:
+        e.bc.update(
+            "salesOrderLines",
+            next(k for k, v in e.bc.rows["salesOrderLines"].items() if v["documentId"] == o),
+            quantity=3,
+        )
+    now = await DocumentSync(e).sync_ids(mapping, orders, [], None)
+    assert [r.status for r in now.results] == ["updated"] * 5
