@@ -570,9 +570,9 @@ class DocumentSync:
             result = failed.get(p.bc_id)
             w = header_results.get(p.bc_id)
             if result is None and w is not None and not w.ok:
-                result = _failure(p, c, w)
+                result = _failed(p.bc_id, c.dataverse_id if c else None, TO_DV, w)
             if result is None and p.bc_id in line_failures:
-                result = _failure(p, c, line_failures[p.bc_id])
+                result = _failed(p.bc_id, c.dataverse_id if c else None, TO_DV, line_failures[p.bc_id])
             if result is None:
                 status = {"create": "created", "update": "updated"}.get(p.action, "unchanged")
                 if p.action == "create" and w is not None and w.existed:
@@ -728,10 +728,7 @@ class SubmittedOrders:
                     bc_ids[numbers[str(rec.fields.get("number"))].ref] = rec.id
             for r in refused:
                 if r.ref not in bc_ids:
-                    o_fail = _failure(DocumentPlan(None, r.ref, "fail"), None, r)  # type: ignore[arg-type]
-                    failed[r.ref] = RecordResult(
-                        None, r.ref, "failed", FROM_DV, o_fail.error_code, o_fail.error_message, o_fail.transient
-                    )
+                    failed[r.ref] = _failed(None, r.ref, FROM_DV, r)
         now = utcnow()
         new = [Coupling(mapping.name, bc, dv, coupled_at=now, last_sync_direction=FROM_DV) for dv, bc in bc_ids.items()]
         stored = await self.e.couplings.couple_many(new) if new else []
@@ -775,8 +772,7 @@ class SubmittedOrders:
         for dv_id, bc_id in bc_ids.items():
             c = couplings.get(dv_id)
             if dv_id in line_fail:
-                f = _failure(DocumentPlan(bc_id, dv_id, "fail"), c, line_fail[dv_id])
-                result = RecordResult(bc_id, dv_id, "failed", FROM_DV, f.error_code, f.error_message, f.transient)
+                result = _failed(bc_id, dv_id, FROM_DV, line_fail[dv_id])
             else:
                 result = RecordResult(bc_id, dv_id, "created", FROM_DV)
             outcome.add(result)
@@ -916,8 +912,7 @@ class SubmittedOrders:
                 pairs.pop(op.ref, None)
         c.dv_values = {"lines": pairs}
         if failure is not None:
-            f = _failure(DocumentPlan(c.bc_id, c.dataverse_id, "fail"), c, failure)
-            return RecordResult(c.bc_id, c.dataverse_id, "failed", FROM_DV, f.error_code, f.error_message, f.transient)
+            return _failed(c.bc_id, c.dataverse_id, FROM_DV, failure)
         return RecordResult(c.bc_id, c.dataverse_id, "updated", FROM_DV)
 
     async def _details(
@@ -967,12 +962,11 @@ def _line_payload(codec: Any, values: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def _failure(p: DocumentPlan, c: Coupling | None, w: WriteResult) -> RecordResult:
+def _failed(bc_id: str | None, dv_id: str | None, direction: str, w: WriteResult) -> RecordResult:
+    """The record result of a refused write (its code and transience classified as everywhere)."""
     f = write_failure(w.error)
     message = str(w.error) if w.error is not None else "The write failed."
-    return RecordResult(
-        p.bc_id, c.dataverse_id if c else None, "failed", TO_DV, failure_code(f), message, failure_transient(f)
-    )
+    return RecordResult(bc_id, dv_id, "failed", direction, failure_code(f), message, failure_transient(f))
 
 
 def _select(mapping: TableMapping) -> list[str]:
