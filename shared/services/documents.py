@@ -464,6 +464,8 @@ class DocumentSync:
             elif p.action == "update" and p.header:
                 ops.append(WriteOp("update", ref=p.bc_id, id=p.dv_id, fields=codec.dv_payload(p.header)))
         header_results = {r.ref: r for r in await self._write(mapping.dataverse_entity_set, ops)}
+        if any(not r.ok for r in header_results.values()):
+            self.e._lookup_cache.pop("priceLists", None)  # a price list removed in Sales is found (or made) again
         # Headers that exist now are coupled at once: a later attempt after a failed line write completes them.
         now = utcnow()
         new = [
