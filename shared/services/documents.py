@@ -471,8 +471,8 @@ class DocumentSync:
         new = [
             Coupling(mapping.name, p.bc_id, p.dv_id, coupled_at=now)
             for p in creates
-            if p.bc_id in header_results and header_results[p.bc_id].ok
-        ]
+            if p.bc_id in header_results and header_results[p.bc_id].ok and p.bc_id not in couplings
+        ]  # (a coupled document whose Dataverse row was deleted is made again under its coupling)
         if new:
             stored = await self.e.couplings.couple_many(new)
             for c, st in zip(new, stored, strict=True):

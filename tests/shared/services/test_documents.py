@@ -223,3 +223,20 @@ async def test_many_documents_in_several_passes_each_synced_and_planned_once(mon
         )
     now = await DocumentSync(e).sync_ids(mapping, orders, [], None)
     assert [r.status for r in now.results] == ["updated"] * 5
+
+
+async def test_a_coupled_order_deleted_in_dataverse_is_made_again_under_its_coupling() -> None:
+    e, w = await _world()
+    order, _ = _order(e, w, [0, 1])
+    mapping = await e.registry.get(ORDERS)
+    sync = DocumentSync(e)
+    await sync.run_job(mapping, full=True, job_id="j1")
+    dv_id = document_id_for(ORDERS, order)
+    e.dv.remove("salesorders", dv_id)
+    for line_id in list(_details(e, dv_id)):
+        e.dv.remove("salesorderdetails", line_id)
+    again = await sync.sync_ids(mapping, [order], [], None)
+    assert [r.status for r in again.results] == ["created"]
+    assert e.dv.get("salesorders", dv_id) is not None and len(_details(e, dv_id)) == 2
+    coupling = await e.couplings.get_by_bc_id(ORDERS, order)
+    assert coupling.dataverse_id == dv_id and coupling.last_sync_result == "succeeded"
