@@ -41,6 +41,12 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
             continue  # option sets: one InsertOptionValue per new code, as in BC (reported in the phases)
         worst = max(p.get("bcRequestsPerRecord", 0), p.get("dvRequestsPerRecord", 0))
         out.append(_fig(f"calls/record, full sync of {name} (default set)", worst, "≤ 0.03", lambda v: v <= 0.03))
+    docs = r.get("documents")
+    if docs:  # #21: a header with its lines as one unit, in bulk
+        ok = docs.get("allCreated")
+        out.append(_fig("calls/line, full sync of SALESORDER-ORDER (documents)", docs["callsPerLine"], "≤ 0.05",
+                        lambda v, ok=ok: bool(ok) and v <= 0.05))  # fmt: skip
+        out.append(_fig("calls/document, full sync of SALESORDER-ORDER", docs["callsPerDocument"], "reported", None))
     for side, label in (("bc", "BC"), ("dv", "Dataverse")):
         key = f"{side}RequestsPerRecord"
         for phase, what in ((create, "create + couple"), (existing, "existing couplings")):

@@ -17,6 +17,7 @@ import psutil
 from bench.baseline import NaiveSync, baseline_scenario
 from bench.cpu import engine_cpu
 from bench.default_set import default_set_scenario
+from bench.documents import documents_scenario
 from bench.engine_runs import engine_scenario, engine_sync, sample_progress, seed
 from bench.env import BenchEnv, RecordingPublisher, bench_env
 
@@ -41,9 +42,12 @@ class Config:
     throttle: bool = True
     memory: bool = True
     default_set_n: int = 2_000  # records per BC table in the full sync over every default mapping
+    documents_n: int = 1_000  # released BC orders (5 lines each) in the documents' full sync (#21)
 
 
-SMALL = Config(n=500, baseline_n=30, latency=False, throttle=False, memory=False, cpu_n=500, default_set_n=400)
+SMALL = Config(
+    n=500, baseline_n=30, latency=False, throttle=False, memory=False, cpu_n=500, default_set_n=400, documents_n=100
+)
 
 
 class PeakRss:
@@ -94,6 +98,9 @@ async def main_scenarios(env: BenchEnv, cfg: Config) -> dict[str, Any]:
     _say(f"default mapping set: {cfg.default_set_n} records per table, full sync of every mapping")
     await _fresh(env)
     out["defaultSet"] = await default_set_scenario(env, cfg.default_set_n)
+    _say(f"documents: {cfg.documents_n} released orders x 5 lines, full sync of SALESORDER-ORDER")
+    await _fresh(env)
+    out["documents"] = await documents_scenario(env, cfg.documents_n)
     if cfg.latency:
         _say(f"{cfg.latency_ms:g} ms latency: baseline {cfg.latency_baseline_n}, engine {cfg.latency_n} per side")
         await _fresh(env)

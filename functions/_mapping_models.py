@@ -179,6 +179,20 @@ def field_view(f: FieldMap) -> dict[str, Any]:
 
 
 def mapping_view(m: TableMapping, etag: str) -> dict[str, Any]:
+    view = _mapping_view(m, etag)
+    if m.lines is not None:  # #21 (extension): a document mapping's lines, synchronized with the header
+        view["createOnce"] = m.create_once
+        view["lines"] = {
+            "bcEntity": m.lines.bc_entity,
+            "dataverseTable": m.lines.dataverse_table,
+            "dataverseEntitySet": m.lines.dataverse_entity_set,
+            "dataverseParent": m.lines.dataverse_parent,
+            "fields": [field_view(f) for f in m.lines.fields],
+        }
+    return view
+
+
+def _mapping_view(m: TableMapping, etag: str) -> dict[str, Any]:
     return {
         "name": m.name,
         "bcEntity": m.bc_entity_name,

@@ -64,6 +64,8 @@ DEMO_DATA: dict[str, list[tuple[str, int]]] = {
         ("contacts", 10),
         ("items", 15),
         ("opportunities", 5),
+        ("salesOrders", 6),  # released, with 1..5 lines each (documents: #21)
+        ("salesInvoices", 4),  # posted
     ],
     "dv_sim": [("systemusers", 3), ("accounts", 25), ("contacts", 10), ("products", 5), ("opportunities", 3)],
 }

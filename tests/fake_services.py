@@ -91,7 +91,9 @@ class FakeRecordService:
         records = [self._record(entity, rid) for rid in self.rows.get(entity, {})]
         m = re.fullmatch(r"(\w+) in \((.*)\)", filter) if filter else None
         if m:
-            values = {v.strip()[1:-1].replace("''", "'") for v in m.group(2).split(",")}
+            raw = [v.strip() for v in m.group(2).split(",")]
+            # quoted strings, or bare GUIDs as BC's ``in`` over ids takes them
+            values = {v[1:-1].replace("''", "'") if v.startswith("'") else v for v in raw}
             records = [r for r in records if str(r.fields.get(m.group(1))) in values]
         elif filter:
             from local.odata import parse_filter  # any other filter: the simulators' own $filter evaluator

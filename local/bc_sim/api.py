@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from local.bc_sim import documents
 from local.bc_sim.entities import COMPANY_FIELDS, SCHEMAS
 from local.bc_sim.store import BCError, Store, Table
 from local.odata import (
@@ -34,6 +35,12 @@ from local.odata import (
 MAX_PAGE_SIZE = 20_000  # BC online returns at most 20,000 entities per page
 _G = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _PATH_RE = re.compile(rf"^companies(?:\((?P<company>{_G})\)(?:/(?P<entity>[A-Za-z]+)(?:\((?P<key>[^)]*)\))?)?)?/?$")
+# A document's lines (``salesOrders(<id>)/salesOrderLines[(<id>)]``) and its bound actions
+# (``salesOrders(<id>)/Microsoft.NAV.release``).
+_DOC_RE = re.compile(
+    rf"^companies\((?P<company>{_G})\)/(?P<entity>salesOrders|salesInvoices)\('?(?P<key>{_G})'?\)/"
+    rf"(?:(?P<lines>salesOrderLines|salesInvoiceLines)(?:\('?(?P<line>{_G})'?\))?|Microsoft\.NAV\.(?P<action>[A-Za-z]+))/?$"
+)
 JSON_CT = "application/json; odata.metadata=minimal; odata.streaming=true"
 
 
@@ -78,6 +85,9 @@ class Api:
             return SimResponse(400, {"error": {"code": "BadRequest", "message": err.message}})
 
     def _handle(self, req: SimRequest) -> SimResponse:
+        doc = _DOC_RE.match(req.path) if req.api == "v2.0" else None
+        if doc is not None:
+            return self._document_path(req, doc)
         m = _PATH_RE.match(req.path)
         if not m:
             raise BCError(404, "BadRequest_NotFound", f"No HTTP resource was found that matches the URI '{req.path}'.")
@@ -142,10 +152,38 @@ class Api:
             return SimResponse(204)
         raise BCError(405, "BadRequest_MethodNotAllowed", f"'{req.method}' is not allowed on a single {entity[:-1]}.")
 
+    # ------------------------------------------------------------------ documents' lines and actions
+    def _document_path(self, req: SimRequest, m: re.Match[str]) -> SimResponse:
+        company, entity, doc_id = m.group("company"), m.group("entity"), m.group("key").lower()
+        company_id = self.store.company(company)["id"]
+        if m.group("action"):
+            if req.method != "POST":
+                raise BCError(405, "BadRequest_MethodNotAllowed", f"'{req.method}' is not allowed on an action.")
+            documents.run_action(self.store, company_id, entity, doc_id, m.group("action"))
+            return SimResponse(204)
+        lines = m.group("lines")
+        if documents.LINES_OF[entity] != lines:
+            raise BCError(404, "BadRequest_NotFound", f"No HTTP resource was found that matches the URI '{req.path}'.")
+        self.store.get(company_id, entity, doc_id)  # 404 for a missing document
+        if m.group("line"):
+            line = self.store.get(company_id, lines, m.group("line"))
+            if line["documentId"] != doc_id:
+                raise BCError(404, "BadRequest_NotFound", f"The {lines[:-1]} does not exist.")
+            return self._entity(req, company, lines, line["id"])
+        if req.method == "POST":
+            body = {**_json_object(req.body), "documentId": doc_id}
+            return self._collection(_replace(req, body=body), company, lines)
+        own = f"documentId eq {doc_id}"
+        query = dict(req.query)
+        query["$filter"] = f"({query['$filter']}) and {own}" if query.get("$filter") else own
+        return self._collection(_replace(req, query=query), company, lines)
+
     # ------------------------------------------------------------------ collection
     def _collection(self, req: SimRequest, company: str, entity: str) -> SimResponse:
         store = self.store
         company_id = store.company(company)["id"]
+        if entity in documents.HEADER_OF and req.method == "GET":
+            _require_document_filter(req)
         if req.method == "POST":
             row = store.create(company_id, entity, _json_object(req.body))
             context = f"{req.base_url}/$metadata#companies({company_id})/{_short(entity)}/$entity"
@@ -169,6 +207,19 @@ class Api:
                 f"{urlencode(keep, quote_via=quote, safe='$,()')}"
             )
         return SimResponse(200, body, headers)
+
+
+def _replace(req: SimRequest, **changes: Any) -> SimRequest:
+    from dataclasses import replace
+
+    return replace(req, **changes)
+
+
+def _require_document_filter(req: SimRequest) -> None:
+    """The line pages' OnFindRecord: the top-level collection needs a filter on documentId or id."""
+    text = req.query.get("$filter") or ""
+    if not re.search(r"\b(documentId|id)\s+(eq|in)\b", text):
+        raise BCError(400, "BadRequest", "You must specify an Id or a Document Id to get the lines.")
 
 
 def _short(entity: str) -> str:

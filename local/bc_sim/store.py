@@ -207,6 +207,8 @@ class Store:
         if number:
             if number in table.by_number:
                 raise _duplicate(entity, number)
+        elif table.key == "id" and entity in _documents.HEADER_OF:
+            number = rid  # document lines: keyed by their id (SystemId)
         elif table.key == "id":
             raise BCError(405, "BadRequest_MethodNotAllowed", f"'POST' is not allowed on {entity}.")
         elif table.key != "number":
@@ -219,6 +221,7 @@ class Store:
         row.update(values)
         self._derive(company_id, table, row)
         check_relations(self, company_id, entity, row, set(values))
+        _documents.before_write(self, company_id, entity, None, row, set(values))
         row["@odata.etag"] = self.new_etag()
         row["lastModifiedDateTime"] = self.clock.next()
         table.put(row)
@@ -229,6 +232,7 @@ class Store:
 
         self._record_undo(undo)
         self._notify(self.company(company_id)["id"], entity, rid, "created", row["lastModifiedDateTime"])
+        _documents.after_write(self, company_id, entity, row)
         return row
 
     def update(
@@ -246,6 +250,7 @@ class Store:
         row.update(values)
         self._derive(company_id, table, row)
         check_relations(self, company_id, entity, row, set(values))
+        _documents.before_write(self, company_id, entity, old, row, set(values))
         row["@odata.etag"] = self.new_etag()
         row["lastModifiedDateTime"] = self.clock.next()
         table.remove(old["id"])
@@ -257,18 +262,23 @@ class Store:
 
         self._record_undo(undo)
         self._notify(self.company(company_id)["id"], entity, row["id"], "updated", row["lastModifiedDateTime"])
+        _documents.after_write(self, company_id, entity, row)
         return row
 
     def delete(self, company_id: str, entity: str, rid: str, if_match: str | None) -> None:
         table = self.table(company_id, entity)
         old = self.get(company_id, entity, rid)
         check_etag(old, if_match)
+        _documents.before_delete(self, company_id, entity, old)
         table.remove(old["id"])
         self._record_undo(lambda: table.put(old))
         self._notify(self.company(company_id)["id"], entity, old["id"], "deleted", self.clock.next())
+        _documents.after_write(self, company_id, entity, old, deleted=True)
 
     def seed(self, company_id: str, entity: str, count: int, prefix: str, fields: Mapping[str, Any]) -> list[str]:
         """Create ``count`` rows without HTTP (demo data, benchmarks). Returns their ids."""
+        if entity in _documents.LINES_OF:  # documents come with lines (released orders, posted invoices)
+            return _documents.seed(self, company_id, entity, count, fields)
         table = self.table(company_id, entity)
         constant = self._validate(table, fields, creating=True)
         constant.pop("id", None)
@@ -394,3 +404,10 @@ def check_etag(row: Mapping[str, Any], if_match: str | None) -> None:
         "Request_EntityChanged",
         "Could not save the changes because the record was changed by another user or process. Refresh and try again.",
     )
+
+
+# Sales documents (headers with lines, bound actions): a separate module, registered here.
+from local.bc_sim import documents as _documents  # noqa: E402
+from local.bc_sim.entities import SCHEMAS as _SCHEMAS  # noqa: E402
+
+_documents.register(_SCHEMAS)

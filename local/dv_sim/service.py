@@ -16,6 +16,7 @@ from typing import Any
 
 from multidict import CIMultiDict, MultiDict
 
+from local.dv_sim.documents import state_codes
 from local.dv_sim.store import (
     APP_USER_ID,
     BUSINESS_UNIT_ID,
@@ -707,7 +708,7 @@ def _check_value(definition: TableDef, name: str, fdef: FieldDef, value: Any) ->
         ok = value is not None
     elif kind == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
-        if ok and name == "statecode" and value not in (0, 1):
+        if ok and name == "statecode" and value not in state_codes(definition.logical):
             raise DvError(400, "0x80040203", f"{value} is not a valid state code on {definition.logical}.")
     elif kind == "decimal":
         ok = isinstance(value, int | float) and not isinstance(value, bool)

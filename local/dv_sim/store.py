@@ -381,6 +381,7 @@ class Store:
         row.update(statecode=0, statuscode=1)
         row.update(check_create(self, self.options, definition, values))
         row[definition.primary_key] = row_id
+        _documents.check(self, definition, row, None)
         self._check_keys(data, row, row_id)
         stamp = now_iso()
         row["createdon"] = row["modifiedon"] = stamp
@@ -391,6 +392,7 @@ class Store:
         data.next_seq += 1
         self._index(data, row, seq)
         after_create(self, definition, row)
+        _documents.after_write(self, table, row)
         return row
 
     def create(self, table: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -405,6 +407,7 @@ class Store:
         row = dict(old)
         row.update(values)
         row[data.definition.primary_key] = row_id
+        _documents.check(self, data.definition, row, old, set(values))
         self._check_keys(data, row, row_id)
         row["modifiedon"] = now_iso()
         row["versionnumber"] = self._next_version()
@@ -413,15 +416,19 @@ class Store:
         seq = data.seq_of[row_id]
         self._unindex(data, row_id)
         self._index(data, row, seq)
+        _documents.after_write(self, table, row)
         return row
 
     def delete(self, table: str, row_id: str) -> None:
         data = self.tables[table]
         if row_id not in data.rows:
             raise not_found(data.definition.logical, row_id)
+        old = data.rows[row_id]
+        _documents.check_delete(self, table, old)
         self._remember(table, row_id)
         self._unindex(data, row_id)
         data.deletions.append((self._next_version(), row_id))
+        _documents.after_write(self, table, old, deleted=True)
 
     def get(self, table: str, row_id: str) -> dict[str, Any] | None:
         return self.tables[table].rows.get(row_id)
@@ -443,3 +450,6 @@ from local.dv_sim.default_set import (  # noqa: E402
 )
 
 register_default_set(TABLES)
+
+# Sales documents (orders, invoices, their details, price lists): a separate module, registered here.
+from local.dv_sim import documents as _documents  # noqa: E402  (it registers its tables in TABLES)

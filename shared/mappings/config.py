@@ -113,6 +113,22 @@ class MatchField(_Model):
     case_sensitive: bool = Field(False, alias="caseSensitive")
 
 
+class DocumentLines(_Model):
+    """The lines of a document mapping (SALESORDER-ORDER, POSTEDSALESINV-INV): synchronized with their header
+    as one unit (``shared.services.documents``). A line's Dataverse row points at its header through
+    ``dataverseParent`` (``salesorderid``); a BC line at its document through ``bcParentField``."""
+
+    bc_entity: str = Field(alias="bcEntity")
+    bc_parent_field: str = Field("documentId", alias="bcParentField")
+    dataverse_table: str = Field(alias="dataverseTable")
+    dataverse_entity_set: str = Field(alias="dataverseEntitySet")
+    dataverse_primary_key: str = Field(alias="dataversePrimaryKey")
+    dataverse_parent: str = Field(alias="dataverseParent")
+    # The BC line type of lines with a product; other types become write-in products (description only).
+    item_line_type: str = Field("Item", alias="itemLineType")
+    fields: tuple[FieldMap, ...]
+
+
 class TableMapping(_Model):
     name: str = Field(pattern=r"^[A-Z0-9][A-Z0-9 _-]{0,49}$")
     bc_entity: str = Field(alias="bcEntity")
@@ -138,6 +154,10 @@ class TableMapping(_Model):
     create_new_if_no_match: bool = Field(False, alias="createNewIfNoMatch")
     sync_after_coupling: bool = Field(False, alias="syncAfterCoupling")
     user_defined: bool = Field(False, alias="userDefined")
+    # A document mapping: the header's lines, synchronized with it as one unit; ``createOnce``: a document is
+    # created once and never updated afterwards (posted invoices).
+    lines: DocumentLines | None = None
+    create_once: bool = Field(False, alias="createOnce")
     # Every field mapping, disabled ones included (set by the registry; ``fields`` holds the enabled ones).
     field_catalog: tuple[FieldMap, ...] | None = Field(None, alias="fieldCatalog", exclude=True)
 
@@ -198,7 +218,7 @@ class MappingFile(_Model):
             for dep in m.depends_on:
                 if dep not in names:
                     raise ValueError(f"mapping {m.name} depends on unknown mapping {dep}")
-            for f in m.fields:
+            for f in (*m.fields, *(m.lines.fields if m.lines else ())):
                 if f.lookup and f.lookup.mapping not in names:
                     raise ValueError(f"mapping {m.name} field {f.key} looks up unknown mapping {f.lookup.mapping}")
         dependency_order(self.mappings)  # raises on cycles

@@ -100,6 +100,9 @@ def field_json(f: FieldMap) -> dict[str, Any]:
 
 def mapping_base_json(m: TableMapping) -> dict[str, Any]:
     data = m.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"fields", "field_catalog"})
+    if m.lines is not None:  # #21: a document's lines keep their field mappings whole (one-sided constants)
+        lines = m.lines.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"fields"})
+        data["lines"] = {**lines, "fields": [field_json(f) for f in m.lines.fields]}
     return data
 
 

@@ -157,6 +157,10 @@ class CouplingService:
         self, mapping: TableMapping, direction: Direction, sources: Sequence[RemoteRecord], job_id: str | None = None
     ) -> SyncOutcome:
         """Creates the other side of uncoupled records in batches and couples them (status ``created``)."""
+        if mapping.lines is not None:  # #21: documents are created with their lines
+            from shared.services.documents import create_documents
+
+            return await create_documents(self.e, mapping, direction, sources, job_id)
         outcome = SyncOutcome()
         if not sources:
             return outcome

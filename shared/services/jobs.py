@@ -30,6 +30,7 @@ from shared.planning.planner import may_create, plan_deletion
 from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
 from shared.services.dependencies import for_full_run, run_mapping_job
+from shared.services.documents import DOCUMENT_KINDS, handle_message, is_document_mapping  # #21
 from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.filters import within_filter
 from shared.services.option_sets import OptionSetService, is_option_mapping
@@ -156,9 +157,14 @@ class JobService:
         await self.e.jobs.add_counts(job_id, outcome.counts, batch_id=msg.batch or "0")
         await self._finish_if_done(job_id)
 
+    async def _document(self, mapping: TableMapping, msg: WorkMessage, job_id: str) -> SyncOutcome:
+        return await handle_message(self, mapping, msg.to_wire(), job_id) or SyncOutcome()
+
     def _handler_of(self, msg: WorkMessage, mapping: TableMapping) -> Handler:
         """The dispatch table: kind -> handler. An option set has no rows or change feed: every run of the
         kinds in ``OPTION_KINDS`` compares the code table with it."""
+        if is_document_mapping(mapping) and msg.kind in DOCUMENT_KINDS:
+            return self._document  # #21: a header with its lines, one unit
         if is_option_mapping(mapping) and msg.kind in OPTION_KINDS:
             return self._option_set
         handlers: dict[str, Handler] = {

@@ -117,6 +117,13 @@ class MappingAdmin:
         if changes.get("integrationTableFilter"):
             await self._probe("dataverse", new.dataverse_entity_set, str(changes["integrationTableFilter"]))
         if "direction" in changes and new.direction != current.direction:
+            if new.create_once and new.direction != Direction.TO_DATAVERSE:  # #21: posted invoices go one way
+                from shared.domain.errors import DirectionNotAllowedError
+
+                raise DirectionNotAllowedError(
+                    f"Mapping {new.name} sends posted documents to Dataverse only; they are never taken back.",
+                    allowed=[Direction.TO_DATAVERSE.value],
+                )
             await self._check_all_fields(new)
         return await self._store(updated)
 

@@ -76,6 +76,10 @@ class PlanService:
         """Plan items of coupled pairs, decided exactly as ``SyncService.sync_couplings`` decides them."""
         if not couplings:
             return []
+        if mapping.lines is not None:  # #21: documents plan a header with its lines as one unit
+            from shared.services.documents import plan_document_couplings
+
+            return await plan_document_couplings(self.e, mapping, couplings, direction)
         d = await self.sync.decide(
             mapping, couplings, direction, force=force, honour_skipped=honour_skipped, known=known
         )
@@ -97,6 +101,10 @@ class PlanService:
         records it would find unchanged without reading their other side."""
         from shared.services.jobs import JobService
 
+        if mapping.lines is not None:  # #21: documents
+            from shared.services.documents import plan_document_mapping
+
+            return await plan_document_mapping(self.e, mapping, full=full)
         jobs = JobService(self.e)
         items: list[dict[str, Any]] = []
         seen_total = 0

@@ -210,6 +210,10 @@ class SyncService:
         re-planned once, so a concurrent writer's values are merged, not lost and not reported as failures."""
         if not couplings:
             return SyncOutcome()
+        if mapping.lines is not None:  # #21: documents sync a header with its lines as one unit
+            from shared.services.documents import sync_document_couplings
+
+            return await sync_document_couplings(self.e, mapping, couplings, direction, job_id)
         started = time.monotonic()
         d = await self.decide(
             mapping, couplings, direction, force=force, honour_skipped=honour_skipped,

@@ -83,6 +83,10 @@ async def sync_ids(
     job_id: str | None = None,
 ) -> SyncOutcome:
     """Synchronizes the coupled records among these ids; the others are ``not_coupled``. Order kept."""
+    if mapping.lines is not None:  # #21: documents sync a header with its lines as one unit
+        from shared.services.documents import sync_document_ids
+
+        return await sync_document_ids(engine, mapping, bc_ids, dv_ids, job_id, direction)
     outcome = SyncOutcome()
     if bc_ids:
         keys = list(dict.fromkeys(bc_ids))  # a record named twice counts once

@@ -28,6 +28,8 @@ async def test_due_mappings_start_in_dependency_order_once() -> None:
         "CONTACT",
         "ITEM-PRODUCT",
         "OPPORTUNITY",
+        "SALESORDER-ORDER",  # documents (#21): after their customers, items and currencies
+        "POSTEDSALESINV-INV",
     ]
     assert list(await start_due_syncs(e)) == order
     msgs = e.publisher.take()  # type: ignore[attr-defined]
