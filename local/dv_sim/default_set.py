@@ -314,9 +314,11 @@ def check_create(store: Store, options: OptionSets, definition: TableDef, values
     values = dict(values)
     if "_ownerid_value" in definition.fields and not values.get("_ownerid_value"):
         values["_ownerid_value"] = APP_USER_ID
-    if "_transactioncurrencyid_value" in definition.fields and not values.get("_transactioncurrencyid_value"):
-        if any(fdef.attribute_type == "Money" for fdef in definition.fields.values()):
-            values["_transactioncurrencyid_value"] = BASE_CURRENCY_ID
+    # Documents require their currency (SystemRequired below); other tables with money default to the base one.
+    currency = definition.fields.get("_transactioncurrencyid_value")
+    has_money = any(fdef.attribute_type == "Money" for fdef in definition.fields.values())
+    if currency is not None and currency.required != "SystemRequired" and has_money:
+        values["_transactioncurrencyid_value"] = values.get("_transactioncurrencyid_value") or BASE_CURRENCY_ID
     missing = [
         name
         for name, fdef in definition.fields.items()

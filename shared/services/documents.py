@@ -979,17 +979,20 @@ def _select(mapping: TableMapping) -> list[str]:
 def _batch_messages(
     mapping: TableMapping, records: Sequence[RemoteRecord], job_id: str, first: int, size: int
 ) -> list[dict[str, Any]]:
-    from shared.services.jobs import message
+    from shared.messaging import work
 
     out = []
     for n, start in enumerate(range(0, len(records), size)):
         ids = [r.id for r in records[start : start + size]]
-        out.append(
-            message(
-                "sync-batch", job_id, mapping.name, batch=f"b{first + n + 1}", direction=mapping.direction.value,
-                scheduled=True, side=Side.BC.value, bcIds=ids,
-            )
-        )  # fmt: skip
+        batch = work.SyncBatch(
+            mapping=mapping.name,
+            batch=f"b{first + n + 1}",
+            direction=mapping.direction.value,
+            scheduled=True,
+            side=Side.BC.value,
+            bc_ids=ids,
+        )
+        out.append(batch.for_job(job_id, 0).to_wire())
     return out
 
 

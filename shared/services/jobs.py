@@ -509,7 +509,17 @@ class JobService:
         coming back, or a change to unmapped fields): nothing to do, and the other side is not even read.
         A change on the other side arrives through its own feed."""
         codec = self.e.codec(mapping)
-        keys = [f.key for f in mapping.fields if f.bc and f.dataverse and f.constant is None]
+        # Only fields that flow from this side: a value the other side alone writes (the owner from a
+        # salesperson, toDataverse only) may differ from what we wrote (Dataverse's default owner) and is no change.
+        flows_from_side = (
+            Direction.BIDIRECTIONAL,
+            Direction.TO_DATAVERSE if side == Side.BC else Direction.FROM_DATAVERSE,
+        )
+        keys = [
+            f.key
+            for f in mapping.fields
+            if f.bc and f.dataverse and f.constant is None and f.direction in flows_from_side
+        ]
         if side == Side.BC:
             values = await codec.bc_values_many([records[c.bc_id] for c in couplings])
         else:
