@@ -52,7 +52,7 @@ deploy-check: setup
 	bash infra/checks/run-checkov.sh
 
 ## Regenerate the hashed locks after editing requirements.in / requirements-dev.in (pip-tools, own venv).
-LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url
+LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 lock:
 	@test -x .venv-lock/bin/pip-compile || ($(PYTHON_BOOT) -m venv .venv-lock && .venv-lock/bin/pip install -q pip-tools==7.6.2)
 	.venv-lock/bin/pip-compile -q $(LOCK_FLAGS) -o requirements.txt requirements.in
