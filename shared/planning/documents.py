@@ -2,8 +2,8 @@
 
 A document is synchronized as one unit (SALESORDER-ORDER, POSTEDSALESINV-INV): a header is never written
 without its lines, and a document with a line that cannot be resolved (its product or unit not coupled yet)
-is not written at all (``parent_not_coupled``, retryable). The Dataverse rows get deterministic ids derived
-from the BC ids (``document_id_for`` / ``line_id_for``), so a retry after a partial write completes the same
+is not written at all (``parent_not_coupled``, retryable). The Dataverse rows get deterministic ids, derived
+out of the BC ids (``document_id_for`` / ``line_id_for``), so a retry after a partial write completes the same
 document instead of creating a second one. Lines are matched by those ids: a BC line without its row is
 created, a row without its BC line is deleted, a row whose values differ is updated.
 
