@@ -135,13 +135,13 @@ def test_console_end_to_end(stack: Any, api: Any, world: dict[str, Any], browser
         # Add a field mapping.
         click_button("Integration Field Mappings")
         Select(by_id("field-mapping")).select_by_value("CUSTOMER")
-        by_id("new-bc").send_keys("addressLine2")
-        by_id("new-dv").send_keys("address1_line2")
+        by_id("new-bc").send_keys("taxRegistrationNumber")
+        by_id("new-dv").send_keys("description")
         Select(by_id("new-dir")).select_by_value("toDataverse")
         by_id("add-field").find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        wait_for(lambda: "addressLine2" in by_id("field-rows").text, "new field mapping row")
+        wait_for(lambda: "taxRegistrationNumber" in by_id("field-rows").text, "new field mapping row")
         fields = api.get("/api/mappings/CUSTOMER/fields").json()["value"]
-        assert any(f["bc"] == "addressLine2" and f["userDefined"] for f in fields)
+        assert any(f["bc"] == "taxRegistrationNumber" and f["userDefined"] for f in fields)
         shot(b, "2-field-mappings")
 
         # Find the coupling, run a plan (the direction prompt first), then synchronize after the prompt.
