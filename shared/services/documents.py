@@ -129,7 +129,11 @@ class DocumentSync:
             work = await self._changed(mapping, page.records)
             outcome.counts["unchanged"] += len(page.records) - len(work)
             if job_id and len(work) > self.e.settings.fanout_min_records:
-                batches += _batch_messages(mapping, work, job_id, len(batches), self.e.settings.fanout_batch_size)
+                from shared.services.jobs import sync_batch_messages  # jobs imports this module
+
+                batches += sync_batch_messages(
+                    mapping, Side.BC, work, job_id, first=len(batches), size=self.e.settings.fanout_batch_size
+                )
             elif work:
                 outcome.merge(await self.sync_headers(mapping, work, job_id))
             if page.next_cursor:
@@ -974,26 +978,6 @@ def _failed(bc_id: str | None, dv_id: str | None, direction: str, w: WriteResult
 def _select(mapping: TableMapping) -> list[str]:
     extra = {"status", SHIPPED} if mapping.bc_entity_name == "salesOrders" else {"status"}
     return sorted({*mapping.bc_select, *extra})
-
-
-def _batch_messages(
-    mapping: TableMapping, records: Sequence[RemoteRecord], job_id: str, first: int, size: int
-) -> list[dict[str, Any]]:
-    from shared.messaging import work
-
-    out = []
-    for n, start in enumerate(range(0, len(records), size)):
-        ids = [r.id for r in records[start : start + size]]
-        batch = work.SyncBatch(
-            mapping=mapping.name,
-            batch=f"b{first + n + 1}",
-            direction=mapping.direction.value,
-            scheduled=True,
-            side=Side.BC.value,
-            bc_ids=ids,
-        )
-        out.append(batch.for_job(job_id, 0).to_wire())
-    return out
 
 
 # ---------------------------------------------------------------------- dispatch from the job and sync paths

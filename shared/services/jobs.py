@@ -363,7 +363,17 @@ class JobService:
                 work, seen, coupled = await self._work_of(mapping, side, page.records)
                 outcome.counts["unchanged"] += seen
                 if job_id and len(work) > self.e.settings.fanout_min_records:
-                    batches += self._batch_messages(mapping, side, work, page.deleted_ids, job_id, len(batches))
+                    batches += sync_batch_messages(
+                        mapping,
+                        side,
+                        work,
+                        job_id,
+                        first=len(batches),
+                        size=self.e.settings.fanout_batch_size,
+                        deleted_ids=page.deleted_ids,
+                        full_run=not mapping.sync_only_coupled,
+                        filtered=True,  # _work_of checked the page against the mapping's filters before fan-out
+                    )
                 elif work or page.deleted_ids:
                     outcome.merge(await self._apply_work(mapping, side, work, 0, coupled, page.deleted_ids, job_id))
                 if page.next_cursor:
@@ -377,34 +387,6 @@ class JobService:
         else:
             await self._advance_all(mapping.name, cursors)
         return outcome
-
-    def _batch_messages(
-        self,
-        mapping: TableMapping,
-        side: Side,
-        records: Sequence[RemoteRecord],
-        deleted_ids: Sequence[str],
-        job_id: str,
-        first: int,
-    ) -> list[dict[str, Any]]:
-        size = self.e.settings.fanout_batch_size
-        out = []
-        for n, start in enumerate(range(0, len(records), size)):
-            ids = [r.id for r in records[start : start + size]]
-            batch = work.SyncBatch(
-                mapping=mapping.name,
-                batch=f"b{first + n + 1}",
-                direction=mapping.direction.value,
-                scheduled=True,
-                full_run=not mapping.sync_only_coupled,
-                filtered=True,  # _work_of checked the page against the mapping's filters before fan-out
-                side=side.value,
-                bc_ids=ids if side == Side.BC else None,
-                dataverse_ids=ids if side == Side.DATAVERSE else None,
-                deleted_ids=list(deleted_ids) if n == 0 and deleted_ids else None,
-            )
-            out.append(batch.for_job(job_id, 0).to_wire())
-        return out
 
     async def _advance_all(self, mapping: str, cursors: dict[str, str]) -> None:
         for side, cursor in cursors.items():
@@ -649,3 +631,36 @@ def trigger_of(msg: WorkMessage, job: Job | None) -> str:
     if msg.kind in _TRIGGER_OF_KIND:
         return _TRIGGER_OF_KIND[msg.kind]
     return "syncNow" if job is not None and job.kind == "syncNow" else "job"
+
+
+def sync_batch_messages(
+    mapping: TableMapping,
+    side: Side,
+    records: Sequence[RemoteRecord],
+    job_id: str,
+    *,
+    first: int,
+    size: int,
+    deleted_ids: Sequence[str] = (),
+    full_run: bool = False,
+    filtered: bool = False,
+) -> list[dict[str, Any]]:
+    """A fanned-out page of changes as ``sync-batch`` messages of ``size`` records each (the deletions ride
+    with the first); numbered after the ``first`` batches already made for the job."""
+    out = []
+    for n, start in enumerate(range(0, len(records), size)):
+        ids = [r.id for r in records[start : start + size]]
+        batch = work.SyncBatch(
+            mapping=mapping.name,
+            batch=f"b{first + n + 1}",
+            direction=mapping.direction.value,
+            scheduled=True,
+            full_run=full_run,
+            filtered=filtered,
+            side=side.value,
+            bc_ids=ids if side == Side.BC else None,
+            dataverse_ids=ids if side == Side.DATAVERSE else None,
+            deleted_ids=list(deleted_ids) if n == 0 and deleted_ids else None,
+        )
+        out.append(batch.for_job(job_id, 0).to_wire())
+    return out
