@@ -560,12 +560,18 @@ def _ship_and_invoice(
 def seed(store: Store, company_id: str, entity: str, count: int, fields: dict[str, Any]) -> list[str]:
     """``count`` documents of the company's customers and items (round robin), each with ``lines`` (a field of
     the seed body, default 1..5 by turns) item lines. ``status``: ``Released`` (orders: the default),
-    ``Draft``, or for invoices ``Open`` (posted: the default) / ``Draft``."""
+    ``Draft``, or for invoices ``Open`` (posted: the default) / ``Draft``. ``itemIds``: only these items on
+    the lines; ``customerNumber``: every document for that customer."""
     fields = dict(fields)
     per_doc = fields.pop("lines", None)
+    only_items = {str(i).lower() for i in fields.pop("itemIds", None) or ()}
     status = fields.pop("status", "Released" if entity == "salesOrders" else "Open")
     customers = [r for r in store.table(company_id, "customers").rows.values() if r["blocked"] in ("", "_x0020_")]
-    items = [r for r in store.table(company_id, "items").rows.values() if not r["blocked"]]
+    items = [
+        r
+        for r in store.table(company_id, "items").rows.values()
+        if not r["blocked"] and (not only_items or r["id"] in only_items)
+    ]
     if not customers or not items:
         raise _error(400, "BadRequest", f"Seeding {entity} needs customers and items in the company first.")
     ids: list[str] = []

@@ -39,7 +39,7 @@ from shared.connectors._odata import (
     to_record,
     with_required,
 )
-from shared.connectors.http import CallCounter, ServiceHttp, error_from_payload
+from shared.connectors.http import ServiceClient, ServiceHttp, error_from_payload
 from shared.domain.model import ChangePage, RemoteRecord, WriteOp, WriteResult
 from shared.errors import (
     NotFoundError,
@@ -58,7 +58,7 @@ BATCH_LIMIT = 100  # BC's maximum requests per $batch
 DEFAULT_NATURAL_KEYS = {"customers": "number", "vendors": "number", "items": "number", "contacts": "number"}
 
 
-class BusinessCentralClient:
+class BusinessCentralClient(ServiceClient):
     """Async client of one BC environment + company. Build once per process; ``aclose()`` at the end."""
 
     def __init__(
@@ -109,19 +109,6 @@ class BusinessCentralClient:
         return cls(settings, credential, **kw)
 
     # ------------------------------------------------------------------ lifecycle
-    @property
-    def calls(self) -> CallCounter:
-        return self._http.calls
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> BusinessCentralClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
     async def ping(self) -> None:
         """One cheap authenticated call (health check): raises the mapped ``SyncError`` when unusable."""
         await self._http.request(

@@ -40,7 +40,7 @@ from shared.connectors._odata import (
     to_record,
     with_required,
 )
-from shared.connectors.http import CallCounter, ServiceHttp, error_from_payload
+from shared.connectors.http import ServiceClient, ServiceHttp, error_from_payload
 from shared.domain.model import ChangePage, RemoteRecord, WriteOp, WriteResult
 from shared.errors import (
     ConflictError,
@@ -80,7 +80,7 @@ DEFAULT_ENTITIES: dict[str, EntityInfo] = {
 }
 
 
-class DataverseClient:
+class DataverseClient(ServiceClient):
     """Async client of one Dataverse org. Build once per process; ``aclose()`` at the end."""
 
     def __init__(
@@ -138,21 +138,8 @@ class DataverseClient:
 
     # ------------------------------------------------------------------ lifecycle
     @property
-    def calls(self) -> CallCounter:
-        return self._http.calls
-
-    @property
     def concurrency_limit(self) -> int:
         return self._http.limiter.limit
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> DataverseClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     def register_entity(self, entity_set: str, logical_name: str, primary_key: str) -> None:
         """Names a table the defaults do not know (a user-defined mapping's custom table)."""

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
@@ -454,3 +454,22 @@ class ServiceHttp:
         if not ok:
             raise error_from_response(response, self.service)
         return response
+
+
+class ServiceClient:
+    """What the BC and Dataverse clients share around their ``ServiceHttp``: call counts and the lifecycle."""
+
+    _http: ServiceHttp
+
+    @property
+    def calls(self) -> CallCounter:
+        return self._http.calls
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

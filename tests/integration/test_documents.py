@@ -344,3 +344,45 @@ def test_couple_with_create_new_creates_the_order_with_its_lines(api: Any, world
     assert [(d["_productid_value"], d["quantity"]) for d in details] == [(s["products"][0], 1), (s["products"][1], 2)]
     resp = api.post(f"/api/mappings/{ORDERS}/couplings", json={"bcId": order, "createNew": True})
     assert resp.status_code == 409, resp.text  # already coupled: no second order
+
+
+def test_a_worker_killed_mid_job_creates_no_second_order_and_loses_no_line(
+    stack: Any, api: Any, world: dict[str, Any]
+) -> None:
+    """1,500 released orders (2 lines each) fan out to workers; the host is killed (SIGKILL) while batches run.
+    Redelivered batches complete the same documents: one Dataverse order per BC order, every line once."""
+    import time
+
+    import requests
+
+    sims = world["sims"]
+    s = _setup(api, world, 2, currency=False)
+    run_job(api, ORDERS, {"kind": "incremental"})  # earlier tests' orders out of the way
+    number = sims.bc_get("customers", s["customer"])["number"]
+    n = 1500
+    orders: list[str] = []
+    for _ in range(2):  # the seed answers the ids of up to 1,000 records per call
+        r = requests.post(
+            f"{stack.url('bc_sim')}/_sim/seed",
+            json={"entity": "salesOrders", "count": n // 2, "fields": {"customerNumber": number, "lines": 2,
+                                                                       "itemIds": s["items"]}},
+            timeout=120,
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        orders += r.json()["ids"]
+    job_id = api.post(f"/api/mappings/{ORDERS}/jobs", json={"kind": "incremental"}).json()["jobId"]
+    deadline = time.monotonic() + 180
+    while api.get(f"/api/jobs/{job_id}").json().get("batches", {}).get("completed", 0) < 1:
+        assert time.monotonic() < deadline, api.get(f"/api/jobs/{job_id}").json()
+        time.sleep(0.05)
+    stack.restart("host")  # the in-flight batches' locks expire and Service Bus redelivers them
+    job = api.wait_for_job(job_id, timeout=300)
+    assert job["status"] == "succeeded" and job["counts"]["failed"] == 0, job
+    account_filter = f"_customerid_value eq {s['account']}"
+    assert sims.dv_count("salesorders", account_filter) == n  # one order each, none twice
+    coupled = {o: coupled_to(api, ORDERS, o) for o in orders[:: n // 15]}
+    assert all(coupled.values()), coupled
+    for dv_id in coupled.values():
+        assert len(_details(world, "salesorderdetails", "salesorderid", dv_id)) == 2  # every line, once
+    couplings = [c for c in api.all_pages(f"/api/mappings/{m(ORDERS)}/couplings") if c["bcId"] in set(orders)]
+    assert len(couplings) == n and len({c["dataverseId"] for c in couplings}) == n
