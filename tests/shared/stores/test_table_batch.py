@@ -352,3 +352,15 @@ async def test_https_requests_through_the_transport_load_the_ca_once(
         await service.close()
         await runner.cleanup()
     assert len(made) == 1  # a fresh CA path: its context is built once, for four requests
+
+
+def test_the_transport_reads_no_netrc_or_proxy_per_request_unless_a_proxy_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cs = f"DefaultEndpointsProtocol=http;AccountName=a;AccountKey={'A' * 88};TableEndpoint=http://127.0.0.1:1/a;"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    transport = build_service_client(connection_string=cs)._client._client._pipeline._transport
+    assert isinstance(transport, OneContextTransport) and transport._use_env_settings is False
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert build_service_client(connection_string=cs)._client._client._pipeline._transport._use_env_settings is True
