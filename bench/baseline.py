@@ -193,6 +193,7 @@ class BaselinePhase:
     table_ops: int
     bc_throttled: int = 0
     dv_throttled: int = 0
+    cpu_seconds: float = 0.0  # process CPU of the baseline's own work (same process as the engine's runs)
 
     def as_json(self) -> dict[str, Any]:
         r = self.records
@@ -200,6 +201,8 @@ class BaselinePhase:
             "name": self.name,
             "records": r,
             "seconds": round(self.seconds, 3),
+            "cpuSeconds": round(self.cpu_seconds, 3),
+            "cpuMsPerRecord": round(self.cpu_seconds * 1000 / r, 4) if r else None,
             "recordsPerSecond": round(r / self.seconds, 1) if self.seconds and r else None,
             "bcRequests": self.bc,
             "dvRequests": self.dv,
@@ -228,9 +231,9 @@ async def baseline_scenario(
     async def phase(name: str, records: int | None = None) -> BaselinePhase:
         bc0, dv0, t0 = naive.counts.bc, naive.counts.dv, naive.table_ops.count
         s0 = await env.snapshot()
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         done = await naive.tick("bc") + await naive.tick("dv")
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
         s1 = await env.snapshot()
         d = s1.minus(s0)
         # The simulators' counts and the baseline's own must agree (nothing else talks to them now).
@@ -239,7 +242,7 @@ async def baseline_scenario(
         if not d["bcThrottled"] and not d["dvThrottled"]:
             assert d["bcRequests"] == naive.counts.bc - bc0 and d["dvRequests"] == naive.counts.dv - dv0, d
         p = BaselinePhase(name, done if records is None else records, seconds, d["bcRequests"], d["dvRequests"],
-                          naive.table_ops.count - t0, d["bcThrottled"], d["dvThrottled"])  # fmt: skip
+                          naive.table_ops.count - t0, d["bcThrottled"], d["dvThrottled"], cpu)  # fmt: skip
         phases.append(p)
         return p
 

@@ -42,8 +42,10 @@ class Phase:
             **self.counts,
         }
         if self.records:
-            for key in ("bcRequests", "dvRequests", "bcClientCalls", "dvClientCalls", "tableOps", "sbMessages"):
+            for key in ("bcRequests", "dvRequests", "bcClientCalls", "dvClientCalls", "tableOps", "sbMessages",
+                        "entitiesRead"):  # fmt: skip
                 out[f"{key}PerRecord"] = round(self.counts[key] / self.records, 5)
+            out["cpuMsPerRecord"] = round(self.cpu_seconds * 1000 / self.records, 4)
         return out
 
 

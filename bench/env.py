@@ -22,6 +22,7 @@ from shared.config import Settings, settings_from_env
 from shared.identity import AsyncMsalCredential, Credentials, build_credentials
 from shared.messaging.publisher import ServiceBusPublisher
 from shared.services.engine import Engine
+from shared.stores.tables import ENTITIES_READ
 
 COMPONENTS = {"azurite", "authority", "bc_sim", "dv_sim", "amqp_peer"}
 
@@ -119,6 +120,7 @@ class Snapshot:
     table_ops: int
     sb_messages: int
     sb_sends: int
+    entities_read: int = 0  # entities the table service returned to reads (shared.stores.tables.ENTITIES_READ)
 
     def minus(self, before: Snapshot) -> dict[str, Any]:
         def routes(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -136,6 +138,7 @@ class Snapshot:
             "tableOps": self.table_ops - before.table_ops,
             "sbMessages": self.sb_messages - before.sb_messages,
             "sbSends": self.sb_sends - before.sb_sends,
+            "entitiesRead": self.entities_read - before.entities_read,
         }
 
 
@@ -172,6 +175,7 @@ class BenchEnv:
             self.runtime.stores.op_counter.count,
             self.runtime.publisher.message_count,
             self.runtime.publisher.send_count,
+            ENTITIES_READ.count,
         )
 
     async def fresh_tables(self) -> None:

@@ -120,6 +120,35 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_fig(f"{m['records']:,} full sync: peak RSS (MB)", m["rssPeakMB"], "≤ 500", lambda v: v <= 500,
                         m["stores"]))  # fmt: skip
         out.append(_fig(f"{m['records']:,} full sync: records/s", m["recordsPerSecond"], "report", None))
+    # #23: engine CPU per record on the real clients (Azurite + simulators), next to the baseline's.
+    echo = _p(r, "engine", "echoes")
+    b_tick = _p(r, "baseline", "after 10% updates")
+    for phase, base, what, target, limit in (
+        (create, b_create, "full sync, create + couple", "≤ 0.3", 0.3),
+        (existing, None, "full sync, existing couplings", "≤ 0.3", 0.3),
+        (upd, b_tick, "incremental, per changed record", "≤ 0.5", 0.5),
+    ):
+        if phase and phase.get("cpuMsPerRecord") is not None:
+            note = f"baseline {base['cpuMsPerRecord']} ms/record" if base and base.get("cpuMsPerRecord") else ""
+            out.append(_fig(f"Engine CPU ms/record, real clients ({what})", phase["cpuMsPerRecord"], target,
+                            lambda v, limit=limit: v <= limit, note))  # fmt: skip
+    for phase, what in ((upd, "incremental after 10% updates"), (echo, "incremental, echoes of own writes"),
+                        (existing, "full sync of existing couplings")):  # fmt: skip
+        if phase and phase.get("entitiesReadPerRecord") is not None:
+            out.append(_fig(f"Table entities read per record ({what})", phase["entitiesReadPerRecord"], "report",
+                            None, f"{phase['entitiesRead']} entities, {phase['tableOps']} table ops"))  # fmt: skip
+    t = r.get("tablesCpu")
+    if t:
+        tx = t["transactions"]
+        out.append(_fig("Table transaction client CPU: SDK ÷ lean writer (100 operations)", tx["sdkOverLean"], "≥ 3×",
+                        lambda v: v >= 3, f"SDK {tx['sdk']} ms, lean {tx['lean']} ms per transaction"))  # fmt: skip
+        lk = t["lookups"]
+        now, before = lk["now"], lk["before"]
+        out.append(_fig(f"Lookup of {lk['ids']} random ids in {lk['couplings']:,} couplings: entities read per id",
+                        round(now["entitiesRead"] / lk["ids"], 3), "≤ 1 (before: range scan)", lambda v: v <= 1,
+                        f"before {before['entitiesRead']} entities; "
+                        f"CPU/id now {now['cpuMsPerId']} ms, before {before['cpuMsPerId']} ms; requests "
+                        f"{now['requests']} vs {before['requests']}"))  # fmt: skip
     c = r.get("cpu")
     if c:
         note = f"{c['fullSyncCpuMsPerVisit']} ms per pair visit; fakes included"
@@ -139,16 +168,17 @@ def table(figs: list[dict[str, Any]]) -> str:
 
 def phases_table(results: dict[str, Any]) -> str:
     rows = [
-        "| scenario / phase | records | s | engine CPU s | rec/s | BC calls | DV calls | BC 429 | DV 429 | table ops"
-        " | SB msgs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario / phase | records | s | engine CPU s | CPU ms/rec | rec/s | BC calls | DV calls | BC 429 | DV 429"
+        " | table ops | entities read | SB msgs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key in ("baseline", "engine", "latencyBaseline", "latencyEngine", "throttledBaseline", "throttledEngine"):
         for p in (results.get(key) or {}).get("phases", []):
             rows.append(
                 f"| {p['name']} | {p['records']} | {p['seconds']} | {p.get('cpuSeconds', '')} | "
-                f"{p.get('recordsPerSecond') or ''} | {p['bcRequests']} | {p['dvRequests']} | "
-                f"{p.get('bcThrottled', 0)} | {p.get('dvThrottled', 0)} | {p['tableOps']} | {p.get('sbMessages', '')} |"
+                f"{p.get('cpuMsPerRecord') or ''} | {p.get('recordsPerSecond') or ''} | {p['bcRequests']} | "
+                f"{p['dvRequests']} | {p.get('bcThrottled', 0)} | {p.get('dvThrottled', 0)} | {p['tableOps']} | "
+                f"{p.get('entitiesRead', '')} | {p.get('sbMessages', '')} |"
             )
     return "\n".join(rows)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 
+from bench import tables_cpu
 from bench.baseline import NaiveSync, baseline_scenario
 from bench.cpu import engine_cpu
 from bench.default_set import default_set_scenario
@@ -43,11 +44,12 @@ class Config:
     memory: bool = True
     default_set_n: int = 2_000  # records per BC table in the full sync over every default mapping
     documents_n: int = 1_000  # released BC orders (5 lines each) in the documents' full sync (#21)
+    lookup_couplings: int = 10_000  # #23: a measured partition of this many couplings ...
+    lookup_ids: int = 500  # ... and a lookup of this many random BC ids in it (sparse: < 1 in 16 rows)
 
 
-SMALL = Config(
-    n=500, baseline_n=30, latency=False, throttle=False, memory=False, cpu_n=500, default_set_n=400, documents_n=100
-)
+SMALL = Config(n=500, baseline_n=30, latency=False, throttle=False, memory=False, cpu_n=500, default_set_n=400,
+               documents_n=100, lookup_couplings=2_000, lookup_ids=100)  # fmt: skip
 
 
 class PeakRss:
@@ -226,6 +228,12 @@ async def run_all(cfg: Config) -> dict[str, Any]:
     }
     async with bench_env() as env:
         assert isinstance(env.publisher, RecordingPublisher)
+        _say("table client CPU: lean vs SDK transactions, point reads vs range scan (#23)")
+        results["tablesCpu"] = {
+            "transactions": await tables_cpu.transactions(env.runtime.stores),
+            "lookups": await tables_cpu.lookups(env.runtime.stores, cfg.lookup_couplings, cfg.lookup_ids),
+        }
+        await _fresh(env)
         if cfg.memory:  # first: Python rarely returns freed memory, so later scenarios would inflate the peak
             results["memory"] = await memory_scenario(env, cfg)
         results.update(await main_scenarios(env, cfg))

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 REASON_UNAUTHORIZED = "unauthorized"
 REASON_THROTTLED_REQUESTS = "throttled_requests"  # too many requests in the window
 REASON_THROTTLED_EXECUTION = "throttled_execution"  # combined execution time exceeded
+SIM_ROWS = web.RequestKey("sim_rows", int)  # rows a bulk operation wrote (set by a handler; charged per row)
 REASON_THROTTLED_CONCURRENCY = "throttled_concurrency"  # too many requests in flight
 REASON_INJECTED = "injected"  # a fault injected through /_sim/faults
 
@@ -63,6 +64,10 @@ class ServiceLimits:
     retry_after_seconds: float = 1.0
     # Combined handler execution time per user per window (Dataverse: 1,200 s / 5 min); None = unlimited.
     execution_seconds_per_window: float | None = None
+    # Server cost charged to that budget per row a bulk operation writes (CreateMultiple/UpdateMultiple/
+    # UpsertMultiple targets, $batch operations), on top of the handler's own time: the simulator writes a
+    # row in microseconds where Dataverse spends milliseconds (plug-ins, auditing, indexes). 0 = handler time only.
+    execution_seconds_per_row: float = 0.0
 
     _CAMEL = {
         "requestsPerWindow": "requests_per_window",
@@ -70,6 +75,7 @@ class ServiceLimits:
         "maxConcurrent": "max_concurrent",
         "retryAfterSeconds": "retry_after_seconds",
         "executionSecondsPerWindow": "execution_seconds_per_window",
+        "executionSecondsPerRow": "execution_seconds_per_row",
     }
 
     def to_json(self) -> dict[str, Any]:
@@ -491,7 +497,8 @@ def _make_middleware(core: SimCore) -> Any:
             if core._in_flight[user] <= 0:
                 del core._in_flight[user]
             if limits.execution_seconds_per_window is not None:
-                core._executions.setdefault(user, collections.deque()).append((started, time.monotonic() - started))
+                cost = time.monotonic() - started + request.get(SIM_ROWS, 0) * limits.execution_seconds_per_row
+                core._executions.setdefault(user, collections.deque()).append((started, cost))
         for key, value in core.extra_headers.items():
             response.headers.setdefault(key, value)
         return response

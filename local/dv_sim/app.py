@@ -18,6 +18,7 @@ from local.simcore import (
     REASON_THROTTLED_EXECUTION,
     REASON_THROTTLED_REQUESTS,
     REASON_UNAUTHORIZED,
+    SIM_ROWS,
     ServiceLimits,
     TokenValidator,
     install_sim_core,
@@ -74,9 +75,17 @@ def _to_web(response: DvResponse) -> web.Response:
 
 
 async def _api(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    path = request.match_info["path"]
     body = await request.read()
+    service = request.app[SERVICE]
+    rows = service.bulk_rows
+    try:
+        return await _api_call(request, service, body)
+    finally:
+        request[SIM_ROWS] = service.bulk_rows - rows  # the server cost per row (ServiceLimits) of this request
+
+
+async def _api_call(request: web.Request, service: Any, body: bytes) -> web.Response:
+    path = request.match_info["path"]
     if path.strip("/") == "$batch":
         if request.method != "POST":
             return _to_web(DvResponse(405, error_json("0x80060888", "$batch requires POST.")))

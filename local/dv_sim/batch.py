@@ -196,6 +196,8 @@ def _run_item(service: DataverseService, item: _Item) -> DvResponse:
         return DvResponse(400, error_json("0x80048d19", f"Malformed batch part: {item.problem}"))
     if item.request.path.strip("/").startswith("$batch"):
         return DvResponse(400, error_json("0x80048d19", "A $batch request cannot be nested."))
+    if item.request.method != "GET" and not item.request.path.rstrip("/").endswith("Multiple"):
+        service.bulk_rows += 1  # a write in a batch: one row (a *Multiple part counts its targets itself)
     return service.execute(item.request)
 
 

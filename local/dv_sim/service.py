@@ -139,6 +139,7 @@ class DataverseService:
     ) -> None:
         self.store = store
         self.bulk_unsupported = set(bulk_unsupported)
+        self.bulk_rows = 0  # rows bulk operations ($batch parts, *Multiple targets) wrote: charged per row (limits)
         # Change tracking is a per-table setting in Dataverse (Learn "Use change tracking to synchronize data
         # with external systems"); tables listed here have it off, and a track-changes read is refused.
         self.untracked = set(untracked)
@@ -526,6 +527,7 @@ class DataverseService:
             raise payload_error(f"{action} requires a non-empty 'Targets' array.")
         if len(targets) > MAX_BULK:
             raise bad_request(f"{action} accepts at most {MAX_BULK} Targets; {len(targets)} were given.", "0x80044150")
+        self.bulk_rows += len(targets)
         ids: list[str] = []
         results: list[dict[str, Any]] = []
         table, pk = definition.entity_set, definition.primary_key

@@ -53,7 +53,9 @@ def build_stores(settings: Settings, credential: AsyncTokenCredential | None = N
     MSAL credential). Call once per process (and event loop) and keep the result."""
     counter = OpCounter()
     if settings.tables_connection_string:
-        service = build_service_client(connection_string=settings.tables_connection_string, counter=counter)
+        service = build_service_client(
+            connection_string=settings.tables_connection_string, counter=counter, ca_file=settings.authority_ca
+        )
     else:
         if credential is None:
             from shared.identity import get_credential  # lazy: only the endpoint mode needs MSAL

@@ -21,21 +21,23 @@ from shared.domain.model import Coupling
 from shared.errors import ConflictError
 from shared.planning import history
 from shared.stores.tables import (
-    MAX_FILTER_KEYS,
     MAX_PAGE,
     Entity,
     Op,
     TableProvider,
     TableTransactionError,
+    entity_of,
     escape_key,
     etag_of,
     failure_kind,
     lookup_rows,
     norm_id,
+    point_rows,
     prefix_range,
     query_all,
     query_page,
     quote,
+    raw_pages,
     submit,
     submit_tolerant,
     to_utc,
@@ -46,9 +48,29 @@ STATE = "bc:"
 INDEX = "dv:"
 ARCHIVE = "h:"  # #22: the history of an uncoupled record (the state row held it while coupled)
 PART_CHARS = 30_000  # a string property holds ≤64 KiB (UTF-16): larger snapshots span several properties
-DEFAULT_PARTITION_ROWS = 20_000  # assumed partition size (rows) before a scan has measured it
+# A point read costs ~0.5 ms of client CPU (the azure-core pipeline) and 1 entity; a scanned row ~5 µs and 1
+# entity of the partition's 2,000/s. So: a range scan when ≥ 1 in DENSE_SHARE rows of the keys' range is
+# wanted, else point reads — never a scan of a whole partition for a few ids (docs/storage.md, "Lookups").
+DENSE_SHARE = 16
+MIN_SCAN_KEYS = 32  # below this, point reads whatever the density
+MIN_MEASURED_SPAN = 0.01  # a scan over less of the key space does not set the density estimate
+_HEX = 12  # leading hex digits of a GUID key that place it in the key space
 REPLACE_ATTEMPTS = 4
 _IF_MATCH = MatchConditions.IfNotModified
+
+
+def _position(prefix: str, key: str) -> float | None:
+    """Where a key lies in its kind's key space, in [0, 1): GUID ids are uniform there. None for other ids."""
+    digits = key[len(prefix) : len(prefix) + _HEX].replace("-", "")
+    try:
+        return int(digits.ljust(_HEX, "0")[:_HEX], 16) / 16**_HEX if digits else None
+    except ValueError:
+        return None
+
+
+def _span(prefix: str, low: str, high: str) -> float | None:
+    a, b = _position(prefix, low), _position(prefix, high)
+    return None if a is None or b is None else max(b - a, 1 / 16**_HEX)
 
 
 def state_rk(bc_id: str) -> str:
@@ -172,7 +194,7 @@ class TableCouplingStore:
     def __init__(self, tables: TableProvider, table_name: str) -> None:
         self._tables = tables
         self._name = table_name
-        self._partition_rows: dict[str, int] = {}  # measured by full scans; picks lookup vs scan
+        self._density: dict[tuple[str, str], float] = {}  # (partition, row kind) -> rows per unit key space
 
     async def _table(self) -> TableClient:
         return await self._tables.get(self._name)
@@ -204,28 +226,50 @@ class TableCouplingStore:
         return out
 
     async def _rows(self, mapping: str, prefix: str, row_keys: Sequence[str] | Any) -> dict[str, Entity]:
-        """Rows by key, choosing the cheaper of OR-filter lookups (1 request per 14 keys) and a key-range scan
-        of the partition (1 request per 1,000 rows of that kind)."""
+        """Rows by key, touching only what the lookup needs: concurrent point reads, unless the keys are dense
+        in their key range (at least 1 in ``DENSE_SHARE`` of the rows between the smallest and the largest
+        key is wanted, e.g. a full sync's page), where a range scan reads ~1 request per 1,000 rows instead
+        of one per key. Ids are GUIDs (uniform in the key space), so the share is estimated from the
+        partition's measured density; a scan that turns out sparser than estimated stops and point-reads
+        the keys it has not reached (docs/storage.md, "Lookups")."""
         keys = sorted(set(row_keys))
         if not keys:
             return {}
         table = await self._table()
         pk = escape_key(mapping)
-        lookups = math.ceil(len(keys) / MAX_FILTER_KEYS)
-        rows_of_kind = self._partition_rows.get(pk, DEFAULT_PARTITION_ROWS) // 2
-        if lookups <= max(1, math.ceil(rows_of_kind / MAX_PAGE)):
-            return await lookup_rows(table, pk, keys)
-        # Range scan limited to [min, max] of the requested keys (narrow when the ids are a sorted page).
+        span = _span(prefix, keys[0], keys[-1])
+        density = self._density.get((pk, prefix))  # rows of this kind per unit of key space
+        if (
+            len(keys) < MIN_SCAN_KEYS
+            or span is None
+            or (density is not None and density * span > DENSE_SHARE * len(keys))
+        ):
+            return await point_rows(table, pk, keys)
         query = (
             f"PartitionKey eq {quote(pk)} and RowKey ge {quote(keys[0])} and RowKey le {quote(keys[-1])}"
             f" and {prefix_range(prefix)}"
         )
         wanted = set(keys)
         found: dict[str, Entity] = {}
-        async for page in query_all(table, query):
-            for row in page:
-                if row["RowKey"] in wanted:
-                    found[row["RowKey"]] = row
+        read, last = 0, keys[0]
+        async for page in raw_pages(table, query):
+            read += len(page)
+            for raw in page:
+                if raw["RowKey"] in wanted:
+                    found[raw["RowKey"]] = entity_of(raw)  # only the rows kept are decoded
+            last = page[-1]["RowKey"]
+            covered = _span(prefix, keys[0], last) or 0.0
+            if covered >= span:
+                continue
+            left = [k for k in keys if k > last]
+            projected = read / covered * (span - covered) if covered > 0 else math.inf
+            if left and projected > DENSE_SHARE * len(left) + MAX_PAGE:  # sparser than it looked: stop
+                if covered > 0:
+                    self._density[(pk, prefix)] = read / covered
+                found |= await point_rows(table, pk, left)
+                return found
+        if span > MIN_MEASURED_SPAN:
+            self._density[(pk, prefix)] = read / span
         return found
 
     async def list_page(
@@ -243,7 +287,7 @@ class TableCouplingStore:
         async for page in query_all(table, f"PartitionKey eq {quote(pk)} and {prefix_range(STATE)}"):
             seen += len(page)
             yield [from_state_entity(mapping, r) for r in page]
-        self._partition_rows[pk] = 2 * seen
+        self._density[(pk, STATE)] = self._density[(pk, INDEX)] = float(seen)  # one index row per state row
 
     # ------------------------------------------------------------------ couple
     async def couple(self, coupling: Coupling, *, replace: bool = False) -> list[Coupling]:
@@ -366,9 +410,15 @@ class TableCouplingStore:
                 return [first, first + 1]
 
             out = await submit_tolerant(table, ops, drop=drop, groups=[[2 * n, 2 * n + 1] for n in range(len(idx))])
+            created = 0
             for n, i in enumerate(idx):
                 if out[2 * n] is not None:
                     couplings[i].row_etag = out[2 * n].get("etag")  # type: ignore[union-attr]
+                    created += 1
+            pk = escape_key(couplings[idx[0]].mapping)
+            for kind in (STATE, INDEX):  # the partition grew: keep the lookup's density estimate current
+                if (pk, kind) in self._density:
+                    self._density[(pk, kind)] += created
 
         await asyncio.gather(*(one_mapping(idx) for idx in by_mapping.values()))
         return results
@@ -479,7 +529,7 @@ class TableCouplingStore:
             ]
             out = await _delete_chunks(table, ops)
             count += sum(1 for op, ok in zip(ops, out, strict=True) if ok and op[1]["RowKey"].startswith(STATE))
-        self._partition_rows[pk] = 0
+        self._density = {k: v for k, v in self._density.items() if k[0] != pk}
         return count
 
 

@@ -1,5 +1,5 @@
 """The one place for Table Storage plumbing: client + lazy table creation, key escaping, error mapping,
-transaction batching, OR-filter lookups and paging with opaque continuation tokens.
+transaction batching, point-read lookups, lean reads and paging with opaque continuation tokens.
 
 Transient retries are azure-core's ``AsyncTablesRetryPolicy`` (5xx, 408, 429, timeouts, connection errors),
 configured once in :func:`build_service_client`; nothing here retries transient failures again. The loops in
@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
+import os
 import re
+import ssl
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +33,8 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline import PipelineRequest
-from azure.data.tables import TableTransactionError, UpdateMode
+from azure.core.pipeline.transport import AioHttpTransport
+from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.domain.errors import InvalidContinuationError
@@ -44,6 +49,7 @@ from shared.errors import (
     UnauthorizedError,
     classify_status,
 )
+from shared.stores import table_batch
 
 SERVICE = "tables"
 MAX_BATCH = 100  # entities per transaction (Azurite answers more with a malformed response)
@@ -71,6 +77,21 @@ class OpCounter:
 
     def hook(self, request: PipelineRequest[Any]) -> None:  # azure-core raw_request_hook
         self.count += 1
+
+
+class ReadCounter:
+    """Entities the service returned to reads (point reads and query pages), process-wide: what a lookup
+    touched, whether it used the rows or not (#23: entities read per changed record)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def reset(self) -> int:
+        before, self.count = self.count, 0
+        return before
+
+
+ENTITIES_READ = ReadCounter()
 
 
 # ----------------------------------------------------------------------------- keys
@@ -211,6 +232,40 @@ class TableNames:
         )
 
 
+@functools.cache
+def ssl_context(ca_file: str) -> ssl.SSLContext:
+    """The process's one TLS context trusting ``ca_file`` (loading a CA bundle costs ~1 ms of CPU)."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+class TablesTransport(AioHttpTransport):
+    """The Table clients' aiohttp transport, built once per process (one session, shared by every TableClient
+    derived from the TableServiceClient). Two per-request costs of azure-core's default removed (#23):
+
+    - with ``connection_verify`` a CA path, azure-core builds a new ``SSLContext`` (and loads the CA file) for
+      EVERY request; here the process's cached context (:func:`ssl_context`) is handed out instead;
+    - its session trusts the environment, so aiohttp reads ``~/.netrc`` and the proxy variables in a worker
+      thread on EVERY request (two thread hops, most of a point read's client CPU); here the environment is
+      trusted only when a proxy variable is actually set.
+    """
+
+    def __init__(self, *, connection_verify: bool | str = True) -> None:
+        super().__init__(
+            connection_verify=connection_verify, use_env_settings=any(os.environ.get(v) for v in PROXY_VARIABLES)
+        )
+
+    def _build_ssl_config(self, cert: Any, verify: Any) -> Any:
+        if not cert and isinstance(verify, str):
+            return ssl_context(verify)
+        return super()._build_ssl_config(cert, verify)
+
+
+OneContextTransport = TablesTransport  # the name the TLS tests use
+
+
 def build_service_client(
     *,
     connection_string: str | None = None,
@@ -230,8 +285,7 @@ def build_service_client(
     }
     if counter is not None:
         kwargs["raw_request_hook"] = counter.hook
-    if ca_file:
-        kwargs["connection_verify"] = ca_file
+    kwargs["transport"] = TablesTransport(connection_verify=ca_file or True)  # see TablesTransport
     if connection_string:
         return TableServiceClient.from_connection_string(connection_string, **kwargs)
     if not endpoint or credential is None:
@@ -280,7 +334,7 @@ async def submit(table: TableClient, ops: Sequence[Op]) -> list[Entity]:
     when an operation fails, other azure errors mapped to ``shared.errors``."""
     if len(ops) == 1:
         return [await _single(table, ops[0])]
-    return list(await call(table.submit_transaction(list(ops))))
+    return await call(table_batch.submit_transaction(table, ops))
 
 
 async def _single(table: TableClient, op: Op) -> Entity:
@@ -388,7 +442,9 @@ def group_chunks(ops: Sequence[Op], groups: Sequence[Sequence[int]] | None = Non
 # ----------------------------------------------------------------------------- reads
 async def get_row(table: TableClient, pk: str, rk: str) -> Entity | None:
     try:
-        return await table.get_entity(pk, rk)
+        row = await table.get_entity(pk, rk)
+        ENTITIES_READ.count += 1
+        return row
     except ResourceNotFoundError:
         return None
     except AzureError as e:
@@ -396,9 +452,14 @@ async def get_row(table: TableClient, pk: str, rk: str) -> Entity | None:
 
 
 async def query_all(
-    table: TableClient, query: str, *, select: list[str] | None = None, page_size: int = MAX_PAGE
+    table: TableClient, query: str, *, select: list[str] | None = None, page_size: int = MAX_PAGE, lean: bool = True
 ) -> AsyncIterator[list[Entity]]:
-    """Every matching row, one service page (≤1,000 rows, one request) at a time."""
+    """Every matching row, one service page (≤1,000 rows, one request) at a time (decoded by the lean reader
+    unless ``lean`` is False or it is unavailable)."""
+    if lean and _pipeline(table) is not None and not getattr(table, "_cosmos_endpoint", False):
+        async for raw in raw_pages(table, query, select=select, page_size=page_size):
+            yield [entity_of(r) for r in raw]
+        return
     if query:
         pages = table.query_entities(query, results_per_page=page_size, select=select).by_page()
     else:
@@ -406,6 +467,7 @@ async def query_all(
     try:
         async for page in pages:
             rows = [row async for row in page]
+            ENTITIES_READ.count += len(rows)
             if rows:
                 yield rows
     except AzureError as e:
@@ -432,6 +494,7 @@ async def query_page(
             rows: list[Entity] = []
             async for page in pages:
                 rows = [row async for row in page]
+                ENTITIES_READ.count += len(rows)
                 break
             token = pages.continuation_token or None
             if rows or not token:
@@ -441,26 +504,130 @@ async def query_page(
 
 
 async def lookup_rows(table: TableClient, pk: str, row_keys: Iterable[str]) -> dict[str, Entity]:
-    """Rows by key in one partition: one point read for a single key, else OR-filters of ≤14 keys, concurrently."""
+    """Rows by key in one partition: concurrent point reads, each touching only its row (an OR-filter of row
+    keys is a partition scan on the service, see docs/storage.md)."""
+    return await point_rows(table, pk, row_keys)
+
+
+# ----------------------------------------------------------------------------- lean reads
+# The SDK decodes every property of every row through a generic deserializer (~47 µs a coupling row) and
+# builds a paged iterator per query; these read through the table client's own pipeline (authentication,
+# retries, the operation counter apply as before) and decode a row with one dict pass.
+POINT_CONCURRENCY = 16
+_ACCEPT = "application/json;odata=minimalmetadata"
+
+
+def _edm_datetime(value: str) -> datetime:
+    return datetime.fromisoformat(value)  # 3.11: 'Z' and 7 fraction digits (truncated to µs)
+
+
+_EDM_DECODE: dict[str, Callable[[Any], Any]] = {
+    "Edm.DateTime": _edm_datetime,
+    "Edm.Int64": int,
+    "Edm.Double": float,
+    "Edm.Guid": uuid.UUID,
+    "Edm.Binary": base64.b64decode,
+}
+
+
+def entity_of(raw: dict[str, Any]) -> TableEntity:
+    """A service JSON row (``odata=minimalmetadata``) as the SDK's ``TableEntity`` (``.metadata`` with the
+    etag and timestamp; typed values decoded), in one pass over the properties."""
+    entity = TableEntity()
+    for name, value in raw.items():
+        if "@" not in name and not name.startswith("odata."):  # annotations: odata.etag, X@odata.type
+            entity[name] = value
+    for name, value in raw.items():
+        if name.endswith("@odata.type"):
+            prop = name[:-11]
+            decode = _EDM_DECODE.get(value)
+            if decode is not None and entity.get(prop) is not None:
+                entity[prop] = decode(entity[prop])
+    timestamp = entity.pop("Timestamp", None)
+    if isinstance(timestamp, str):
+        timestamp = _edm_datetime(timestamp)
+    entity._metadata = {"etag": raw.get("odata.etag"), "timestamp": timestamp}  # type: ignore[misc]
+    return entity
+
+
+def _pipeline(table: TableClient) -> Any:
+    return getattr(getattr(table, "_client", None), "_client", None)
+
+
+async def _send(table: TableClient, url: str, params: dict[str, str] | None = None) -> Any:
+    from azure.core.rest import HttpRequest
+
+    from shared.stores.table_batch import _decode_error
+
+    headers = {"Accept": _ACCEPT, "DataServiceVersion": "3.0", "x-ms-version": table.api_version}
+    request = HttpRequest("GET", url, headers=headers, params=params)
+    try:
+        response = await _pipeline(table).send_request(request, stream=True)
+        await response.read()
+    except AzureError as e:
+        raise map_error(e) from e
+    if response.status_code >= 300 and response.status_code != 404:
+        error = _decode_error(response)
+        raise map_error(error) from error
+    return response
+
+
+def _base(table: TableClient) -> str:
+    return f"{table.scheme}://{table._primary_hostname}/{table.table_name}"
+
+
+async def raw_pages(
+    table: TableClient, query: str, *, select: list[str] | None = None, page_size: int = MAX_PAGE
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every matching row as the service's JSON (undecoded: a scan decodes only the rows it keeps), one
+    service page at a time; the SDK's paging when the lean path is unavailable."""
+    if _pipeline(table) is None or getattr(table, "_cosmos_endpoint", False):
+        async for page in query_all(table, query, select=select, page_size=page_size, lean=False):
+            yield page
+        return
+    params: dict[str, str] = {"$top": str(page_size)}
+    if query:
+        params["$filter"] = query
+    if select:
+        params["$select"] = ",".join(select)
+    while True:
+        response = await _send(table, _base(table) + "()", params)
+        rows = json.loads(response.content or b"{}").get("value") or []
+        ENTITIES_READ.count += len(rows)
+        if rows:
+            yield rows
+        npk = response.headers.get("x-ms-continuation-NextPartitionKey")
+        nrk = response.headers.get("x-ms-continuation-NextRowKey")
+        if not npk and not nrk:
+            return
+        params = {k: v for k, v in params.items() if k.startswith("$")}
+        if npk:
+            params["NextPartitionKey"] = npk
+        if nrk:
+            params["NextRowKey"] = nrk
+
+
+async def point_rows(table: TableClient, pk: str, row_keys: Iterable[str]) -> dict[str, Entity]:
+    """Rows by key: one point read (``GET Table(PartitionKey,RowKey)``) per key, ``POINT_CONCURRENCY`` at a
+    time; a missing row is a 404 answer, not an exception."""
     keys = sorted(set(row_keys))
     if not keys:
         return {}
-    if len(keys) == 1:
-        row = await get_row(table, pk, keys[0])
-        return {keys[0]: row} if row is not None else {}
-    sem = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+    if _pipeline(table) is None or getattr(table, "_cosmos_endpoint", False):
+        rows = await asyncio.gather(*(get_row(table, pk, k) for k in keys))
+        return {k: r for k, r in zip(keys, rows, strict=True) if r is not None}
+    from shared.stores.table_batch import _key
 
-    async def one(group: list[str]) -> list[Entity]:
-        ors = " or ".join(f"RowKey eq {quote(k)}" for k in group)
-        rows: list[Entity] = []
+    base, quoted_pk = _base(table), _key(pk)
+    sem = asyncio.Semaphore(POINT_CONCURRENCY)
+
+    async def one(rk: str) -> Entity | None:
         async with sem:
-            async for page in query_all(table, f"PartitionKey eq {quote(pk)} and ({ors})"):
-                rows.extend(page)
-        return rows
+            response = await _send(table, f"{base}(PartitionKey='{quoted_pk}',RowKey='{_key(rk)}')")
+        if response.status_code == 404:
+            return None
+        ENTITIES_READ.count += 1
+        return entity_of(json.loads(response.content))
 
-    groups = [keys[i : i + MAX_FILTER_KEYS] for i in range(0, len(keys), MAX_FILTER_KEYS)]
-    found: dict[str, Entity] = {}
-    for rows in await asyncio.gather(*(one(g) for g in groups)):
-        for row in rows:
-            found[row["RowKey"]] = row
-    return found
+    found = await asyncio.gather(*(one(k) for k in keys))
+    return {k: r for k, r in zip(keys, found, strict=True) if r is not None}

@@ -269,3 +269,40 @@ async def test_auth_required_with_validator(make_dv: MakeClient) -> None:
     )
     link = (await r.json())["@odata.nextLink"]
     assert urllib.parse.urlsplit(link).path == f"{API}/accounts"
+
+
+async def test_execution_time_budget_charges_a_server_cost_per_bulk_row(make_dv: MakeClient) -> None:
+    """#23: Dataverse's 1,200 s of execution per 5 min per user, scaled: 10 s per minute, 0.1 s per row a bulk
+    operation writes. 50 + 60 rows spend 11 s, so the next request is refused as execution-time throttling."""
+    dv = await make_dv(limits=ServiceLimits(execution_seconds_per_window=10, window_seconds=60))
+    assert (await dv.post("/_sim/limits", json={"executionSecondsPerRow": 0.1})).status == 200
+    for _ in range(20):  # reads and single writes cost their (tiny) handler time only
+        assert (await dv.get(f"{API}/WhoAmI")).status == 200
+    assert (await dv.post(f"{API}/accounts", json={"name": "one"})).status == 204
+    for n in (50, 60):
+        targets = [{"@odata.type": ACCOUNT, "name": f"bulk {n} {i}"} for i in range(n)]
+        r = await dv.post(f"{API}/accounts/Microsoft.Dynamics.CRM.CreateMultiple", json={"Targets": targets})
+        assert r.status == 200, await r.text()
+    r = await dv.get(f"{API}/WhoAmI")
+    assert r.status == 429 and (await r.json())["error"]["code"] == "0x80072321"
+    assert 1 <= int(r.headers["Retry-After"]) <= 60
+    limits = await (await dv.get("/_sim/limits")).json()
+    assert limits["executionSecondsPerRow"] == 0.1 and limits["executionSecondsPerWindow"] == 10
+
+
+async def test_batch_writes_are_charged_per_operation(make_dv: MakeClient) -> None:
+    dv = await make_dv(limits=ServiceLimits(execution_seconds_per_window=1, window_seconds=60,
+                                            execution_seconds_per_row=0.3))  # fmt: skip
+    boundary, changeset = "batch_x", "changeset_y"
+    parts = "".join(
+        f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
+        f"Content-ID: {i}\r\n\r\nPOST {API}/accounts HTTP/1.1\r\nContent-Type: application/json\r\n\r\n"
+        f'{{"name": "b{i}"}}\r\n'
+        for i in range(4)
+    )
+    body = (f"--{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n{parts}"
+            f"--{changeset}--\r\n--{boundary}--\r\n")  # fmt: skip
+    r = await dv.post(f"{API}/$batch", data=body, headers={"Content-Type": f"multipart/mixed; boundary={boundary}"})
+    assert r.status == 200, await r.text()
+    r = await dv.get(f"{API}/WhoAmI")  # 4 rows x 0.3 s = 1.2 s > 1 s
+    assert r.status == 429 and (await r.json())["error"]["code"] == "0x80072321"
