@@ -46,7 +46,8 @@ async def test_five_thousand_changes_fan_out_and_count_exactly(stack: Any, api: 
     sims.seed("bc", stack.url("bc_sim"), "customers", 5000, prefix)
 
     job = api.wait_for_job(await _timer_started_job(stack), timeout=240)
-    assert job["status"] == "succeeded" and job["kind"] == "incremental", job
+    errors = api.get("/api/errors", params={"mapping": "CUSTOMER"}).json() if job["status"] != "succeeded" else None
+    assert job["status"] == "succeeded" and job["kind"] == "incremental", (job, errors)
     assert job["counts"]["inserted"] == 5000 and job["counts"]["coupled"] == 5000, job
     assert job["counts"]["failed"] == 0, job
     assert job["batches"]["expected"] >= 4 and job["batches"]["completed"] == job["batches"]["expected"], job

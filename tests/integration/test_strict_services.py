@@ -38,4 +38,5 @@ def test_a_person_editing_in_the_same_second_as_our_write_still_reaches_bc(
     assert resp.status_code == 202, resp.text
     job = api.wait_for_job(resp.json()["jobId"], timeout=120)
     assert job["status"] in ("succeeded", "partial"), job
-    assert sims.bc_get("customers", b)["phoneNumber"] == theirs, "the person's edit was taken for our echo"
+    errors = api.get("/api/errors", params={"mapping": "CUSTOMER"}).json()
+    assert sims.bc_get("customers", b)["phoneNumber"] == theirs, ("the person's edit did not reach BC", job, errors)
