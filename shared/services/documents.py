@@ -735,13 +735,8 @@ class SubmittedOrders:
             for r in refused:
                 if r.ref not in bc_ids:
                     failed[r.ref] = _failed(None, r.ref, FROM_DV, r)
-        now = utcnow()
-        new = [Coupling(mapping.name, bc, dv, coupled_at=now, last_sync_direction=FROM_DV) for dv, bc in bc_ids.items()]
-        stored = await self.e.couplings.couple_many(new) if new else []
-        for c, st in zip(new, stored, strict=True):
-            if isinstance(st, Exception):  # a concurrent worker coupled it first: its order stands
-                bc_ids.pop(c.dataverse_id, None)
-                outcome.add(RecordResult(None, c.dataverse_id, "unchanged", FROM_DV))
+        # Lines before the coupling: a worker dying before it couples leaves an uncoupled order, which the next
+        # attempt adopts (its number) and completes (the sequences it lacks); a coupled order is a complete one.
         existing = await self.s._bc_lines(mapping, list(bc_ids.values()))
         line_ops: list[WriteOp] = []
         pairs: dict[str, dict[str, str]] = {}  # Dataverse order -> its detail ids -> the BC line ids
@@ -773,22 +768,37 @@ class SubmittedOrders:
             elif r.record is not None:
                 pairs[dv_id][detail] = r.record.id
         errors: list[SyncErrorEntry] = []
+        now = utcnow()
         modified = {o.id: o.modified_on for o in orders}
-        couplings = await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(bc_ids))
-        for dv_id, bc_id in bc_ids.items():
-            c = couplings.get(dv_id)
-            if dv_id in line_fail:
-                result = _failed(bc_id, dv_id, FROM_DV, line_fail[dv_id])
-            else:
-                result = RecordResult(bc_id, dv_id, "created", FROM_DV)
+        results = {
+            dv_id: _failed(bc_id, dv_id, FROM_DV, line_fail[dv_id])
+            if dv_id in line_fail
+            else RecordResult(bc_id, dv_id, "created", FROM_DV)
+            for dv_id, bc_id in bc_ids.items()
+        }
+        new = [
+            Coupling(
+                mapping.name,
+                bc_id,
+                dv_id,
+                coupled_at=now,
+                last_sync_direction=FROM_DV,
+                last_synced_at=now,
+                last_sync_result="failed" if results[dv_id].status == "failed" else "succeeded",
+                last_error=results[dv_id].error_message,
+                dv_values={"lines": pairs.get(dv_id, {})},
+                dv_modified_on=modified.get(dv_id),
+            )
+            for dv_id, bc_id in bc_ids.items()
+        ]
+        stored = await self.e.couplings.couple_many(new) if new else []
+        for c, st in zip(new, stored, strict=True):
+            if isinstance(st, Exception):  # a concurrent worker coupled it first: its order stands
+                bc_ids.pop(c.dataverse_id, None)
+                outcome.add(RecordResult(None, c.dataverse_id, "unchanged", FROM_DV))
+                continue
+            result = results[c.dataverse_id]
             outcome.add(result)
-            if c is not None:
-                c.dv_values = {"lines": pairs.get(dv_id, {})}
-                c.dv_modified_on = modified.get(dv_id)
-                c.last_sync_direction, c.last_synced_at = FROM_DV, now
-                c.last_sync_result = "failed" if result.status == "failed" else "succeeded"
-                c.last_error = result.error_message
-                await self.e.couplings.save_sync_state([c])
             if result.status == "failed":
                 errors.append(error_entry(mapping.name, result, job_id, now))
         for r in failed.values():

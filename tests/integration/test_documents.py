@@ -386,3 +386,87 @@ def test_a_worker_killed_mid_job_creates_no_second_order_and_loses_no_line(
         assert len(_details(world, "salesorderdetails", "salesorderid", dv_id)) == 2  # every line, once
     couplings = [c for c in api.all_pages(f"/api/mappings/{m(ORDERS)}/couplings") if c["bcId"] in set(orders)]
     assert len(couplings) == n and len({c["dataverseId"] for c in couplings}) == n
+
+
+def test_a_worker_killed_while_submitted_sales_orders_sync_creates_no_second_bc_order(
+    stack: Any, api: Any, world: dict[str, Any]
+) -> None:
+    """Bidirectional: 150 orders submitted in Sales (2 lines each) sync to BC; the host is killed (SIGKILL)
+    after some BC orders exist. The job message is redelivered and the job completes the same documents:
+    one BC order per Sales order, every line once, each coupled once."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    sims = world["sims"]
+    s = _setup(api, world, 2, currency=False)
+    n = 150
+    number = sims.bc_get("customers", s["customer"])["number"]
+    assert api.patch(f"/api/mappings/{ORDERS}", json={"direction": "bidirectional"}).status_code == 200
+    try:
+        run_job(api, ORDERS, {"kind": "incremental"})  # earlier tests' orders out of the way
+        usd = "6f1c2d3e-4a5b-4c6d-8e7f-a0b1c2d3e4f5"  # the simulator's base currency: BC's local one
+        price = _dv_post(
+            world,
+            "pricelevels",
+            {"name": f"Kill {s['tag']}", "transactioncurrencyid@odata.bind": f"/transactioncurrencies({usd})"},
+        )
+        units = [sims.dv_get("products", p)["_defaultuomid_value"] for p in s["products"]]
+
+        def submitted_order(k: int) -> str:
+            order = _dv_post(
+                world,
+                "salesorders",
+                {
+                    "name": f"Kill {s['tag']} {k}",
+                    "ordernumber": f"K-{s['tag']}-{k}",
+                    "customerid_account@odata.bind": f"/accounts({s['account']})",
+                    "pricelevelid@odata.bind": f"/pricelevels({price['pricelevelid']})",
+                    "transactioncurrencyid@odata.bind": f"/transactioncurrencies({usd})",
+                },
+            )["salesorderid"]
+            for line, (product, unit) in enumerate(zip(s["products"], units, strict=True)):
+                _dv_post(
+                    world,
+                    "salesorderdetails",
+                    {
+                        "salesorderid@odata.bind": f"/salesorders({order})",
+                        "productid@odata.bind": f"/products({product})",
+                        "uomid@odata.bind": f"/uoms({unit})",
+                        "quantity": line + 1,
+                        "priceperunit": 10,
+                        "ispriceoverridden": True,
+                        "lineitemnumber": line + 1,
+                    },
+                )
+            sims.dv_patch("salesorders", order, statecode=1)
+            return order
+
+        with ThreadPoolExecutor(8) as pool:
+            orders = list(pool.map(submitted_order, range(n)))
+        bc_faults = f"{stack.url('bc_sim')}/_sim/faults"
+        requests.post(bc_faults, json={"latencyMs": 200}, timeout=10).raise_for_status()  # a job long enough to kill
+        try:
+            job_id = api.post(f"/api/mappings/{ORDERS}/jobs", json={"kind": "incremental"}).json()["jobId"]
+            deadline = time.monotonic() + 180
+            while not (done := sims.bc_find("salesOrders", "customerNumber", number)):
+                assert time.monotonic() < deadline, api.get(f"/api/jobs/{job_id}").json()
+                time.sleep(0.05)
+            running = api.get(f"/api/jobs/{job_id}").json()
+            assert running["status"] in ("queued", "running"), ("finished before the kill", len(done), running)
+            stack.restart("host")  # the job message's lock expires and Service Bus redelivers it
+        finally:
+            requests.delete(bc_faults, timeout=10)
+        job = api.wait_for_job(job_id, timeout=300)
+        assert job["status"] == "succeeded" and job["counts"]["failed"] == 0, job
+        bc_orders = sims.bc_find("salesOrders", "customerNumber", number)
+        assert len(bc_orders) == n, len(bc_orders)  # one BC order per Sales order, none twice
+        numbers = sorted(o["externalDocumentNumber"] for o in bc_orders)
+        assert numbers == sorted(f"K-{s['tag']}-{k}" for k in range(n))
+        for o in bc_orders[:: n // 10]:
+            assert [x["quantity"] for x in _bc_lines(world, o["id"])] == [1, 2]  # every line, once
+        couplings = [c for c in api.all_pages(f"/api/mappings/{m(ORDERS)}/couplings") if c["dataverseId"] in orders]
+        assert len(couplings) == n and len({c["bcId"] for c in couplings}) == n
+    finally:
+        api.patch(f"/api/mappings/{ORDERS}", json={"direction": "toDataverse"})
