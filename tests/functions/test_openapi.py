@@ -144,8 +144,9 @@ def test_a_job_never_shows_its_bookkeeping() -> None:
     from functions._models import job_json
     from shared.domain.model import Job
 
-    cursors = '{"pendingCursors": {"dataverse": "https://org/api/data/v9.2/accounts?$deltatoken=1"}}'
-    running = Job(job_id="j", mapping="CUSTOMER", kind="incremental", direction=None, status="running", detail=cursors)
+    cursors = {"dataverse": "https://org/api/data/v9.2/accounts?$deltatoken=1"}
+    running = Job(job_id="j", mapping="CUSTOMER", kind="incremental", direction=None, status="running",
+                  expected_batches=3, pending_cursors=cursors)  # fmt: skip
     assert "detail" not in job_json(running) and "deltatoken" not in json.dumps(job_json(running))
     failed = Job(job_id="j", mapping="CUSTOMER", kind="incremental", direction=None, status="failed", detail="boom")
     assert job_json(failed)["detail"] == "boom"

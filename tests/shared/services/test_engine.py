@@ -311,12 +311,15 @@ async def test_large_change_set_fans_out_and_watermark_moves_after_the_last_batc
     assert [len(m["bcIds"]) for m in batches] == [4, 4, 2]
     assert len({m["messageId"] for m in batches}) == 3
     assert (await engine.watermarks.get("CUSTOMER", Side.BC)).cursor is None  # not before every batch is done
+    running = await engine.jobs.get(job.job_id)
+    assert running.expected_batches == 4 and running.pending_cursors.get("bc") and running.detail is None
     for m in [batches[2], batches[0], batches[0], batches[1]]:  # out of order, one duplicate
         assert (await engine.jobs.get(job.job_id)).status == "running"
         await JobService(engine).handle(m)
     done = await engine.jobs.get(job.job_id)
     assert done.status == "succeeded" and done.counts["inserted"] == 10 and done.counts["coupled"] == 10
-    assert (await engine.watermarks.get("CUSTOMER", Side.BC)).cursor is not None
+    assert (await engine.watermarks.get("CUSTOMER", Side.BC)).cursor == running.pending_cursors["bc"]
+    assert done.pending_cursors == {}  # the bookkeeping ends with the job
     assert len(dv_of(engine).rows["accounts"]) == 10
 
 
