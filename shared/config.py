@@ -60,8 +60,8 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
-    # HTTP API
-    function_key: str = Field("local-dev-key", alias="SYNC_FUNCTION_KEY")
+    # HTTP API (the function key is the Functions host's: in Azure its own keys, locally SYNC_FUNCTION_KEY of
+    # local/host; the service never reads one)
     public_base_url: str = Field("http://127.0.0.1:7071", alias="SYNC_PUBLIC_BASE_URL")
 
     # Identity (MSAL)

@@ -128,3 +128,30 @@ def test_a_create_refused_for_a_duplicate_key_is_409_duplicate_key_naming_the_ke
     body = resp.json()
     assert body["code"] == "duplicate_key" and f"accountnumber '{taken}'" in body["detail"], body
     assert api.get(f"/api/mappings/CUSTOMER/couplings/{bc_id}").status_code == 404  # nothing coupled
+
+
+def test_unset_webhook_secrets_accept_no_publicly_known_value_and_health_names_them(stack: Any, api: ApiClient) -> None:
+    """A host started without the webhook secrets (as a deployment that forgot them) has no default to fall
+    back on: the local stack's well-known values are refused and health is degraded naming each setting."""
+    saved = dict(stack.extra_env)
+    stack.extra_env.update({"BC_WEBHOOK_CLIENT_STATE": "", "DATAVERSE_WEBHOOK_KEY": ""})
+    try:
+        stack.restart("host")
+        health = api.get("/api/health")
+        assert health.status_code == 200, health.text
+        body = health.json()
+        assert body["status"] == "degraded", body
+        assert body["checks"]["dataverse"] == "DATAVERSE_WEBHOOK_KEY is not set", body
+        assert body["checks"]["businessCentral"] == "BC_WEBHOOK_CLIENT_STATE is not set", body
+        context = {"MessageName": "Update", "PrimaryEntityName": "account", "PrimaryEntityId": str(uuid.uuid4())}
+        known = {"code": "local-dv-webhook-key"}
+        dv = api.http.post(stack.host_url + "/api/webhooks/dataverse", params=known, json=context, timeout=30)
+        assert dv.status_code == 401 and dv.json()["code"] == "unauthorized", dv.text
+        notification = {"value": [{"clientState": "local-bc-client-state", "resource": "companies(x)/customers"}]}
+        bc = api.http.post(stack.host_url + "/api/webhooks/businesscentral", json=notification, timeout=30)
+        assert bc.status_code == 401 and bc.json()["code"] == "unauthorized", bc.text
+    finally:
+        stack.extra_env.clear()
+        stack.extra_env.update(saved)
+        stack.restart("host")
+    assert api.get("/api/health").json()["checks"]["dataverse"] == "ok"
