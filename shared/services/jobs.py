@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -220,20 +221,41 @@ class JobService:
         outcome.counts = await PlanService(self.e).run_job(mapping, full=msg.full, job_id=job_id)
         return outcome
 
+    async def run_inline(self, job: Job, run: Callable[[], Awaitable[SyncOutcome]]) -> SyncOutcome:
+        """A job run inside the request (a small Synchronize now), through the lifecycle of a queued one: created
+        running with one batch, ``run``'s counts added as that batch, finished as any job (status, metric, log).
+        A failure of ``run`` fails the job (as far as the job store answers) and propagates."""
+        job.status, job.started_at, job.expected_batches = "running", utcnow(), 1
+        await self.e.jobs.create(job)
+        try:
+            outcome = await run()
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # the store may be what failed: the request's error wins
+                await self._fail(job, str(exc))
+            raise
+        await self.e.jobs.add_counts(job.job_id, outcome.counts, batch_id="0")
+        job.counts = {k: job.counts.get(k, 0) + outcome.counts.get(k, 0) for k in job.counts}
+        await self._finish(job)
+        return outcome
+
     async def _finish_if_done(self, job_id: str) -> None:
         job = await self.e.jobs.get(job_id)
         if job is None or job.status in ("succeeded", "partial", "failed"):
             return
-        done = job.completed_batches
-        if job.expected_batches is None or done >= job.expected_batches:
-            if job.pending_cursors:
-                await self._advance_all(job.mapping, job.pending_cursors)
-            status = final_status(job.counts)
-            await self.e.jobs.set_status(job_id, status, finished_at=utcnow(), pending_cursors={})
-            record_job(job.mapping, job.kind, status)
-            log_event(
-                log, f"job {status}", mapping=job.mapping, job_id=job_id, outcome=status, kind=job.kind, **job.counts
-            )
+        if job.expected_batches is None or job.completed_batches >= job.expected_batches:
+            await self._finish(job)
+
+    async def _finish(self, job: Job) -> None:
+        """Ends a job whose batches are all done: its watermarks move to its pending cursors, then its status
+        (from its counts), the job metric and the log line."""
+        if job.pending_cursors:
+            await self._advance_all(job.mapping, job.pending_cursors)
+        status = final_status(job.counts)
+        await self.e.jobs.set_status(job.job_id, status, finished_at=utcnow(), pending_cursors={})
+        record_job(job.mapping, job.kind, status)
+        log_event(
+            log, f"job {status}", mapping=job.mapping, job_id=job.job_id, outcome=status, kind=job.kind, **job.counts
+        )
 
     async def _sync_batch(self, mapping: TableMapping, msg: work.SyncBatch, job_id: str) -> SyncOutcome:
         if msg.full_run:  # a page of a full synchronization: it creates as the job does
