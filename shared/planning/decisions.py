@@ -14,6 +14,7 @@ DUPLICATE_KEY_CODES = frozenset({"0x80060892", "0x80040237", "0x80040333"})
 STALE_ETAG_CODES = frozenset({"0x80060882"})
 
 DUPLICATE_KEY = "duplicate_key"
+CREATE_FAILED = "create_failed"
 TARGET_CHANGED = "target_changed"
 PARENT_NOT_COUPLED = "parent_not_coupled"
 UPSTREAM_UNAVAILABLE = "upstream_unavailable"
@@ -50,7 +51,7 @@ def failure_transient(f: WriteFailure) -> bool:
 
 def create_failure_code(f: WriteFailure) -> str:
     """The sync-error code of a refused create: a duplicate key has its own, anything else is ``create_failed``."""
-    return DUPLICATE_KEY if failure_code(f) == DUPLICATE_KEY else "create_failed"
+    return DUPLICATE_KEY if failure_code(f) == DUPLICATE_KEY else CREATE_FAILED
 
 
 def failure_message(

@@ -128,6 +128,8 @@ def test_a_create_refused_for_a_duplicate_key_is_409_duplicate_key_naming_the_ke
     body = resp.json()
     assert body["code"] == "duplicate_key" and f"accountnumber '{taken}'" in body["detail"], body
     assert api.get(f"/api/mappings/CUSTOMER/couplings/{bc_id}").status_code == 404  # nothing coupled
+    listed = [e for e in api.all_pages("/api/errors", mapping="CUSTOMER") if e["bcId"] == bc_id]
+    assert [(e["code"], e["transient"]) for e in listed] == [("duplicate_key", False)], listed
 
 
 def test_unset_webhook_secrets_accept_no_publicly_known_value_and_health_names_them(stack: Any, api: ApiClient) -> None:
