@@ -116,9 +116,7 @@ class Settings(BaseModel):
     bc_webhook_client_state: str | None = Field(None, alias="BC_WEBHOOK_CLIENT_STATE", repr=False)
     # After rotating BC_WEBHOOK_CLIENT_STATE, BC keeps sending the old value until the timer renews each
     # subscription; the old value stays accepted while this is set (a 4xx would make BC delete the subscription).
-    bc_webhook_client_state_previous: str | None = Field(
-        None, alias="BC_WEBHOOK_CLIENT_STATE_PREVIOUS", repr=False
-    )
+    bc_webhook_client_state_previous: str | None = Field(None, alias="BC_WEBHOOK_CLIENT_STATE_PREVIOUS", repr=False)
     dataverse_webhook_key: str | None = Field(None, alias="DATAVERSE_WEBHOOK_KEY", repr=False)
 
     # Engine
