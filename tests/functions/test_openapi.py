@@ -5,6 +5,7 @@ of an unknown route included)."""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import azure.functions as func
@@ -151,3 +152,7 @@ def test_a_job_never_shows_its_bookkeeping() -> None:
     assert "detail" not in job_json(running) and "deltatoken" not in json.dumps(job_json(running))
     failed = Job(job_id="j", mapping="CUSTOMER", kind="incremental", direction=None, status="failed", detail="boom")
     assert job_json(failed)["detail"] == "boom"
+    schema = answer_validator(document(), "Job")
+    for job in (running, failed):  # nothing beyond the documented fields (the schema allows no others)
+        assert not [e.message for e in schema.iter_errors(job_json(job) | {"jobId": str(uuid.uuid4())})]
+    assert list(schema.iter_errors(job_json(failed) | {"jobId": str(uuid.uuid4()), "pendingCursors": {}}))
