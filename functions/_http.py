@@ -123,27 +123,16 @@ Handler = Callable[..., Any]
 def handle_errors(handler: Handler) -> Handler:
     """Map `ServiceError` to its problem response and anything else to a 500 problem (logged, no trace).
 
-    Put it below the trigger decorator: `@bp.route(...)` then `@handle_errors`. Works for sync and async.
+    Put it below the trigger decorator: `@bp.route(...)` then `@handle_errors`. Handlers are async: a plain
+    function is refused when decorated.
     """
-    if inspect.iscoroutinefunction(handler):
-
-        @functools.wraps(handler)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
-            try:
-                return await handler(*args, **kwargs)
-            except ServiceError as exc:
-                return error_response(exc)
-            except (SyncError, ConfigurationError) as exc:
-                return adapter_error_response(exc)
-            except Exception:
-                return _internal_error()
-
-        return async_wrapper
+    if not inspect.iscoroutinefunction(handler):
+        raise TypeError(f"{handler.__qualname__} is no coroutine function: HTTP handlers are async")
 
     @functools.wraps(handler)
-    def wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
+    async def wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
         try:
-            return handler(*args, **kwargs)
+            return await handler(*args, **kwargs)
         except ServiceError as exc:
             return error_response(exc)
         except (SyncError, ConfigurationError) as exc:

@@ -190,7 +190,7 @@ def job_json(j: Job) -> dict[str, Any]:
         "finishedAt": _ts(j.finished_at),
         "counts": {k: int(j.counts.get(k, 0)) for k in COUNT_KEYS},
         "batches": {"expected": j.expected_batches, "completed": j.completed_batches},
-        **({"detail": j.public_detail} if j.public_detail else {}),
+        **({"detail": j.detail} if j.detail else {}),
     }
 
 

@@ -68,6 +68,7 @@ def response_schemas() -> dict[str, Any]:
         "CouplingPage": _page("Coupling"),
         "Job": {
             "type": "object",
+            "additionalProperties": False,  # the contract's fields and these documented extras, never bookkeeping
             "required": ["jobId", "mapping", "kind", "status", "counts"],
             "properties": {
                 "jobId": {"type": "string", "format": "uuid"},

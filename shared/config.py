@@ -60,8 +60,8 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
-    # HTTP API
-    function_key: str = Field("local-dev-key", alias="SYNC_FUNCTION_KEY")
+    # HTTP API (the function key is the Functions host's: in Azure its own keys, locally SYNC_FUNCTION_KEY of
+    # local/host; the service never reads one)
     public_base_url: str = Field("http://127.0.0.1:7071", alias="SYNC_PUBLIC_BASE_URL")
 
     # Identity (MSAL)
@@ -116,9 +116,7 @@ class Settings(BaseModel):
     bc_webhook_client_state: str | None = Field(None, alias="BC_WEBHOOK_CLIENT_STATE", repr=False)
     # After rotating BC_WEBHOOK_CLIENT_STATE, BC keeps sending the old value until the timer renews each
     # subscription; the old value stays accepted while this is set (a 4xx would make BC delete the subscription).
-    bc_webhook_client_state_previous: str | None = Field(
-        None, alias="BC_WEBHOOK_CLIENT_STATE_PREVIOUS", repr=False
-    )
+    bc_webhook_client_state_previous: str | None = Field(None, alias="BC_WEBHOOK_CLIENT_STATE_PREVIOUS", repr=False)
     dataverse_webhook_key: str | None = Field(None, alias="DATAVERSE_WEBHOOK_KEY", repr=False)
 
     # Engine

@@ -269,7 +269,7 @@ _ALLOWED = {
     "queued": {"running", "succeeded", "partial", "failed"},
     "running": {"running", "succeeded", "partial", "failed"},
 }
-_SETTABLE = {"detail", "expected_batches", "direction", "started_at", "finished_at"}
+_SETTABLE = {"detail", "expected_batches", "pending_cursors", "direction", "started_at", "finished_at"}
 
 
 class FakeJobStore:

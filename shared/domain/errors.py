@@ -36,6 +36,13 @@ class AlreadyCoupledError(ServiceError):
     code, status, title = "already_coupled", 409, "Already coupled"
 
 
+class DuplicateKeyError(ServiceError):
+    """The other side refused a create because a record with the same key values exists (the detail names
+    the key); a permanent refusal of its own, never a concurrency conflict."""
+
+    code, status, title = "duplicate_key", 409, "A record with the same key exists"
+
+
 class DirectionNotAllowedError(ServiceError):
     code, status, title = "direction_not_allowed", 422, "Direction not allowed by the mapping"
 

@@ -155,6 +155,8 @@ JobStatus = Literal["queued", "running", "succeeded", "partial", "failed"]
 def final_status(counts: dict[str, int]) -> JobStatus:
     """A finished job's (or sync pass's) status: ``partial`` when some record failed or was in conflict."""
     return "partial" if counts.get("failed", 0) else "succeeded"
+
+
 JobKind = Literal["syncNow", "full", "incremental", "uncoupleAll", "matchCouple", "record", "retry"]
 
 
@@ -171,16 +173,11 @@ class Job:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_KEYS, 0))
     expected_batches: int | None = None  # set once fan-out is known; the job ends when all are done
     completed_batches: int = 0
-    detail: str | None = None
+    # Bookkeeping of a fanned-out change-feed run, never shown by the API: side -> the cursor (a BC timestamp
+    # or a Dataverse delta link) its watermark moves to when the last batch is done.
+    pending_cursors: dict[str, str] = field(default_factory=dict)
+    detail: str | None = None  # why the job failed, as the API shows it
     row_etag: str | None = None
-
-    @property
-    def public_detail(self) -> str | None:
-        """The detail the API shows (why the job failed), never the job's own bookkeeping: a running fanned-out
-        job keeps its pending change-feed cursors (delta links) as a JSON object in ``detail``."""
-        if self.detail and self.detail.lstrip().startswith("{"):
-            return None
-        return self.detail or None
 
 
 @dataclass(slots=True)

@@ -195,6 +195,13 @@ class TableMapping(_Model):
         return sorted(names)
 
     @property
+    def dataverse_keys(self) -> list[str]:
+        """The Dataverse columns that identify a row: the natural key's counterpart, then the match fields (a
+        duplicate-key refusal names those the write set)."""
+        natural = [f.dataverse for f in self.fields if f.bc and f.bc == self.bc_natural_key and f.dataverse]
+        return list(dict.fromkeys([*natural, *(m.dataverse for m in self.match_fields)]))
+
+    @property
     def dataverse_select(self) -> list[str]:
         names = {self.dataverse_primary_key, "modifiedon"}
         for f in self.fields:
@@ -232,9 +239,7 @@ BC_PRIORITY = ("SALESPEOPLE", "CURRENCY", "UNIT OF MEASURE", "CUSTOMER", "VENDOR
 def dependency_order(mappings: tuple[TableMapping, ...] | list[TableMapping]) -> list[TableMapping]:
     """Parents first (a child's lookups need the parent's couplings), otherwise in BC's prioritized order,
     then in the given order; raises ValueError on a cycle."""
-    mappings = sorted(
-        mappings, key=lambda m: BC_PRIORITY.index(m.name) if m.name in BC_PRIORITY else len(BC_PRIORITY)
-    )
+    mappings = sorted(mappings, key=lambda m: BC_PRIORITY.index(m.name) if m.name in BC_PRIORITY else len(BC_PRIORITY))
     by_name = {m.name: m for m in mappings}
     done: dict[str, TableMapping] = {}
     visiting: set[str] = set()

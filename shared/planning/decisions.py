@@ -4,7 +4,9 @@ the next failure bookkeeping of a coupling."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # Dataverse's "a record with matching key values already exists": a permanent refusal of its own, not a
 # concurrency conflict (only a stale ETag, 412 / 0x80060882, is re-read and re-planned).
@@ -12,6 +14,7 @@ DUPLICATE_KEY_CODES = frozenset({"0x80060892", "0x80040237", "0x80040333"})
 STALE_ETAG_CODES = frozenset({"0x80060882"})
 
 DUPLICATE_KEY = "duplicate_key"
+CREATE_FAILED = "create_failed"
 TARGET_CHANGED = "target_changed"
 PARENT_NOT_COUPLED = "parent_not_coupled"
 UPSTREAM_UNAVAILABLE = "upstream_unavailable"
@@ -44,6 +47,24 @@ def failure_code(f: WriteFailure) -> str:
 def failure_transient(f: WriteFailure) -> bool:
     """A stale write is worth retrying (the record changed meanwhile); a duplicate key never is."""
     return failure_code(f) == TARGET_CHANGED or (f.transient and failure_code(f) != DUPLICATE_KEY)
+
+
+def create_failure_code(f: WriteFailure) -> str:
+    """The sync-error code of a refused create: a duplicate key has its own, anything else is ``create_failed``."""
+    return DUPLICATE_KEY if failure_code(f) == DUPLICATE_KEY else CREATE_FAILED
+
+
+def failure_message(
+    f: WriteFailure, remote: str | None, *, table: str, written: Mapping[str, Any], keys: Sequence[str]
+) -> str:
+    """The message of a refused write. A duplicate key names the key columns the write set (``keys``: the
+    table's identifying columns, in order) with their values, so whoever fixes it knows which value clashes."""
+    if failure_code(f) != DUPLICATE_KEY:
+        return remote or "The write failed."
+    named = ", ".join(f"{k} {written[k]!r}" for k in dict.fromkeys(keys) if written.get(k) not in (None, ""))
+    clash = f"the key value {named}" if named else "the same key values"
+    said = f" ({remote})" if remote else ""
+    return f"Another {table} row already has {clash}: a key must be unique, so the write was refused{said}."
 
 
 def replan(code: str | None, attempt: int) -> bool:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.domain.errors import (
     AlreadyCoupledError,
     DirectionNotAllowedError,
+    DuplicateKeyError,
     NotCoupledError,
     RecordNotFoundError,
 )
 from shared.domain.model import Coupling, Direction, Outcome, RemoteRecord, WriteOp, WriteResult
 from shared.mappings.config import TableMapping
+from shared.planning.decisions import DUPLICATE_KEY, create_failure_code, failure_message
 from shared.planning.history import TRIGGER  # #22
 from shared.planning.planner import plan_create, snapshot_after_create
 from shared.planning.transform import convert, same
@@ -22,8 +24,26 @@ from shared.services.codec import odata_string
 from shared.services.engine import Engine, utcnow
 from shared.services.history import new_entry  # #22
 from shared.services.sync_errors import create_error_entry, created_sources, failed_creates
-from shared.services.sync_service import RecordResult, SyncOutcome, SyncService
+from shared.services.sync_service import RecordResult, SyncOutcome, SyncService, write_failure
 from shared.telemetry import record_sync_outcomes
+
+
+def _refused_create(
+    mapping: TableMapping, direction: Direction, src_id: str, w: WriteResult, written: Mapping[str, Any]
+) -> RecordResult:
+    """The result of a create the other side refused (a duplicate key has its own code and names the key)."""
+    f = write_failure(w.error)
+    remote = str(w.error) if w.error else "The record could not be created."
+    table = mapping.dataverse_table if direction == Direction.TO_DATAVERSE else mapping.bc_entity_name
+    return RecordResult(
+        src_id if direction == Direction.TO_DATAVERSE else None,
+        src_id if direction == Direction.FROM_DATAVERSE else None,
+        Outcome.FAILED,
+        direction.value,
+        create_failure_code(f),
+        failure_message(f, remote, table=table, written=written, keys=mapping.dataverse_keys),
+        transient=bool(getattr(w.error, "transient", False)),
+    )
 
 
 def default_sync_after(mapping: TableMapping) -> Direction:
@@ -147,6 +167,8 @@ class CouplingService:
         result = outcome.results[0]
         if result.error_code == "already_coupled" or result.status == Outcome.UNCHANGED:  # a concurrent call won
             raise AlreadyCoupledError("The record was coupled meanwhile by another request.")
+        if result.error_code == DUPLICATE_KEY:
+            raise DuplicateKeyError(result.error_message or "A record with the same key values exists.")
         if result.status != Outcome.CREATED or result.bc_id is None:
             raise RecordNotFoundError(result.error_message or "The counterpart could not be created.")
         coupling = await self.e.couplings.get_by_bc_id(mapping.name, result.bc_id)
@@ -181,12 +203,14 @@ class CouplingService:
                 rec.id: codec.dv_payload(plan_create(mapping.fields, direction, values[rec.id])) for rec in sources
             }
             written = await create_in_dataverse(self.e, mapping, sources, dv_payloads)
+            sent = dv_payloads
             pairs = [(rec.id, w) for rec, w in zip(sources, written, strict=True)]
             src_values = {rec.id: values[rec.id] for rec in sources}
         else:
             src_values = {rec.id: codec.dv_values(rec) for rec in sources}
             new_values = {rec.id: plan_create(mapping.fields, direction, src_values[rec.id]) for rec in sources}
             payloads = await codec.bc_payloads(new_values)
+            sent = payloads
             written, lost = await create_in_bc(
                 self.e, mapping, sources, payloads, functools.partial(self._recover_refused_creates, mapping)
             )
@@ -200,17 +224,7 @@ class CouplingService:
         couplings: list[Coupling] = []
         for (src_id, w), rec in zip(pairs, sources, strict=True):
             if not w.ok or w.record is None:
-                outcome.add(
-                    RecordResult(
-                        src_id if direction == Direction.TO_DATAVERSE else None,
-                        src_id if direction == Direction.FROM_DATAVERSE else None,
-                        Outcome.FAILED,
-                        direction.value,
-                        "create_failed",
-                        str(w.error) if w.error else "The record could not be created.",
-                        transient=bool(getattr(w.error, "transient", False)),
-                    )
-                )
+                outcome.add(_refused_create(mapping, direction, src_id, w, sent.get(src_id, {})))
                 continue
             target = w.record
             if direction == Direction.TO_DATAVERSE:

@@ -18,7 +18,6 @@ now calls ``sync_document_ids``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from shared.planning.documents import (
 from shared.planning.identity_keys import dataverse_id_for
 from shared.services import history
 from shared.services.engine import Engine, utcnow
+from shared.services.fan_out import fan_out, sync_batch_messages
 from shared.services.filters import within_filter
 from shared.services.sync_errors import error_entry
 from shared.services.sync_service import RecordResult, SyncOutcome, write_failure
@@ -129,8 +129,6 @@ class DocumentSync:
             work = await self._changed(mapping, page.records)
             outcome.counts["unchanged"] += len(page.records) - len(work)
             if job_id and len(work) > self.e.settings.fanout_min_records:
-                from shared.services.jobs import sync_batch_messages  # jobs imports this module
-
                 batches += sync_batch_messages(
                     mapping, Side.BC, work, job_id, first=len(batches), size=self.e.settings.fanout_batch_size
                 )
@@ -140,10 +138,7 @@ class DocumentSync:
                 cursor = page.next_cursor
         pending = {Side.BC.value: cursor} if cursor else {}
         if batches and job_id:
-            await self.e.jobs.set_status(
-                job_id, "running", expected_batches=1 + len(batches), detail=json.dumps({"pendingCursors": pending})
-            )
-            await self.e.publisher.publish(batches)
+            await fan_out(self.e, job_id, batches, pending)
         elif cursor:  # failed documents are listed as sync errors and retried from there, as master data
             from shared.domain.model import Watermark
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ from shared.services.coupling_service import CouplingService
 from shared.services.dependencies import for_full_run, run_mapping_job
 from shared.services.documents import DOCUMENT_KINDS, handle_message, is_document_mapping  # #21
 from shared.services.engine import Engine, new_job_id, utcnow
+from shared.services.fan_out import fan_out, sync_batch_messages
 from shared.services.filters import within_filter
 from shared.services.option_sets import OptionSetService, is_option_mapping
 from shared.services.sync_errors import create_error_entry
@@ -149,8 +151,7 @@ class JobService:
                 raise
             log.exception("job %s failed", job_id)
             if job is not None:
-                await self.e.jobs.set_status(job_id, "failed", finished_at=utcnow(), detail=str(exc)[:500])
-                record_job(job.mapping, job.kind, "failed")
+                await self._fail(job, str(exc))
             return
         if job is None:
             return
@@ -186,8 +187,14 @@ class JobService:
         job_id = str(data.get("jobId") or "") if isinstance(data, dict) else ""
         job = await self.e.jobs.get(job_id) if job_id else None
         if job is not None and job.status not in ("succeeded", "partial", "failed"):
-            await self.e.jobs.set_status(job_id, "failed", finished_at=utcnow(), detail=reason[:500])
-            record_job(job.mapping, job.kind, "failed")
+            await self._fail(job, reason)
+
+    async def _fail(self, job: Job, reason: str) -> None:
+        """Ends ``job`` failed, ``reason`` its detail; its pending cursors are dropped (no watermark moves)."""
+        await self.e.jobs.set_status(
+            job.job_id, "failed", finished_at=utcnow(), detail=reason[:500], pending_cursors={}
+        )
+        record_job(job.mapping, job.kind, "failed")
 
     async def _mapping_sync(self, mapping: TableMapping, msg: work.MappingSync, job_id: str) -> SyncOutcome:
         # Parents first, code tables coupled by match, option sets compared (shared.services.dependencies).
@@ -214,21 +221,41 @@ class JobService:
         outcome.counts = await PlanService(self.e).run_job(mapping, full=msg.full, job_id=job_id)
         return outcome
 
+    async def run_inline(self, job: Job, run: Callable[[], Awaitable[SyncOutcome]]) -> SyncOutcome:
+        """A job run inside the request (a small Synchronize now), through the lifecycle of a queued one: created
+        running with one batch, ``run``'s counts added as that batch, finished as any job (status, metric, log).
+        A failure of ``run`` fails the job (as far as the job store answers) and propagates."""
+        job.status, job.started_at, job.expected_batches = "running", utcnow(), 1
+        await self.e.jobs.create(job)
+        try:
+            outcome = await run()
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # the store may be what failed: the request's error wins
+                await self._fail(job, str(exc))
+            raise
+        await self.e.jobs.add_counts(job.job_id, outcome.counts, batch_id="0")
+        job.counts = {k: job.counts.get(k, 0) + outcome.counts.get(k, 0) for k in job.counts}
+        await self._finish(job)
+        return outcome
+
     async def _finish_if_done(self, job_id: str) -> None:
         job = await self.e.jobs.get(job_id)
         if job is None or job.status in ("succeeded", "partial", "failed"):
             return
-        done = job.completed_batches
-        if job.expected_batches is None or done >= job.expected_batches:
-            pending = _pending_cursors(job.detail)
-            if pending:
-                await self._advance_all(job.mapping, pending)
-            status = final_status(job.counts)
-            await self.e.jobs.set_status(job_id, status, finished_at=utcnow(), detail=None)
-            record_job(job.mapping, job.kind, status)
-            log_event(
-                log, f"job {status}", mapping=job.mapping, job_id=job_id, outcome=status, kind=job.kind, **job.counts
-            )
+        if job.expected_batches is None or job.completed_batches >= job.expected_batches:
+            await self._finish(job)
+
+    async def _finish(self, job: Job) -> None:
+        """Ends a job whose batches are all done: its watermarks move to its pending cursors, then its status
+        (from its counts), the job metric and the log line."""
+        if job.pending_cursors:
+            await self._advance_all(job.mapping, job.pending_cursors)
+        status = final_status(job.counts)
+        await self.e.jobs.set_status(job.job_id, status, finished_at=utcnow(), pending_cursors={})
+        record_job(job.mapping, job.kind, status)
+        log_event(
+            log, f"job {status}", mapping=job.mapping, job_id=job.job_id, outcome=status, kind=job.kind, **job.counts
+        )
 
     async def _sync_batch(self, mapping: TableMapping, msg: work.SyncBatch, job_id: str) -> SyncOutcome:
         if msg.full_run:  # a page of a full synchronization: it creates as the job does
@@ -379,11 +406,7 @@ class JobService:
                 if page.next_cursor:
                     cursors[side.value] = page.next_cursor
         if batches and job_id:
-            # Expected batches are recorded before any batch can finish, so no batch ends the job early.
-            await self.e.jobs.set_status(
-                job_id, "running", expected_batches=1 + len(batches), detail=json.dumps({"pendingCursors": cursors})
-            )
-            await self.e.publisher.publish(batches)
+            await fan_out(self.e, job_id, batches, cursors)
         else:
             await self._advance_all(mapping.name, cursors)
         return outcome
@@ -607,15 +630,6 @@ def _newer(record: RemoteRecord, coupling: Coupling, side: Side) -> bool:
     return record.modified_on > seen if side == Side.BC else record.modified_on >= seen
 
 
-def _pending_cursors(detail: str | None) -> dict[str, str]:
-    if not detail or not detail.startswith("{"):
-        return {}
-    try:
-        return dict(json.loads(detail).get("pendingCursors") or {})
-    except (ValueError, AttributeError):
-        return {}
-
-
 _TRIGGER_OF_KIND = {
     "record-changed": "webhook",
     "uncouple-all": "uncouple",
@@ -631,36 +645,3 @@ def trigger_of(msg: WorkMessage, job: Job | None) -> str:
     if msg.kind in _TRIGGER_OF_KIND:
         return _TRIGGER_OF_KIND[msg.kind]
     return "syncNow" if job is not None and job.kind == "syncNow" else "job"
-
-
-def sync_batch_messages(
-    mapping: TableMapping,
-    side: Side,
-    records: Sequence[RemoteRecord],
-    job_id: str,
-    *,
-    first: int,
-    size: int,
-    deleted_ids: Sequence[str] = (),
-    full_run: bool = False,
-    filtered: bool = False,
-) -> list[dict[str, Any]]:
-    """A fanned-out page of changes as ``sync-batch`` messages of ``size`` records each (the deletions ride
-    with the first); numbered after the ``first`` batches already made for the job."""
-    out = []
-    for n, start in enumerate(range(0, len(records), size)):
-        ids = [r.id for r in records[start : start + size]]
-        batch = work.SyncBatch(
-            mapping=mapping.name,
-            batch=f"b{first + n + 1}",
-            direction=mapping.direction.value,
-            scheduled=True,
-            full_run=full_run,
-            filtered=filtered,
-            side=side.value,
-            bc_ids=ids if side == Side.BC else None,
-            dataverse_ids=ids if side == Side.DATAVERSE else None,
-            deleted_ids=list(deleted_ids) if n == 0 and deleted_ids else None,
-        )
-        out.append(batch.for_job(job_id, 0).to_wire())
-    return out

@@ -10,11 +10,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from shared.domain.model import Outcome, SyncErrorEntry
+from shared.planning.decisions import CREATE_FAILED, DUPLICATE_KEY, PARENT_NOT_COUPLED
 
 if TYPE_CHECKING:
     from shared.services.sync_service import RecordResult
-
-CREATE_FAILED = "create_failed"
 
 
 def error_id(mapping: str, bc_id: str | None, dv_id: str | None, direction: str | None) -> str:
@@ -60,7 +59,8 @@ def create_error_entry(mapping: str, result: RecordResult, job_id: str | None, n
 
 def failed_creates(results: Sequence[RecordResult]) -> list[RecordResult]:
     """The results of creates that failed (a concurrent caller coupling the pair first is not a failure)."""
-    return [r for r in results if r.status == Outcome.FAILED and r.error_code in (CREATE_FAILED, "parent_not_coupled")]
+    codes = (CREATE_FAILED, DUPLICATE_KEY, PARENT_NOT_COUPLED)
+    return [r for r in results if r.status == Outcome.FAILED and r.error_code in codes]
 
 
 def created_sources(results: Sequence[RecordResult]) -> tuple[list[str], list[str]]:

@@ -33,6 +33,7 @@ from shared.planning.decisions import (
     WriteFailure,
     after_failure,
     failure_code,
+    failure_message,
     failure_transient,
     parent_missing_message,
     replan,
@@ -346,7 +347,7 @@ class SyncService:
         succeeded: list[str] = []
         for c, plan in zip(couplings, plans, strict=True):
             dv_w, bc_w = w.dv.get(c.bc_id), w.bc.get(c.bc_id)
-            result = self._result_of(plan, dv_w, bc_w)
+            result = _result_of(mapping, plan, dv_w, bc_w)
             if c.bc_id in w.blocked:
                 result = RecordResult(
                     c.bc_id,
@@ -393,23 +394,6 @@ class SyncService:
             return {}
         results = await service.write_many(entity, ops)
         return {r.ref: r for r in results}
-
-    def _result_of(self, plan: RecordPlan, dv_w: WriteResult | None, bc_w: WriteResult | None) -> RecordResult:
-        for w in (dv_w, bc_w):
-            if w is not None and not w.ok:
-                f = write_failure(w.error)
-                return RecordResult(
-                    plan.bc_id,
-                    plan.dv_id,
-                    Outcome.FAILED,
-                    plan.direction.value,
-                    failure_code(f),
-                    _message(w.error),
-                    failure_transient(f),
-                )
-        return RecordResult(
-            plan.bc_id, plan.dv_id, plan.status, plan.direction.value, plan.error_code, plan.error_message
-        )
 
     def _bookkeep(
         self,
@@ -548,5 +532,18 @@ def write_failure(err: Exception | None) -> WriteFailure:
     return WriteFailure(type(err).__name__, err.status, err.code, err.transient)
 
 
-def _message(err: Exception | None) -> str:
-    return str(err) if err is not None else "The write failed."
+def _result_of(
+    mapping: TableMapping, plan: RecordPlan, dv_w: WriteResult | None, bc_w: WriteResult | None
+) -> RecordResult:
+    """A pair's result: the plan's, unless a write was refused (a duplicate key names the key it wrote)."""
+    dv_written = {f.dataverse: plan.dv_update[f.key] for f in mapping.fields if f.dataverse and f.key in plan.dv_update}
+    for w, table, written in ((dv_w, mapping.dataverse_table, dv_written), (bc_w, mapping.bc_entity_name, {})):
+        if w is not None and not w.ok:
+            f = write_failure(w.error)
+            remote = str(w.error) if w.error is not None else None
+            message = failure_message(f, remote, table=table, written=written, keys=mapping.dataverse_keys)
+            direction = plan.direction.value
+            return RecordResult(
+                plan.bc_id, plan.dv_id, Outcome.FAILED, direction, failure_code(f), message, failure_transient(f)
+            )
+    return RecordResult(plan.bc_id, plan.dv_id, plan.status, plan.direction.value, plan.error_code, plan.error_message)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.domain.errors import CannotAutoCoupleError, MappingNotFoundError
-from shared.domain.model import Direction, Job, Outcome, final_status
+from shared.domain.model import Direction, Job, Outcome
 from shared.errors import SyncError
 from shared.mappings.config import TableMapping
 from shared.messaging import work
@@ -21,7 +21,7 @@ from shared.services.engine import Engine, new_job_id, utcnow
 from shared.services.jobs import BATCH_SIZE, JobService
 from shared.services.sync_service import RecordResult, SyncOutcome, SyncService, resolve_direction
 from shared.services.table_choice import mapping_for_row
-from shared.telemetry import CURRENT_MAPPING, record_job
+from shared.telemetry import CURRENT_MAPPING
 
 log = logging.getLogger(__name__)
 
@@ -155,22 +155,10 @@ async def sync_now(
         ]
         job = await JobService(engine).start(mapping.name, "syncNow", chosen.value, messages=msgs)
         return SyncNowResult(job)
-    job = Job(
-        job_id=new_job_id(),
-        mapping=mapping.name,
-        kind="syncNow",
-        direction=chosen.value,
-        created_at=utcnow(),
-        started_at=utcnow(),
-        status="running",
-        expected_batches=1,
+    job = Job(job_id=new_job_id(), mapping=mapping.name, kind="syncNow", direction=chosen.value, created_at=utcnow())
+    outcome = await JobService(engine).run_inline(
+        job, lambda: sync_ids(engine, mapping, bc_ids, dv_ids, chosen, force=force, job_id=job.job_id)
     )
-    await engine.jobs.create(job)
-    outcome = await sync_ids(engine, mapping, bc_ids, dv_ids, chosen, force=force, job_id=job.job_id)
-    await engine.jobs.add_counts(job.job_id, outcome.counts, batch_id="0")
-    status = final_status(outcome.counts)
-    await engine.jobs.set_status(job.job_id, status, finished_at=utcnow())
-    record_job(job.mapping, job.kind, status)  # the same job metric as a queued job's
     return SyncNowResult(job, outcome)
 
 

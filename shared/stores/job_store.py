@@ -1,6 +1,8 @@
 """Jobs in Table Storage, all in partition ``jobs`` (so one transaction can touch a job and its markers):
 
-- ``t:<inverted created-at>:<jobId>``: the job (status, counts) — RowKey order is newest first;
+- ``t:<inverted created-at>:<jobId>``: the job (status, counts, its bookkeeping in typed columns:
+  ``ExpectedBatches``, ``CompletedBatches``, ``PendingCursors``; ``Detail`` only says why it failed) — RowKey
+  order is newest first;
 - ``id:<jobId>``: points to the job's row, so ``get`` is a point read (cached per process: it never changes);
 - ``b:<jobId>:<batchId>``: marker of an applied counter batch. ``add_counts`` creates the marker and replaces
   the job row (If-Match) in ONE transaction: a re-applied batch fails on the marker (no double count), a
@@ -51,7 +53,8 @@ ALLOWED: dict[str, frozenset[str]] = {
 UPDATE_ATTEMPTS = 50  # ETag races between a handful of workers settle within a few attempts each
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TICKS = 10**19 - 1
-_SETTABLE = frozenset({"detail", "expected_batches", "direction", "started_at", "finished_at"})
+_SETTABLE = frozenset({"detail", "expected_batches", "pending_cursors", "direction", "started_at", "finished_at"})
+_LEGACY_CURSORS = "pendingCursors"  # the key under which rows of the old layout kept their cursors in Detail
 _IF_MATCH = MatchConditions.IfNotModified
 
 
@@ -77,13 +80,32 @@ def to_entity(job: Job, rk: str) -> Entity:
         "Counts": json.dumps(job.counts, separators=(",", ":")),
         "ExpectedBatches": job.expected_batches,
         "CompletedBatches": job.completed_batches,
+        "PendingCursors": json.dumps(job.pending_cursors, separators=(",", ":")) if job.pending_cursors else None,
         "Detail": job.detail,
     }
+
+
+def bookkeeping_of(row: Entity) -> tuple[dict[str, str], str | None]:
+    """(pending cursors, detail) of a job row. A row of the old layout kept its cursors in ``Detail`` as
+    ``{"pendingCursors": {...}}``: they are read as cursors and the row has no detail (written back, it
+    takes the new layout)."""
+    cursors = dict(json.loads(row.get("PendingCursors") or "{}"))
+    detail = row.get("Detail") or None
+    if detail is None or not detail.lstrip().startswith("{"):
+        return cursors, detail
+    try:
+        legacy = json.loads(detail)
+    except ValueError:
+        return cursors, detail
+    if not isinstance(legacy, dict) or _LEGACY_CURSORS not in legacy:
+        return cursors, detail
+    return cursors or {str(k): str(v) for k, v in (legacy[_LEGACY_CURSORS] or {}).items()}, None
 
 
 def from_entity(row: Entity) -> Job:
     counts = dict.fromkeys(COUNT_KEYS, 0) | json.loads(row.get("Counts") or "{}")
     expected = row.get("ExpectedBatches")
+    cursors, detail = bookkeeping_of(row)
     return Job(
         job_id=row["JobId"],
         mapping=row["Mapping"],
@@ -96,7 +118,8 @@ def from_entity(row: Entity) -> Job:
         counts=counts,
         expected_batches=int(expected) if expected is not None else None,
         completed_batches=int(row.get("CompletedBatches") or 0),
-        detail=row.get("Detail"),
+        pending_cursors=cursors,
+        detail=detail,
         row_etag=etag_of(row),
     )
 

@@ -68,12 +68,20 @@ def test_parse_json_body_validation_error_does_not_echo_input() -> None:
     assert huge not in json.dumps(err.extra) and huge not in err.detail
 
 
-def test_handle_errors_maps_service_errors_sync() -> None:
-    @handle_errors
+def test_handle_errors_refuses_a_plain_function() -> None:
     def handler(req: func.HttpRequest) -> func.HttpResponse:
+        return json_response({})
+
+    with pytest.raises(TypeError, match="async"):
+        handle_errors(handler)
+
+
+async def test_handle_errors_maps_service_errors_with_their_extras() -> None:
+    @handle_errors
+    async def handler(req: func.HttpRequest) -> func.HttpResponse:
         raise DirectionRequiredError("Choose", options=["toDataverse"], suggested="toDataverse")
 
-    resp = handler(request(b""))
+    resp = await handler(request(b""))
     body = json.loads(resp.get_body())
     assert resp.status_code == 400 and body["code"] == "direction_required"
     assert body["options"] == ["toDataverse"] and body["suggested"] == "toDataverse"

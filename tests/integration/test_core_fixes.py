@@ -91,3 +91,69 @@ def test_a_lasting_upstream_failure_during_sync_now_is_a_failed_record_that_retr
     api.wait_for_job(retry.json()["jobId"], timeout=120)
     assert (sims.dv_get("accounts", dv_id) or {}).get("name") == new_name
     assert not [e for e in api.all_pages("/api/errors", mapping="CUSTOMER") if e["bcId"] == bc_id]
+
+
+def test_a_duplicate_key_refusal_is_a_permanent_duplicate_key_naming_the_key_not_a_conflict(
+    api: ApiClient, world: dict[str, Any]
+) -> None:
+    sims = world["sims"]
+    bc_id = sims.bc_create("customers", displayName=_name("Dup"))
+    created = api.post("/api/mappings/CUSTOMER/couplings", json={"bcId": bc_id, "createNew": True})
+    assert created.status_code == 201, created.text
+    taken = f"DUP{uuid.uuid4().hex[:8].upper()}"
+    sims.dv_create("accounts", name=_name("Holder"), accountnumber=taken)  # another row holds the key
+    sims.bc_patch("customers", bc_id, number=taken)
+    resp = api.post("/api/mappings/CUSTOMER/sync", json={"bcIds": [bc_id], "direction": "toDataverse"})
+    assert resp.status_code == 200, resp.text
+    result = resp.json()["results"][0]
+    assert result["status"] == "failed", result  # not "conflict", and not re-planned as a stale write
+    error = result["error"]
+    assert error["code"] == "duplicate_key" and error["transient"] is False, result
+    assert f"accountnumber '{taken}'" in error["message"], error
+    listed = [e for e in api.all_pages("/api/errors", mapping="CUSTOMER") if e["bcId"] == bc_id]
+    assert [(e["code"], e["transient"]) for e in listed] == [("duplicate_key", False)], listed
+    assert api.get(f"/api/mappings/CUSTOMER/couplings/{bc_id}").json()["lastSyncResult"] == "failed"
+
+
+def test_a_create_refused_for_a_duplicate_key_is_409_duplicate_key_naming_the_key(
+    api: ApiClient, world: dict[str, Any]
+) -> None:
+    sims = world["sims"]
+    taken = f"DUP{uuid.uuid4().hex[:8].upper()}"
+    sims.dv_create("accounts", name=_name("Holder"), accountnumber=taken)
+    bc_id = sims.bc_create("customers", displayName=_name("Twin"), number=taken)
+    resp = api.post("/api/mappings/CUSTOMER/couplings", json={"bcId": bc_id, "createNew": True})
+    assert resp.status_code == 409, resp.text
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    body = resp.json()
+    assert body["code"] == "duplicate_key" and f"accountnumber '{taken}'" in body["detail"], body
+    assert api.get(f"/api/mappings/CUSTOMER/couplings/{bc_id}").status_code == 404  # nothing coupled
+    listed = [e for e in api.all_pages("/api/errors", mapping="CUSTOMER") if e["bcId"] == bc_id]
+    assert [(e["code"], e["transient"]) for e in listed] == [("duplicate_key", False)], listed
+
+
+def test_unset_webhook_secrets_accept_no_publicly_known_value_and_health_names_them(stack: Any, api: ApiClient) -> None:
+    """A host started without the webhook secrets (as a deployment that forgot them) has no default to fall
+    back on: the local stack's well-known values are refused and health is degraded naming each setting."""
+    saved = dict(stack.extra_env)
+    stack.extra_env.update({"BC_WEBHOOK_CLIENT_STATE": "", "DATAVERSE_WEBHOOK_KEY": ""})
+    try:
+        stack.restart("host")
+        health = api.get("/api/health")
+        assert health.status_code == 200, health.text
+        body = health.json()
+        assert body["status"] == "degraded", body
+        assert body["checks"]["dataverse"] == "DATAVERSE_WEBHOOK_KEY is not set", body
+        assert body["checks"]["businessCentral"] == "BC_WEBHOOK_CLIENT_STATE is not set", body
+        context = {"MessageName": "Update", "PrimaryEntityName": "account", "PrimaryEntityId": str(uuid.uuid4())}
+        known = {"code": "local-dv-webhook-key"}
+        dv = api.http.post(stack.host_url + "/api/webhooks/dataverse", params=known, json=context, timeout=30)
+        assert dv.status_code == 401 and dv.json()["code"] == "unauthorized", dv.text
+        notification = {"value": [{"clientState": "local-bc-client-state", "resource": "companies(x)/customers"}]}
+        bc = api.http.post(stack.host_url + "/api/webhooks/businesscentral", json=notification, timeout=30)
+        assert bc.status_code == 401 and bc.json()["code"] == "unauthorized", bc.text
+    finally:
+        stack.extra_env.clear()
+        stack.extra_env.update(saved)
+        stack.restart("host")
+    assert api.get("/api/health").json()["checks"]["dataverse"] == "ok"

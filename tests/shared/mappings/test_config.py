@@ -95,3 +95,9 @@ def test_unreadable_and_non_yaml(tmp_path: Path) -> None:
         load_mapping_file(tmp_path / "missing.yaml")
     with pytest.raises(MappingConfigError, match="not valid YAML"):
         load_mapping_file(_write(tmp_path, "mappings: [unclosed"))
+
+
+def test_the_dataverse_keys_are_the_natural_key_then_the_match_fields() -> None:
+    by_name = {m.name: m for m in load_mapping_file(SHIPPED).mappings}
+    assert by_name["CUSTOMER"].dataverse_keys == ["accountnumber", "name"]
+    assert by_name["ITEM-PRODUCT"].dataverse_keys[0] == "productnumber"

@@ -6,7 +6,9 @@ from shared.planning.decisions import (
     WriteFailure,
     after_failure,
     after_success,
+    create_failure_code,
     failure_code,
+    failure_message,
     failure_transient,
     parent_missing_message,
     replan,
@@ -18,6 +20,39 @@ def test_duplicate_key_is_its_own_permanent_code_not_a_conflict() -> None:
         f = WriteFailure("ConflictError", 412 if code == "0x80040237" else 409, code, False)
         assert failure_code(f) == DUPLICATE_KEY and not failure_transient(f)
     assert failure_code(WriteFailure("ConflictError", 409, None, False)) == "remote_conflict"
+
+
+DUP = WriteFailure("PreconditionFailedError", 412, "0x80060892", False)
+SAID = "A record with matching key values already exists."
+KEYS = ["accountnumber", "name"]
+
+
+def test_a_refused_create_is_duplicate_key_or_create_failed() -> None:
+    assert create_failure_code(DUP) == DUPLICATE_KEY
+    assert create_failure_code(WriteFailure("PreconditionFailedError", 412, "0x80040237", False)) == DUPLICATE_KEY
+    assert create_failure_code(WriteFailure("PermanentError", 400, "0x80040217", False)) == "create_failed"
+    assert create_failure_code(WriteFailure("TransientError", 503, None, True)) == "create_failed"
+
+
+def test_a_duplicate_key_message_names_the_key_values_the_write_set() -> None:
+    written = {"accountnumber": "C-42", "telephone1": "555"}
+    msg = failure_message(DUP, SAID, table="account", written=written, keys=KEYS)
+    assert msg == (
+        "Another account row already has the key value accountnumber 'C-42': a key must be unique, so the "
+        "write was refused (A record with matching key values already exists.)."
+    )
+    both = failure_message(DUP, None, table="account", written=written | {"name": "Contoso"}, keys=KEYS)
+    assert "accountnumber 'C-42', name 'Contoso':" in both and "(" not in both
+    for none_written in ({}, {"telephone1": "555"}, {"accountnumber": None, "name": ""}):
+        msg = failure_message(DUP, SAID, table="account", written=none_written, keys=KEYS)
+        assert "the same key values" in msg and SAID in msg
+
+
+def test_other_refusals_keep_the_remote_message() -> None:
+    other = WriteFailure("PermanentError", 400, "0x80040217", False)
+    written = {"accountnumber": "C-42"}
+    assert failure_message(other, "Bad value", table="account", written=written, keys=KEYS) == "Bad value"
+    assert failure_message(other, None, table="account", written=written, keys=KEYS) == "The write failed."
 
 
 def test_only_a_stale_etag_is_target_changed_and_replanned_once() -> None:

@@ -311,12 +311,15 @@ async def test_large_change_set_fans_out_and_watermark_moves_after_the_last_batc
     assert [len(m["bcIds"]) for m in batches] == [4, 4, 2]
     assert len({m["messageId"] for m in batches}) == 3
     assert (await engine.watermarks.get("CUSTOMER", Side.BC)).cursor is None  # not before every batch is done
+    running = await engine.jobs.get(job.job_id)
+    assert running.expected_batches == 4 and running.pending_cursors.get("bc") and running.detail is None
     for m in [batches[2], batches[0], batches[0], batches[1]]:  # out of order, one duplicate
         assert (await engine.jobs.get(job.job_id)).status == "running"
         await JobService(engine).handle(m)
     done = await engine.jobs.get(job.job_id)
     assert done.status == "succeeded" and done.counts["inserted"] == 10 and done.counts["coupled"] == 10
-    assert (await engine.watermarks.get("CUSTOMER", Side.BC)).cursor is not None
+    assert (await engine.watermarks.get("CUSTOMER", Side.BC)).cursor == running.pending_cursors["bc"]
+    assert done.pending_cursors == {}  # the bookkeeping ends with the job
     assert len(dv_of(engine).rows["accounts"]) == 10
 
 
@@ -431,3 +434,31 @@ async def test_a_create_failing_in_a_job_is_listed_and_retry_all_creates_it(engi
     assert (await engine.jobs.get(job.job_id)).counts["inserted"] == 1
     assert await engine.couplings.get_by_bc_id("CUSTOMER", b) is not None
     assert (await engine.errors.list_page(mapping="CUSTOMER"))[0] == []
+
+
+async def test_an_inline_job_goes_through_the_lifecycle_of_a_queued_one(engine: Engine) -> None:
+    from shared.domain.model import Job
+    from shared.services.engine import utcnow
+    from shared.services.sync_service import SyncOutcome
+
+    jobs = JobService(engine)
+    answer = SyncOutcome()
+    answer.counts["modified"] = 2
+
+    async def run() -> SyncOutcome:
+        return answer
+
+    async def boom() -> SyncOutcome:
+        raise ValueError("the planner broke")
+
+    def job(job_id: str) -> Job:
+        return Job(job_id=job_id, mapping="CUSTOMER", kind="syncNow", direction="toDataverse", created_at=utcnow())
+
+    assert await jobs.run_inline(job("j-inline"), run) is answer
+    done = await engine.jobs.get("j-inline")
+    assert done.status == "succeeded" and done.counts["modified"] == 2 and done.finished_at is not None
+    assert done.expected_batches == done.completed_batches == 1
+    with pytest.raises(ValueError):
+        await jobs.run_inline(job("j-fails"), boom)
+    failed = await engine.jobs.get("j-fails")
+    assert failed.status == "failed" and failed.detail == "the planner broke"  # not left running

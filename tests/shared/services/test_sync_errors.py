@@ -13,9 +13,11 @@ def test_only_failed_creates_become_errors_naming_the_source_record() -> None:
         RecordResult("b3", "d3", "failed", "toDataverse", "already_coupled", "taken"),
         RecordResult("b4", "d4", "created", "toDataverse"),
         RecordResult(None, "d5", "unchanged", "fromDataverse"),
+        RecordResult("b6", None, "failed", "toDataverse", "duplicate_key", "accountnumber 'C-1' is taken"),
+        RecordResult("b7", None, "failed", "toDataverse", "parent_not_coupled", "currency", transient=True),
     ]
     failed = failed_creates(results)
-    assert [(r.bc_id, r.dataverse_id) for r in failed] == [("b1", None), (None, "d2")]
+    assert [(r.bc_id, r.dataverse_id) for r in failed] == [("b1", None), (None, "d2"), ("b6", None), ("b7", None)]
     e = create_error_entry("CUSTOMER", failed[0], "job-1", NOW)
     assert (e.bc_id, e.dataverse_id, e.code, e.transient, e.job_id) == ("b1", None, "create_failed", True, "job-1")
     e = create_error_entry("CUSTOMER", failed[1], "", NOW)
