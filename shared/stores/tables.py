@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import quote as _url_quote
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
@@ -591,6 +592,8 @@ async def _send(table: TableClient, url: str, params: dict[str, str] | None = No
     from shared.stores.table_batch import _decode_error
 
     headers = {"Accept": _ACCEPT, "DataServiceVersion": "3.0", "x-ms-version": table.api_version}
+    if params:  # azure-core joins params unquoted: a key's escape ('%2F') would reach the service as '/'
+        params = {k: _url_quote(v, safe="") for k, v in params.items()}
     request = HttpRequest("GET", url, headers=headers, params=params)
     try:
         response = await _pipeline(table).send_request(request, stream=True)
