@@ -53,7 +53,7 @@ PART_CHARS = 30_000  # a string property holds ≤64 KiB (UTF-16): larger snapsh
 # entity of the partition's 2,000/s. So: a range scan when ≥ 1 in DENSE_SHARE rows of the keys' range is
 # wanted, else point reads — never a scan of a whole partition for a few ids (docs/storage.md, "Lookups").
 DENSE_SHARE = 16
-MIN_SCAN_KEYS = 16  # per partition: below this, point reads whatever the density
+MIN_SCAN_KEYS = 32  # per partition (bucket): below this, point reads whatever the density
 MIN_MEASURED_SPAN = 0.01  # a scan over less of the key space does not set the density estimate
 _HEX = 12  # leading hex digits of a GUID key that place it in the key space
 REPLACE_ATTEMPTS = 4

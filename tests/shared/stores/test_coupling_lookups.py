@@ -63,12 +63,12 @@ async def test_dense_ids_are_one_range_scan_per_bucket(table_stores: Stores) -> 
     batch = await _seeded(table_stores, 1200)
     store, counter = _fresh_store(table_stores), table_stores.op_counter
     await store.get_many_by_bc_ids(M, [])  # its first use of the mapping: one (empty) look at the old layout
-    page = sorted(batch, key=lambda c: state_rk(c.bc_id))[100:700]  # a sorted page: dense in its key range
+    page = sorted(batch, key=lambda c: state_rk(c.bc_id))[100:1100]  # a sorted page: dense in its key range
     counter.reset()
     ENTITIES_READ.reset()
     found = await store.get_many_by_bc_ids(M, [c.bc_id for c in page])
-    assert len(found) == 600
-    assert counter.reset() == BUCKETS and ENTITIES_READ.reset() == 600  # exactly the rows of the range
+    assert len(found) == 1000
+    assert counter.reset() == BUCKETS and ENTITIES_READ.reset() == 1000  # exactly the rows of the range
 
 
 async def test_dataverse_ids_read_their_index_row_and_state_row_only(table_stores: Stores) -> None:
