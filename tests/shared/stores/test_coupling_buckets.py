@@ -6,6 +6,8 @@ mapping, interrupted and re-run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 
 from shared.domain.errors import AlreadyCoupledError, InvalidContinuationError
 from shared.domain.model import Coupling
+from shared.errors import ConflictError
 from shared.stores import Stores, TableCouplingStore
 from shared.stores import coupling_store as cs
 from shared.stores.coupling_store import (
@@ -262,3 +265,27 @@ async def test_a_store_moves_an_old_layout_mapping_before_its_first_use(table_st
     store = TableCouplingStore(table_stores.tables, table_stores.couplings._name)
     assert (await store.get_by_dataverse_id(M, c.dataverse_id)).bc_id == c.bc_id  # type: ignore[union-attr]
     assert await _raw(table_stores, old_partition(M)) == {}
+
+
+async def test_racing_couples_and_uncouples_keep_each_side_coupled_at_most_once(table_stores: Stores) -> None:
+    store = table_stores.couplings
+    bcs, dvs = [str(uuid.uuid4()) for _ in range(12)], [str(uuid.uuid4()) for _ in range(12)]
+
+    async def worker(seed: int) -> None:
+        rnd = random.Random(seed)
+        for _ in range(25):
+            b, d = rnd.choice(bcs), rnd.choice(dvs)
+            if rnd.random() < 0.6:
+                await store.couple_many([cp(bc=b, dv=d)])
+            elif rnd.random() < 0.5:
+                await store.uncouple_many(M, [b])
+            else:
+                with contextlib.suppress(ConflictError):  # a replace that kept racing gives up
+                    await store.couple(cp(bc=b, dv=d), replace=True)
+
+    await asyncio.gather(*(worker(n) for n in range(6)))
+    couplings = await _all(store)
+    assert len({c.dataverse_id for c in couplings}) == len(couplings)  # no Dataverse row twice
+    assert len({c.bc_id for c in couplings}) == len(couplings)
+    by_dv = await store.get_many_by_dataverse_ids(M, dvs)
+    assert {d: c.bc_id for d, c in by_dv.items()} == {c.dataverse_id: c.bc_id for c in couplings}  # no dangling
