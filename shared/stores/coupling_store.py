@@ -1,22 +1,25 @@
-"""Couplings in Table Storage. Partition = mapping; per coupling a state row ``bc:<bcId>`` (the whole
-coupling) and an index row ``dv:<dataverseId>`` (-> bcId), always written and deleted together in one
-transaction. See docs/storage.md."""
+"""Couplings in Table Storage, spread over ``BUCKETS`` hash-bucket partitions per mapping: per coupling a state
+row ``bc:<bcId>`` (the whole coupling) in the BC id's bucket and an index row ``dv:<dataverseId>`` (-> bcId) in
+the Dataverse id's bucket. The two rows may sit in different partitions, so they are written in order (the
+index row is claimed first, the state row second) and a coupling counts only when both agree. See
+docs/storage.md ("Couplings")."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.domain.errors import AlreadyCoupledError
+from shared.domain.errors import AlreadyCoupledError, InvalidContinuationError
 from shared.domain.model import Coupling
 from shared.errors import ConflictError
 from shared.planning import history
@@ -25,12 +28,11 @@ from shared.stores.tables import (
     Entity,
     Op,
     TableProvider,
-    TableTransactionError,
+    decode_token,
+    encode_token,
     entity_of,
     escape_key,
     etag_of,
-    failure_kind,
-    lookup_rows,
     norm_id,
     point_rows,
     prefix_range,
@@ -38,10 +40,9 @@ from shared.stores.tables import (
     query_page,
     quote,
     raw_pages,
-    submit,
-    submit_tolerant,
+    submit_partitioned,
     to_utc,
-    transaction_failure,
+    unescape_key,
 )
 
 STATE = "bc:"
@@ -52,11 +53,58 @@ PART_CHARS = 30_000  # a string property holds ≤64 KiB (UTF-16): larger snapsh
 # entity of the partition's 2,000/s. So: a range scan when ≥ 1 in DENSE_SHARE rows of the keys' range is
 # wanted, else point reads — never a scan of a whole partition for a few ids (docs/storage.md, "Lookups").
 DENSE_SHARE = 16
-MIN_SCAN_KEYS = 32  # below this, point reads whatever the density
+MIN_SCAN_KEYS = 32  # per partition (bucket): below this, point reads whatever the density
 MIN_MEASURED_SPAN = 0.01  # a scan over less of the key space does not set the density estimate
 _HEX = 12  # leading hex digits of a GUID key that place it in the key space
 REPLACE_ATTEMPTS = 4
 _IF_MATCH = MatchConditions.IfNotModified
+BUCKETS = 16  # partitions per mapping; fixed (another count needs a migration like migrate_mapping)
+_SEP = "%|"  # escape_key never writes '%' but before two hex digits: no bucket key equals an old-layout key
+# A claimed index row whose state row does not point back is a coupling still being written for CLAIM_LEASE
+# (another couple treats it as taken), then a leftover that a later couple takes over. A couple that has
+# not written its state row CLAIM_GUARD after claiming gives up instead (so a lapsed claim is never used).
+CLAIM_LEASE = timedelta(minutes=5)
+CLAIM_GUARD = timedelta(minutes=2)
+
+
+def bucket_of(key_id: str) -> int:
+    """The bucket of a normalized id (``norm_id``): a stable hash, uniform whatever the ids look like."""
+    return int(hashlib.sha1(key_id.encode(), usedforsecurity=False).hexdigest()[:4], 16) % BUCKETS
+
+
+def partition(mapping: str, bucket: int) -> str:
+    return f"{escape_key(mapping)}{_SEP}{bucket:x}"
+
+
+def partitions(mapping: str) -> list[str]:
+    return [partition(mapping, b) for b in range(BUCKETS)]
+
+
+def partition_of(mapping: str, row_key: str) -> str:
+    """The partition of a coupling row: ``bc:``/``h:`` rows by their BC id, ``dv:`` rows by their Dataverse id."""
+    return partition(mapping, bucket_of(row_key.split(":", 1)[1]))
+
+
+def old_partition(mapping: str) -> str:
+    """The partition of every coupling row of a mapping before the buckets (see :func:`migrate_mapping`)."""
+    return escape_key(mapping)
+
+
+def claim_verdict(*, holder: str, points_back: bool, claimed_at: datetime | None, bc_id: str, now: datetime) -> str:
+    """What an existing index row (claimed by BC record ``holder`` at ``claimed_at``) means to a couple of
+    ``bc_id`` with its Dataverse row. ``points_back``: the holder's state row names this Dataverse row.
+
+    - ``coupled``: a complete coupling holds the Dataverse row;
+    - ``pending``: another couple claimed it less than ``CLAIM_LEASE`` ago and may still write its state row;
+    - ``take``: a leftover (our own earlier attempt, a crash between the two writes, an interrupted
+      uncouple): the caller takes it over with an If-Match write."""
+    if points_back:
+        return "coupled"
+    if norm_id(holder) == norm_id(bc_id):
+        return "take"
+    if claimed_at is None or now - claimed_at < CLAIM_LEASE:
+        return "pending"
+    return "take"
 
 
 def _position(prefix: str, key: str) -> float | None:
@@ -126,7 +174,8 @@ def to_archive_entity(c: Coupling) -> Entity:
     """Merged into the archive row without reading it: each coupling's entries get their own properties."""
     last = max((e.get("at", "") for e in c.history), default="")
     group = f"H{int(to_utc(c.coupled_at).timestamp() * 1000)}"  # type: ignore[union-attr]
-    return {"PartitionKey": escape_key(c.mapping), "RowKey": archive_rk(c.bc_id), "BcId": c.bc_id, "LastAt": last} | (
+    rk = archive_rk(c.bc_id)
+    return {"PartitionKey": partition_of(c.mapping, rk), "RowKey": rk, "BcId": c.bc_id, "LastAt": last} | (
         _split(group, c.history)  # type: ignore[arg-type]
     )
 
@@ -150,18 +199,30 @@ def sync_properties(c: Coupling) -> dict[str, Any]:
     )
 
 
+def state_key(c: Coupling) -> Entity:
+    rk = state_rk(c.bc_id)
+    return {"PartitionKey": partition_of(c.mapping, rk), "RowKey": rk}
+
+
+def index_key(c: Coupling) -> Entity:
+    rk = index_rk(c.dataverse_id)
+    return {"PartitionKey": partition_of(c.mapping, rk), "RowKey": rk}
+
+
 def to_state_entity(c: Coupling) -> Entity:
-    return {
-        "PartitionKey": escape_key(c.mapping),
-        "RowKey": state_rk(c.bc_id),
-        "BcId": c.bc_id,
-        "DataverseId": c.dataverse_id,
-        "CoupledAt": to_utc(c.coupled_at),
-    } | sync_properties(c)
+    return (
+        state_key(c)
+        | {
+            "BcId": c.bc_id,
+            "DataverseId": c.dataverse_id,
+            "CoupledAt": to_utc(c.coupled_at),
+        }
+        | sync_properties(c)
+    )
 
 
 def to_index_entity(c: Coupling) -> Entity:
-    return {"PartitionKey": escape_key(c.mapping), "RowKey": index_rk(c.dataverse_id), "BcId": c.bc_id}
+    return index_key(c) | {"BcId": c.bc_id}
 
 
 def from_state_entity(mapping: str, row: Entity) -> Coupling:
@@ -195,9 +256,19 @@ class TableCouplingStore:
         self._tables = tables
         self._name = table_name
         self._density: dict[tuple[str, str], float] = {}  # (partition, row kind) -> rows per unit key space
+        self._bucketed: set[str] = set()  # mappings whose old-layout rows this process has moved (or found none)
+        self._layout_lock = asyncio.Lock()
 
-    async def _table(self) -> TableClient:
-        return await self._tables.get(self._name)
+    async def _table(self, mapping: str | None = None) -> TableClient:
+        """The table; with a mapping, after making sure no row of it is left in the old layout (once per
+        process and mapping: one empty query when there is nothing to move)."""
+        table = await self._tables.get(self._name)
+        if mapping is not None and mapping not in self._bucketed:
+            async with self._layout_lock:
+                if mapping not in self._bucketed:
+                    await migrate_mapping(table, mapping)
+                    self._bucketed.add(mapping)
+        return table
 
     # ------------------------------------------------------------------ reads
     async def get_by_bc_id(self, mapping: str, bc_id: str) -> Coupling | None:
@@ -221,22 +292,31 @@ class TableCouplingStore:
         out: dict[str, Coupling] = {}
         for dv_id, bc_id in bc_of.items():
             c = couplings.get(bc_id)
-            if c is not None and norm_id(c.dataverse_id) == norm_id(dv_id):  # skip a stale index row
+            if c is not None and norm_id(c.dataverse_id) == norm_id(dv_id):  # a leftover claim: not a coupling
                 out[dv_id] = c
         return out
 
     async def _rows(self, mapping: str, prefix: str, row_keys: Sequence[str] | Any) -> dict[str, Entity]:
-        """Rows by key, touching only what the lookup needs: concurrent point reads, unless the keys are dense
-        in their key range (at least 1 in ``DENSE_SHARE`` of the rows between the smallest and the largest
-        key is wanted, e.g. a full sync's page), where a range scan reads ~1 request per 1,000 rows instead
-        of one per key. Ids are GUIDs (uniform in the key space), so the share is estimated from the
-        partition's measured density; a scan that turns out sparser than estimated stops and point-reads
-        the keys it has not reached (docs/storage.md, "Lookups")."""
+        """Rows of one kind by key, each bucket's keys read from their own partition, concurrently."""
+        table = await self._table(mapping)
+        by_pk: dict[str, list[str]] = {}
+        for rk in set(row_keys):
+            by_pk.setdefault(partition_of(mapping, rk), []).append(rk)
+        found: dict[str, Entity] = {}
+        for rows in await asyncio.gather(*(self._partition_rows(table, pk, prefix, ks) for pk, ks in by_pk.items())):
+            found |= rows
+        return found
+
+    async def _partition_rows(self, table: TableClient, pk: str, prefix: str, row_keys: list[str]) -> dict[str, Entity]:
+        """Rows by key in one partition, touching only what the lookup needs: concurrent point reads, unless the
+        keys are dense in their key range (at least 1 in ``DENSE_SHARE`` of the rows between the smallest and
+        the largest key is wanted, e.g. a full sync's page), where a range scan reads ~1 request per 1,000 rows
+        instead of one per key. Ids are GUIDs (uniform in the key space, also within a bucket), so the share is
+        estimated from the partition's measured density; a scan that turns out sparser than estimated stops
+        and point-reads the keys it has not reached (docs/storage.md, "Lookups")."""
         keys = sorted(set(row_keys))
         if not keys:
             return {}
-        table = await self._table()
-        pk = escape_key(mapping)
         span = _span(prefix, keys[0], keys[-1])
         density = self._density.get((pk, prefix))  # rows of this kind per unit of key space
         if (
@@ -272,96 +352,70 @@ class TableCouplingStore:
             self._density[(pk, prefix)] = read / span
         return found
 
+    async def _lookup(self, table: TableClient, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Entity]:
+        """Rows by (PartitionKey, RowKey), point reads grouped per partition (the write paths' few reads)."""
+        by_pk: dict[str, list[str]] = {}
+        for pk, rk in keys:
+            by_pk.setdefault(pk, []).append(rk)
+        found = await asyncio.gather(*(point_rows(table, pk, rks) for pk, rks in by_pk.items()))
+        return {(pk, rk): row for pk, rows in zip(by_pk, found, strict=True) for rk, row in rows.items()}
+
     async def list_page(
         self, mapping: str, *, top: int = 100, continuation: str | None = None
     ) -> tuple[list[Coupling], str | None]:
-        table = await self._table()
-        query = f"PartitionKey eq {quote(escape_key(mapping))} and {prefix_range(STATE)}"
-        rows, token = await query_page(table, query, top=top, continuation=continuation)
-        return [from_state_entity(mapping, r) for r in rows], token
+        """A page of state rows, bucket after bucket. The token is the base64url of the bucket and the
+        service's token within it: opaque to API clients, and the same for the same position."""
+        table = await self._table(mapping)
+        bucket, inner = _list_position(continuation)
+        top = max(1, min(top, MAX_PAGE))
+        out: list[Coupling] = []
+        while bucket < BUCKETS and len(out) < top:
+            query = f"PartitionKey eq {quote(partition(mapping, bucket))} and {prefix_range(STATE)}"
+            rows, inner = await query_page(table, query, top=top - len(out), continuation=inner)
+            out += [from_state_entity(mapping, r) for r in rows]
+            if inner is None:
+                bucket += 1
+        return out, (encode_token({"b": bucket, "c": inner}) if bucket < BUCKETS else None)
 
     async def iter_all(self, mapping: str) -> AsyncIterator[list[Coupling]]:
-        table = await self._table()
-        pk = escape_key(mapping)
-        seen = 0
-        async for page in query_all(table, f"PartitionKey eq {quote(pk)} and {prefix_range(STATE)}"):
-            seen += len(page)
-            yield [from_state_entity(mapping, r) for r in page]
-        self._density[(pk, STATE)] = self._density[(pk, INDEX)] = float(seen)  # one index row per state row
+        """Every coupling in pages of ``MAX_PAGE``, bucket after bucket (one query page per 1,000 rows of a
+        bucket); measures each partition's density for later lookups."""
+        table = await self._table(mapping)
+        pending: list[Coupling] = []
+        counts: dict[str, int] = {}
+        for pk in partitions(mapping):
+            seen = 0
+            async for page in query_all(table, f"PartitionKey eq {quote(pk)} and {prefix_range(STATE)}"):
+                seen += len(page)
+                pending += [from_state_entity(mapping, r) for r in page]
+                while len(pending) >= MAX_PAGE:
+                    yield pending[:MAX_PAGE]
+                    pending = pending[MAX_PAGE:]
+            counts[pk] = seen
+        if pending:
+            yield pending
+        average = sum(counts.values()) / BUCKETS  # one index row per state row, hashed independently
+        for pk, seen in counts.items():
+            self._density[(pk, STATE)] = float(seen)
+            self._density[(pk, INDEX)] = average
 
     # ------------------------------------------------------------------ couple
     async def couple(self, coupling: Coupling, *, replace: bool = False) -> list[Coupling]:
-        table = await self._table()
-        if not replace:
-            ops: list[Op] = [("create", to_state_entity(coupling)), ("create", to_index_entity(coupling))]
-            try:
-                out = await submit(table, ops)
-            except TableTransactionError as e:
-                if failure_kind(e) == "exists":
-                    raise await self._already_coupled(coupling) from e
-                raise transaction_failure(e) from e
-            coupling.row_etag = out[0].get("etag")
-            return []
-        for _ in range(REPLACE_ATTEMPTS):
-            try:
-                removed = await self._replace(table, coupling)
-                await self._archive(table, coupling.mapping, removed)  # #22: replaced couplings keep their history
+        removed: list[Coupling] = []
+        for _ in range(REPLACE_ATTEMPTS if replace else 1):
+            if replace:
+                holder = await self.get_by_dataverse_id(coupling.mapping, coupling.dataverse_id)
+                ids = [coupling.bc_id] + ([holder.bc_id] if holder is not None else [])
+                removed += await self.uncouple_many(coupling.mapping, ids)  # #22: archived with their history
+            (result,) = await self.couple_many([coupling])
+            if not isinstance(result, Exception):
                 return removed
-            except TableTransactionError as e:
-                if failure_kind(e) not in ("exists", "modified", "missing"):
-                    raise transaction_failure(e) from e
-                await asyncio.sleep(0.05)  # someone changed these rows meanwhile: read again
+            if not isinstance(result, AlreadyCoupledError):
+                raise result
+            if not replace:
+                raise await self._already_coupled(coupling) from result
+            await asyncio.sleep(0.05)  # someone coupled either side meanwhile: remove it again
         raise ConflictError(f"coupling {coupling.bc_id} kept changing concurrently", service="tables")
-
-    async def _replace(self, table: TableClient, c: Coupling) -> list[Coupling]:
-        """One transaction that turns whatever couples either side into the new coupling. Rows that stay are
-        replaced (If-Match), rows that go are deleted (If-Match), so a concurrent change fails the whole
-        transaction and we start over."""
-        pk = escape_key(c.mapping)
-        new_state, new_index = to_state_entity(c), to_index_entity(c)
-        rows = await lookup_rows(table, pk, [new_state["RowKey"], new_index["RowKey"]])
-        old_b = rows.get(new_state["RowKey"])  # the BC record's current coupling
-        idx_d = rows.get(new_index["RowKey"])  # the Dataverse row's current index row
-        old_z = None  # the coupling that holds the Dataverse row, when it is another BC record
-        extra_keys = []
-        if idx_d is not None and norm_id(idx_d["BcId"]) != norm_id(c.bc_id):
-            extra_keys.append(state_rk(idx_d["BcId"]))
-        if old_b is not None and norm_id(old_b["DataverseId"]) != norm_id(c.dataverse_id):
-            extra_keys.append(index_rk(old_b["DataverseId"]))
-        extra = await lookup_rows(table, pk, extra_keys)
-        if idx_d is not None and extra_keys and extra_keys[0].startswith(STATE):
-            old_z = extra.get(extra_keys[0])
-
-        ops: list[Op] = []
-        if old_b is None:
-            ops.append(("create", new_state))
-        else:
-            ops.append(
-                (
-                    "update",
-                    new_state,
-                    {"mode": UpdateMode.REPLACE, "etag": etag_of(old_b), "match_condition": _IF_MATCH},
-                )
-            )
-            old_index = extra.get(index_rk(old_b["DataverseId"]))
-            if old_index is not None:
-                ops.append(("delete", old_index, {"etag": etag_of(old_index), "match_condition": _IF_MATCH}))
-        if idx_d is None:
-            ops.append(("create", new_index))
-        else:
-            ops.append(
-                (
-                    "update",
-                    new_index,
-                    {"mode": UpdateMode.REPLACE, "etag": etag_of(idx_d), "match_condition": _IF_MATCH},
-                )
-            )
-            if old_z is not None:
-                ops.append(("delete", old_z, {"etag": etag_of(old_z), "match_condition": _IF_MATCH}))
-        out = await submit(table, ops)
-        c.row_etag = out[0].get("etag")
-        removed = [from_state_entity(c.mapping, r) for r in (old_b, old_z) if r is not None]
-        return removed
 
     async def _already_coupled(self, c: Coupling) -> AlreadyCoupledError:
         by_bc = await self.get_by_bc_id(c.mapping, c.bc_id)
@@ -377,109 +431,176 @@ class TableCouplingStore:
         )
 
     async def couple_many(self, couplings: Sequence[Coupling]) -> list[Coupling | Exception]:
-        """Creates in transactions of 50 couplings (100 rows); a coupling whose row exists is dropped from its
-        transaction with ``AlreadyCoupledError`` and the rest resubmitted."""
+        """Couples in two steps, each batched per partition (≤100 rows a transaction): claim the Dataverse
+        rows' index rows, then create the state rows. A claim that exists is looked at (``claim_verdict``):
+        a leftover is taken over, anything else makes the coupling ``AlreadyCoupledError``; a state row that
+        exists makes it ``AlreadyCoupledError`` and its claim is released (docs/storage.md, "Writes")."""
         results: list[Coupling | Exception] = list(couplings)
-        by_mapping: dict[str, list[int]] = {}
+        todo: list[int] = []
         seen: set[tuple[str, str]] = set()
         for i, c in enumerate(couplings):
             keys = {(c.mapping, state_rk(c.bc_id)), (c.mapping, index_rk(c.dataverse_id))}
             if keys & seen:  # the same record twice in one call: the first wins
-                results[i] = AlreadyCoupledError(
-                    f"BC record {c.bc_id} or Dataverse row {c.dataverse_id} is already coupled"
-                )
+                results[i] = _taken(c)
                 continue
             seen |= keys
-            by_mapping.setdefault(c.mapping, []).append(i)
+            todo.append(i)
+        for mapping in {couplings[i].mapping for i in todo}:
+            await self._table(mapping)
         table = await self._table()
-
-        async def one_mapping(idx: list[int]) -> None:
-            ops: list[Op] = []
-            for i in idx:
-                ops += [("create", to_state_entity(couplings[i])), ("create", to_index_entity(couplings[i]))]
-
-            def drop(op_index: int, kind: str) -> list[int]:
-                if kind != "exists":
-                    return []
-                i = idx[op_index // 2]
-                c = couplings[i]
-                results[i] = AlreadyCoupledError(
-                    f"BC record {c.bc_id} or Dataverse row {c.dataverse_id} is already coupled"
-                )
-                first = op_index - op_index % 2
-                return [first, first + 1]
-
-            out = await submit_tolerant(table, ops, drop=drop, groups=[[2 * n, 2 * n + 1] for n in range(len(idx))])
-            created = 0
-            for n, i in enumerate(idx):
-                if out[2 * n] is not None:
-                    couplings[i].row_etag = out[2 * n].get("etag")  # type: ignore[union-attr]
-                    created += 1
-            pk = escape_key(couplings[idx[0]].mapping)
-            for kind in (STATE, INDEX):  # the partition grew: keep the lookup's density estimate current
+        started = datetime.now(UTC)
+        etag_of_claim: dict[int, str | None] = {}
+        for i, claim in zip(todo, await self._claim(table, [couplings[i] for i in todo]), strict=True):
+            if isinstance(claim, Exception):
+                results[i] = claim
+            else:
+                etag_of_claim[i] = claim
+        todo = list(etag_of_claim)
+        items = [couplings[i] for i in todo]
+        if datetime.now(UTC) - started > CLAIM_GUARD:  # a lapsed claim may be taken over: never build on it
+            await self._release(table, [(c, etag_of_claim[i]) for i, c in zip(todo, items, strict=True)])
+            for i in todo:
+                results[i] = ConflictError("coupling took too long; retry", service="tables")
+            return results
+        out = await submit_partitioned(
+            table, [("create", to_state_entity(c)) for c in items], drop=lambda n, kind: [n] if kind == "exists" else []
+        )
+        failed = [n for n, res in enumerate(out) if res is None]
+        if failed:  # the BC record is coupled: release the claim unless its coupling is this one (a race)
+            states = await self._lookup(table, [_key(state_key(items[n])) for n in failed])
+            release = []
+            for n in failed:
+                c, row = items[n], states.get(_key(state_key(items[n])))
+                results[todo[n]] = _taken(c)
+                if row is None or norm_id(row["DataverseId"]) != norm_id(c.dataverse_id):
+                    release.append((c, etag_of_claim[todo[n]]))
+            await self._release(table, release)
+        created: dict[str, int] = {}
+        for n, res in enumerate(out):
+            if res is not None:
+                items[n].row_etag = res.get("etag")
+                for key in (state_key(items[n]), index_key(items[n])):
+                    created[key["PartitionKey"]] = created.get(key["PartitionKey"], 0) + 1
+        for pk, count in created.items():  # the partitions grew: keep the lookups' density estimates current
+            for kind in (STATE, INDEX):
                 if (pk, kind) in self._density:
-                    self._density[(pk, kind)] += created
-
-        await asyncio.gather(*(one_mapping(idx) for idx in by_mapping.values()))
+                    self._density[(pk, kind)] += count / 2
         return results
+
+    async def _claim(self, table: TableClient, items: Sequence[Coupling]) -> list[str | Exception | None]:
+        """Claims each coupling's index row: a create, or an If-Match takeover of a leftover. Per item the
+        ETag of the claim, or ``AlreadyCoupledError`` when the Dataverse row is coupled or being coupled."""
+        results: list[str | Exception | None] = [_taken(c) for c in items]
+        todo = list(range(len(items)))
+        for _ in range(REPLACE_ATTEMPTS):
+            if not todo:
+                break
+            ops: list[Op] = [("create", to_index_entity(items[n])) for n in todo]
+            out = await submit_partitioned(table, ops, drop=lambda n, kind: [n] if kind == "exists" else [])
+            held = []
+            for n, res in zip(todo, out, strict=True):
+                if res is None:
+                    held.append(n)
+                else:
+                    results[n] = res.get("etag")
+            if not held:
+                break
+            index = await self._lookup(table, [_key(index_key(items[n])) for n in held])
+            rows = {n: index.get(_key(index_key(items[n]))) for n in held}
+            holder_key = {n: _state_key_of(items[n].mapping, row["BcId"]) for n, row in rows.items() if row is not None}
+            holders = await self._lookup(table, holder_key.values())
+            now = datetime.now(UTC)
+            take: list[tuple[int, Entity]] = []
+            todo = [n for n, row in rows.items() if row is None]  # gone meanwhile: create it again
+            for n, row in rows.items():
+                if row is None:
+                    continue
+                state = holders.get(holder_key[n])
+                verdict = claim_verdict(
+                    holder=row["BcId"],
+                    points_back=state is not None and norm_id(state["DataverseId"]) == norm_id(items[n].dataverse_id),
+                    claimed_at=to_utc(row.metadata.get("timestamp")),
+                    bc_id=items[n].bc_id,
+                    now=now,
+                )
+                if verdict == "take":
+                    take.append((n, row))
+            ops = [
+                ("update", to_index_entity(items[n]), {"mode": UpdateMode.REPLACE, "etag": etag_of(row),
+                                                        "match_condition": _IF_MATCH})
+                for n, row in take
+            ]  # fmt: skip
+            out = await submit_partitioned(
+                table, ops, drop=lambda n, kind: [n] if kind in ("modified", "missing") else []
+            )
+            for (n, _row), res in zip(take, out, strict=True):
+                if res is not None:
+                    results[n] = res.get("etag")
+                else:
+                    todo.append(n)  # raced: look again
+        return results
+
+    async def _release(self, table: TableClient, claims: Sequence[tuple[Coupling, str | None]]) -> None:
+        """Deletes index rows this process wrote, If-Match their ETag (a row someone took over stays)."""
+        ops: list[Op] = [("delete", index_key(c), {"etag": etag, "match_condition": _IF_MATCH}) for c, etag in claims]
+        await submit_partitioned(table, ops, drop=lambda n, kind: [n] if kind in ("modified", "missing") else [])
 
     # ------------------------------------------------------------------ sync bookkeeping
     async def save_sync_state(self, couplings: Sequence[Coupling]) -> None:
         """Merges the sync properties into the state rows (If-Match ``*``: the row must exist, so a coupling
         removed meanwhile is not resurrected; last writer wins otherwise — see docs/storage.md)."""
-        table = await self._table()
-        by_mapping: dict[str, list[Coupling]] = {}
-        for c in couplings:
-            by_mapping.setdefault(c.mapping, []).append(c)
-
-        async def one_mapping(items: list[Coupling]) -> None:
-            ops: list[Op] = []
-            for c in items:
-                entity = {"PartitionKey": escape_key(c.mapping), "RowKey": state_rk(c.bc_id)} | sync_properties(c)
-                ops.append(("update", entity, {"mode": UpdateMode.MERGE}))
-            out = await submit_tolerant(table, ops, drop=lambda i, kind: [i] if kind == "missing" else [])
-            for c, res in zip(items, out, strict=True):
-                if res is not None:
-                    c.row_etag = res.get("etag")
-
-        await asyncio.gather(*(one_mapping(items) for items in by_mapping.values()))
+        if not couplings:
+            return
+        for mapping in {c.mapping for c in couplings}:
+            await self._table(mapping)
+        ops: list[Op] = [("update", state_key(c) | sync_properties(c), {"mode": UpdateMode.MERGE}) for c in couplings]
+        out = await submit_partitioned(await self._table(), ops, drop=lambda i, kind: [i] if kind == "missing" else [])
+        for c, res in zip(couplings, out, strict=True):
+            if res is not None:
+                c.row_etag = res.get("etag")
 
     # ------------------------------------------------------------------ uncouple
     async def uncouple_many(self, mapping: str, bc_ids: Sequence[str]) -> list[Coupling]:
-        """Deletes both rows per coupling (state row If-Match its read ETag, so a coupling that changed
-        meanwhile is read again). Missing couplings are skipped."""
-        table = await self._table()
+        """Deletes the state rows (If-Match their read ETag, so a coupling that changed meanwhile is read
+        again), then the index rows that still point to them (If-Match: one taken over stays). Missing
+        couplings are skipped. A crash in between leaves a leftover index row that readers ignore."""
+        table = await self._table(mapping)
         removed: list[Coupling] = []
         todo = list(dict.fromkeys(bc_ids))
         for _ in range(REPLACE_ATTEMPTS):
             found = list((await self.get_many_by_bc_ids(mapping, todo)).values())
             if not found:
                 break
-            ops: list[Op] = []
-            for c in found:
-                ops.append(("delete", to_state_entity(c), {"etag": c.row_etag, "match_condition": _IF_MATCH}))
-                ops.append(("delete", to_index_entity(c), {}))
             retry: list[str] = []
 
-            def drop(op_index: int, kind: str, found: list[Coupling] = found, retry: list[str] = retry) -> list[int]:
-                first = op_index - op_index % 2
-                if kind == "modified" or (kind == "missing" and op_index % 2 == 0):
-                    retry.append(found[op_index // 2].bc_id)  # changed or gone: read again
-                elif kind != "missing":
-                    return []
-                # The index row alone missing: delete the state row by itself.
-                return [first, first + 1] if op_index % 2 == 0 or kind == "modified" else [op_index]
+            def drop(n: int, kind: str, found: list[Coupling] = found, retry: list[str] = retry) -> list[int]:
+                if kind == "modified":
+                    retry.append(found[n].bc_id)  # changed meanwhile: read again
+                return [n] if kind in ("modified", "missing") else []
 
-            out = await submit_tolerant(table, ops, drop=drop, groups=[[2 * n, 2 * n + 1] for n in range(len(found))])
-            removed += [c for n, c in enumerate(found) if out[2 * n] is not None]
+            ops: list[Op] = [
+                ("delete", state_key(c), {"etag": c.row_etag, "match_condition": _IF_MATCH}) for c in found
+            ]
+            out = await submit_partitioned(table, ops, drop=drop)
+            gone = [c for c, res in zip(found, out, strict=True) if res is not None]
+            index = await self._lookup(table, [_key(index_key(c)) for c in gone])
+            await self._release(
+                table,
+                [
+                    (c, etag_of(row))
+                    for c in gone
+                    if (row := index.get(_key(index_key(c)))) is not None and norm_id(row["BcId"]) == norm_id(c.bc_id)
+                ],
+            )
+            removed += gone
             todo = retry
             if not todo:
                 break
-        await self._archive(table, mapping, removed)
+        await self._archive(table, removed)
         return removed
 
     # ------------------------------------------------------------------ history (#22)
-    async def _archive(self, table: TableClient, mapping: str, removed: Sequence[Coupling]) -> None:
+    async def _archive(self, table: TableClient, removed: Sequence[Coupling]) -> None:
         """Keeps the history of uncoupled records, with an ``uncoupled`` entry: one merge-upsert per record,
         100 per transaction, no read (what earlier couplings of the record left stays in its own properties)."""
         if not removed:
@@ -489,12 +610,13 @@ class TableCouplingStore:
         for c in removed:
             c.history = [*c.history, history.entry(now, trigger=history.TRIGGER.get(), action="uncoupled")]
             ops.append(("upsert", to_archive_entity(c), {"mode": UpdateMode.MERGE}))
-        await submit_tolerant(table, ops, drop=lambda i, kind: [])
+        await submit_partitioned(table, ops, drop=lambda i, kind: [])
 
     async def history(self, mapping: str, bc_id: str) -> list[dict[str, Any]] | None:
         """Every entry of this record's couplings, oldest first; None when it was never coupled (or its
-        history expired). One request: the state and archive rows in one lookup."""
-        rows = await lookup_rows(await self._table(), escape_key(mapping), [state_rk(bc_id), archive_rk(bc_id)])
+        history expired). One request: the state and archive rows share the BC id's bucket."""
+        table = await self._table(mapping)
+        rows = await point_rows(table, partition_of(mapping, state_rk(bc_id)), [state_rk(bc_id), archive_rk(bc_id)])
         if not rows:
             return None
         entries = history_of(rows.get(archive_rk(bc_id))) + history_of(rows.get(state_rk(bc_id)))
@@ -502,38 +624,107 @@ class TableCouplingStore:
 
     async def purge_history(self, mapping: str, before: datetime) -> int:
         """Deletes archive rows whose newest entry is older than ``before``: a key-range query over the
-        archive rows of one partition (never the couplings), one page per call (a timer tick)."""
-        table = await self._table()
-        query = (
-            f"PartitionKey eq {quote(escape_key(mapping))} and {prefix_range(ARCHIVE)}"
-            f" and LastAt lt {quote(to_utc(before).isoformat())}"  # type: ignore[union-attr]
-        )
-        async for page in query_all(table, query, select=["PartitionKey", "RowKey"]):
-            ops: list[Op] = [("delete", {"PartitionKey": r["PartitionKey"], "RowKey": r["RowKey"]}, {}) for r in page]
-            return sum(await _delete_chunks(table, ops))
-        return 0
+        archive rows of each bucket (never the couplings), one page per bucket per call (a timer tick)."""
+        table = await self._table(mapping)
+        cutoff = quote(to_utc(before).isoformat())  # type: ignore[union-attr]
+
+        async def one(pk: str) -> int:
+            query = f"PartitionKey eq {quote(pk)} and {prefix_range(ARCHIVE)} and LastAt lt {cutoff}"
+            async for page in query_all(table, query, select=["PartitionKey", "RowKey"]):
+                ops: list[Op] = [("delete", {"PartitionKey": pk, "RowKey": r["RowKey"]}, {}) for r in page]
+                return sum(await _delete_chunks(table, ops))
+            return 0
+
+        return sum(await asyncio.gather(*(one(pk) for pk in partitions(mapping))))
 
     async def delete_all(self, mapping: str) -> int:
-        """Deletes the partition page by page (1,000 rows read, 10 transactions of 100 deletes)."""
-        table = await self._table()
-        pk = escape_key(mapping)
+        """Deletes each bucket page by page (1,000 rows read, 10 transactions of 100 deletes); leftover index
+        rows go too."""
+        table = await self._table(mapping)
         count = 0
-        async for page in query_all(table, f"PartitionKey eq {quote(pk)}"):
-            # #22: the state rows' history moves to archive rows first (one transaction per 100 records).
-            await self._archive(table, mapping, [from_state_entity(mapping, r) for r in page
-                                                 if r["RowKey"].startswith(STATE)])  # fmt: skip
-            ops: list[Op] = [
-                ("delete", {"PartitionKey": pk, "RowKey": r["RowKey"]}, {})
-                for r in page
-                if not r["RowKey"].startswith(ARCHIVE)  # #22: an uncoupled record keeps its history
-            ]
-            out = await _delete_chunks(table, ops)
-            count += sum(1 for op, ok in zip(ops, out, strict=True) if ok and op[1]["RowKey"].startswith(STATE))
-        self._density = {k: v for k, v in self._density.items() if k[0] != pk}
+        for pk in partitions(mapping):
+            async for page in query_all(table, f"PartitionKey eq {quote(pk)}"):
+                # #22: the state rows' history moves to archive rows first (one transaction per 100 records).
+                await self._archive(table, [from_state_entity(mapping, r) for r in page
+                                            if r["RowKey"].startswith(STATE)])  # fmt: skip
+                ops: list[Op] = [
+                    ("delete", {"PartitionKey": pk, "RowKey": r["RowKey"]}, {})
+                    for r in page
+                    if not r["RowKey"].startswith(ARCHIVE)  # #22: an uncoupled record keeps its history
+                ]
+                out = await _delete_chunks(table, ops)
+                count += sum(1 for op, ok in zip(ops, out, strict=True) if ok and op[1]["RowKey"].startswith(STATE))
+        self._density = {k: v for k, v in self._density.items() if not k[0].startswith(escape_key(mapping) + _SEP)}
         return count
+
+
+def _taken(c: Coupling) -> AlreadyCoupledError:
+    return AlreadyCoupledError(f"BC record {c.bc_id} or Dataverse row {c.dataverse_id} is already coupled")
+
+
+def _key(entity: Entity) -> tuple[str, str]:
+    return entity["PartitionKey"], entity["RowKey"]
+
+
+def _state_key_of(mapping: str, bc_id: str) -> tuple[str, str]:
+    return partition_of(mapping, state_rk(bc_id)), state_rk(bc_id)
+
+
+def _list_position(token: str | None) -> tuple[int, str | None]:
+    if not token:
+        return 0, None
+    value = decode_token(token)
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"b", "c"}
+        or not isinstance(value["b"], int)
+        or not 0 <= value["b"] < BUCKETS
+        or not (value["c"] is None or isinstance(value["c"], str))
+    ):
+        raise InvalidContinuationError("continuation is not a token this service issued.")
+    return value["b"], value["c"]
 
 
 async def _delete_chunks(table: TableClient, ops: list[Op]) -> list[bool]:
     """Deletes in (concurrent) transactions; rows already gone are tolerated."""
-    out = await submit_tolerant(table, ops, drop=lambda i, kind: [i] if kind == "missing" else [])
+    out = await submit_partitioned(table, ops, drop=lambda i, kind: [i] if kind == "missing" else [])
     return [res is not None for res in out]
+
+
+# ---------------------------------------------------------------------- migration from one partition per mapping
+async def migrate_mapping(table: TableClient, mapping: str, *, page_size: int = MAX_PAGE) -> int:
+    """Moves a mapping's rows from the old layout (every row in partition ``escape_key(mapping)``) to their
+    buckets, a page at a time: create each row in its bucket (one already there is newer or the same copy:
+    kept), then delete the page from the old partition. Idempotent and resumable: a crash leaves rows that
+    exist in both places, and the next run skips their copies and deletes them. Returns the rows moved."""
+    old = old_partition(mapping)
+    moved = 0
+    while True:
+        page: list[Entity] = []
+        async for rows in query_all(table, f"PartitionKey eq {quote(old)}", page_size=page_size):
+            page = rows
+            break
+        if not page:
+            return moved
+        copies: list[Op] = [("create", dict(r) | {"PartitionKey": partition_of(mapping, r["RowKey"])}) for r in page]
+        await submit_partitioned(table, copies, drop=lambda i, kind: [i] if kind == "exists" else [])
+        await _delete_chunks(table, [("delete", {"PartitionKey": old, "RowKey": r["RowKey"]}, {}) for r in page])
+        moved += len(page)
+
+
+async def old_layout_mappings(table: TableClient) -> list[str]:
+    """Mappings with rows left in the old layout (a scan of the table's keys: for the one-off job only)."""
+    found: set[str] = set()
+    async for page in query_all(table, "", select=["PartitionKey"]):
+        found |= {unescape_key(r["PartitionKey"]) for r in page if _SEP not in r["PartitionKey"]}
+    return sorted(found)
+
+
+async def migrate_couplings(store: TableCouplingStore, mappings: Sequence[str] | None = None) -> dict[str, int]:
+    """The one-off job: moves every given mapping (default: every one found in the old layout) to buckets."""
+    table = await store._table()
+    moved = {}
+    for mapping in mappings if mappings is not None else await old_layout_mappings(table):
+        moved[mapping] = await migrate_mapping(table, mapping)
+        store._bucketed.add(mapping)
+    return moved

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import quote as _url_quote
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
@@ -420,6 +421,37 @@ async def submit_tolerant(
     return results
 
 
+async def submit_partitioned(
+    table: TableClient,
+    ops: Sequence[Op],
+    *,
+    drop: Callable[[int, str], Iterable[int]],
+    groups: Sequence[Sequence[int]] | None = None,
+) -> list[Entity | None]:
+    """:func:`submit_tolerant` for ops over several partitions (a transaction holds one partition's rows): one
+    call per partition, concurrently. ``drop`` and ``groups`` use indexes into ``ops``; a group stays within
+    one partition."""
+    parts: dict[str, list[int]] = {}
+    for i, op in enumerate(ops):
+        parts.setdefault(op[1]["PartitionKey"], []).append(i)
+    results: list[Entity | None] = [None] * len(ops)
+
+    async def one(idx: list[int]) -> None:
+        local = {g: n for n, g in enumerate(idx)}
+        sub = None if groups is None else [[local[i] for i in g] for g in groups if g and g[0] in local]
+        out = await submit_tolerant(
+            table,
+            [ops[i] for i in idx],
+            drop=lambda n, kind: [local[g] for g in drop(idx[n], kind) if g in local],
+            groups=sub,
+        )
+        for i, res in zip(idx, out, strict=True):
+            results[i] = res
+
+    await asyncio.gather(*(one(idx) for idx in parts.values()))
+    return results
+
+
 def group_chunks(ops: Sequence[Op], groups: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
     """Pack op indexes into transactions of ≤100 ops and ≤``MAX_BATCH_BYTES`` without splitting a group."""
     if groups is None:
@@ -560,6 +592,8 @@ async def _send(table: TableClient, url: str, params: dict[str, str] | None = No
     from shared.stores.table_batch import _decode_error
 
     headers = {"Accept": _ACCEPT, "DataServiceVersion": "3.0", "x-ms-version": table.api_version}
+    if params:  # azure-core joins params unquoted: a key's escape ('%2F') would reach the service as '/'
+        params = {k: _url_quote(v, safe="") for k, v in params.items()}
     request = HttpRequest("GET", url, headers=headers, params=params)
     try:
         response = await _pipeline(table).send_request(request, stream=True)

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 from shared.domain.model import Coupling
 from shared.stores import Stores, TableCouplingStore
-from shared.stores.coupling_store import from_state_entity, state_rk
-from shared.stores.tables import ENTITIES_READ, entity_of, escape_key
+from shared.stores.coupling_store import BUCKETS, from_state_entity, partition_of, state_rk
+from shared.stores.tables import ENTITIES_READ, entity_of
 
 M = "CUSTOMER"
 
@@ -47,27 +47,28 @@ async def test_sparse_ids_are_point_reads_once_the_partition_is_measured(table_s
     assert counter.reset() == 70  # one point read per id; a missing row is a 404, not a scan
 
 
-async def test_an_unmeasured_scan_that_proves_sparse_stops_after_one_page(table_stores: Stores) -> None:
+async def test_an_unmeasured_lookup_never_reads_rows_it_does_not_need(table_stores: Stores) -> None:
     batch = await _seeded(table_stores, 3000)
     store = _fresh_store(table_stores)
     wanted = random.sample(batch, 40)
     ENTITIES_READ.reset()
     found = await store.get_many_by_bc_ids(M, [c.bc_id for c in wanted])
     assert set(found) == {c.bc_id for c in wanted}
-    assert ENTITIES_READ.reset() <= 1000 + 40  # one probing page, then point reads for the rest
+    assert ENTITIES_READ.reset() <= 1000 + 40  # at most one probing page, then point reads for the rest
     again = await store.get_many_by_bc_ids(M, [c.bc_id for c in random.sample(batch, 40)])
     assert len(again) == 40 and ENTITIES_READ.reset() == 40  # the density it measured: point reads at once
 
 
-async def test_dense_ids_are_one_range_scan(table_stores: Stores) -> None:
+async def test_dense_ids_are_one_range_scan_per_bucket(table_stores: Stores) -> None:
     batch = await _seeded(table_stores, 1200)
     store, counter = _fresh_store(table_stores), table_stores.op_counter
-    page = sorted(batch, key=lambda c: state_rk(c.bc_id))[100:700]  # a sorted page: dense in its key range
+    await store.get_many_by_bc_ids(M, [])  # its first use of the mapping: one (empty) look at the old layout
+    page = sorted(batch, key=lambda c: state_rk(c.bc_id))[100:1100]  # a sorted page: dense in its key range
     counter.reset()
     ENTITIES_READ.reset()
     found = await store.get_many_by_bc_ids(M, [c.bc_id for c in page])
-    assert len(found) == 600
-    assert counter.reset() == 1 and ENTITIES_READ.reset() == 600  # exactly the rows of the range
+    assert len(found) == 1000
+    assert counter.reset() == BUCKETS and ENTITIES_READ.reset() == 1000  # exactly the rows of the range
 
 
 async def test_dataverse_ids_read_their_index_row_and_state_row_only(table_stores: Stores) -> None:
@@ -86,7 +87,7 @@ async def test_the_lean_decoder_matches_the_sdk(table_stores: Stores) -> None:
     c.history = [{"at": "2024-01-01T00:00:00+00:00", "action": "coupled"}]
     await table_stores.couplings.couple(c)
     table = await table_stores.tables.get(table_stores.couplings._name)
-    sdk_row = await table.get_entity(escape_key(M), state_rk(c.bc_id))
+    sdk_row = await table.get_entity(partition_of(M, state_rk(c.bc_id)), state_rk(c.bc_id))
     lean_row = (await table_stores.couplings._rows(M, "bc:", [state_rk(c.bc_id)]))[state_rk(c.bc_id)]
     assert dict(lean_row) == dict(sdk_row)
     assert lean_row.metadata["etag"] == sdk_row.metadata["etag"]

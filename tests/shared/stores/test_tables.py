@@ -17,6 +17,7 @@ from shared.errors import (
     TransientError,
 )
 from shared.stores import Stores
+from shared.stores.coupling_store import BUCKETS
 from shared.stores.tables import (
     ENTITIES_READ,
     decode_token,
@@ -93,24 +94,26 @@ async def test_operation_counts_on_azurite(table_stores: Stores) -> None:
     await store.couple(_cp())  # creates the table
     counter.reset()
     await store.couple_many(batch)
-    assert counter.reset() == 20  # 2,000 rows / 100 per transaction
+    # per bucket (~63 couplings each): one transaction of index claims, then one of state rows
+    assert counter.reset() == 2 * BUCKETS
     await store.get_by_bc_id(M, batch[0].bc_id)
     assert counter.reset() == 1  # point read
     ENTITIES_READ.reset()
     await store.get_many_by_bc_ids(M, [c.bc_id for c in batch[:28]])
     assert counter.reset() == 28 and ENTITIES_READ.reset() == 28  # point reads: only the rows needed
     found = await store.get_many_by_bc_ids(M, [c.bc_id for c in batch])
-    assert len(found) == 1000 and counter.reset() <= 3  # dense: a key-range scan, not 1,000 point reads
+    assert len(found) == 1000 and counter.reset() <= BUCKETS + 3  # dense: a key-range scan per bucket
     assert ENTITIES_READ.reset() <= 1001
     pages = [p async for p in store.iter_all(M)]
-    assert sum(map(len, pages)) == 1001 and counter.reset() == 2
+    assert [len(p) for p in pages] == [1000, 1] and counter.reset() == BUCKETS
     for c in batch:
         c.last_sync_result = "succeeded"
     await store.save_sync_state(batch)
-    assert counter.reset() == 10
+    assert counter.reset() == BUCKETS
     await store.uncouple_many(M, [c.bc_id for c in batch[:50]])
-    # lookup (50 point reads) + one transaction of 100 deletes + one of 50 history archive rows (#22)
-    assert counter.reset() <= 52
+    # 50 state point reads + ≤16 transactions of state deletes + 50 index point reads + ≤16 transactions of
+    # index deletes + ≤16 of history archive rows (#22)
+    assert counter.reset() <= 100 + 3 * BUCKETS
 
 
 async def test_build_stores_with_endpoint_and_token_credential() -> None:
