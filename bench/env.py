@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,14 +198,16 @@ def build_bench_runtime(settings: Settings, credentials: Credentials) -> Runtime
 
 
 @contextlib.asynccontextmanager
-async def bench_env() -> AsyncIterator[BenchEnv]:
-    """Starts the stack's backing services on free ports (not the host: the engine runs in this process)."""
-    stack = BenchStack.on_free_ports(only=COMPONENTS, readiness_timeout=60)
+async def bench_env(*, workers: int = 0, env: Mapping[str, str] | None = None) -> AsyncIterator[BenchEnv]:
+    """Starts the stack's backing services on free ports. ``workers`` = 0: no function host, the engine runs
+    in this process; N: N function-host instances too (scale-out), with ``env`` and this run's tables."""
+    prefix = f"b{uuid.uuid4().hex[:10]}"
+    only = COMPONENTS | ({"host"} if workers else set())
+    stack_env = {"SYNC_TABLE_PREFIX": prefix, **(env or {})}
+    stack = BenchStack.on_free_ports(only=only, readiness_timeout=60, workers=max(1, workers), env=stack_env)
     await asyncio.to_thread(stack.start)
     try:
-        env = stack.child_env()
-        env["SYNC_TABLE_PREFIX"] = f"b{uuid.uuid4().hex[:10]}"
-        settings = settings_from_env(env)
+        settings = settings_from_env(stack.child_env())
         credentials = build_credentials(settings)  # both identities, as the service runs
         credential = credentials.apps
         runtime = build_bench_runtime(settings, credentials)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import scaleout
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -149,6 +151,7 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
                         f"before {before['entitiesRead']} entities; "
                         f"CPU/id now {now['cpuMsPerId']} ms, before {before['cpuMsPerId']} ms; requests "
                         f"{now['requests']} vs {before['requests']}"))  # fmt: skip
+    out += scaleout.figures(r)  # #23: N function-host instances on one queue
     c = r.get("cpu")
     if c:
         note = f"{c['fullSyncCpuMsPerVisit']} ms per pair visit; fakes included"
@@ -236,6 +239,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"Stores: {mem['stores']}.",
             "",
         ]
+    lines += scaleout.markdown(results)
     c = results.get("cpu")
     if c:
         lines += ["## Engine CPU (network excluded)", "", "```json", json.dumps(c, indent=1), "```", ""]

@@ -21,6 +21,7 @@ from bench.default_set import default_set_scenario
 from bench.documents import documents_scenario
 from bench.engine_runs import engine_scenario, engine_sync, sample_progress, seed
 from bench.env import BenchEnv, RecordingPublisher, bench_env
+from bench.scaleout import ScaleoutConfig, scaleout_scenario
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,12 @@ class Config:
     documents_n: int = 1_000  # released BC orders (5 lines each) in the documents' full sync (#21)
     lookup_couplings: int = 10_000  # #23: a measured partition of this many couplings ...
     lookup_ids: int = 500  # ... and a lookup of this many random BC ids in it (sparse: < 1 in 16 rows)
+    scaleout: ScaleoutConfig | None = ScaleoutConfig()  # noqa: RUF009 (frozen) -- 1 then 2 function-host instances (bench/scaleout.py)
 
 
 SMALL = Config(n=500, baseline_n=30, latency=False, throttle=False, memory=False, cpu_n=500, default_set_n=400,
-               documents_n=100, lookup_couplings=2_000, lookup_ids=100)  # fmt: skip
+               documents_n=100, lookup_couplings=2_000, lookup_ids=100, scaleout=None)  # fmt: skip
+# (the CI-size scale-out runs in tests/bench/test_scaleout_small.py)
 
 
 class PeakRss:
@@ -237,6 +240,8 @@ async def run_all(cfg: Config) -> dict[str, Any]:
         if cfg.memory:  # first: Python rarely returns freed memory, so later scenarios would inflate the peak
             results["memory"] = await memory_scenario(env, cfg)
         results.update(await main_scenarios(env, cfg))
+    if cfg.scaleout is not None:  # its own stacks (with hosts), after the engine's stack has stopped
+        results["scaleout"] = await scaleout_scenario(cfg.scaleout)
     _say(f"engine CPU over in-memory fakes: {cfg.cpu_n} records")
     results["cpu"] = await engine_cpu(cfg.cpu_n)
     results["wallSeconds"] = round(time.perf_counter() - started, 1)

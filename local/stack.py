@@ -279,6 +279,7 @@ class Stack:
         sim_auth = ["--jwks-url", jwks, "--app-id", LOCAL_CLIENT_ID] if enforce else ["--no-auth"]
         mi = ["--jwks-url", jwks, "--ca-file", str(self.ca_file), "--app-id", LOCAL_MANAGED_IDENTITY_CLIENT_ID]
         azurite = str(self.root / "node_modules" / ".bin" / "azurite-table")
+        lookups = self.root / "local" / "azurite" / "point_lookups.js"
         # Azurite behind the checking proxy (which starts it on a private port), or alone without an authority.
         tables_front = (
             [py, "-m", "local.tables_proxy", "--port", str(p["azurite"]), *mi, "--", azurite]
@@ -302,6 +303,8 @@ class Stack:
                 ],
                 p["azurite"],
                 tcp_probe(p["azurite"]),
+                # Point lookups through Azurite's RowKey index, not a partition scan (see the file).
+                env={"NODE_OPTIONS": f"--require {lookups}"} if lookups.exists() else {},
             ),
             Component(
                 "authority",
