@@ -1,8 +1,9 @@
 """``python -m bench [--small] [--n N] [--no-latency] [--no-throttle] [--no-memory] [--no-scaleout] [--out DIR]``.
 
-``make bench`` runs it. Starts its own Azurite, token authority, simulators and AMQP peer on free ports, runs every scenario next to
-the per-record baseline, prints the figures vs targets and writes bench/results/latest.{md,json} and
-throughput.png. The stores micro-benchmark stays separate: ``python -m bench.bench_stores``.
+``make bench`` runs it. Starts its own Azurite, token authority, simulators and AMQP peer on free ports, runs
+every scenario next to the per-record baseline, prints the figures vs targets and writes
+bench/results/latest.{md,json} and throughput.png. The stores micro-benchmark stays separate:
+``python -m bench.bench_stores``.
 """
 
 from __future__ import annotations
