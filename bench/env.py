@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -121,6 +121,11 @@ class Snapshot:
     sb_messages: int
     sb_sends: int
     entities_read: int = 0  # entities the table service returned to reads (shared.stores.tables.ENTITIES_READ)
+    # Service protection as the simulators saw it: 429s by reason, execution time charged (Dataverse's budget),
+    # the largest single charge and the peak of requests in flight (cumulative since the last reset).
+    throttled_by: dict[str, int] = field(default_factory=dict)  # "bc:throttled_requests" -> n
+    execution_seconds: dict[str, float] = field(default_factory=dict)  # "bc" / "dv" -> seconds charged
+    peaks: dict[str, float] = field(default_factory=dict)  # "dvExecutionMaxSeconds", "bcInFlightMax", ...
 
     def minus(self, before: Snapshot) -> dict[str, Any]:
         def routes(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -139,6 +144,11 @@ class Snapshot:
             "sbMessages": self.sb_messages - before.sb_messages,
             "sbSends": self.sb_sends - before.sb_sends,
             "entitiesRead": self.entities_read - before.entities_read,
+            "throttledBy": routes(self.throttled_by, before.throttled_by),
+            "executionSeconds": {
+                k: round(v - before.execution_seconds.get(k, 0.0), 3) for k, v in self.execution_seconds.items()
+            },
+            **self.peaks,
         }
 
 
@@ -176,6 +186,16 @@ class BenchEnv:
             self.runtime.publisher.message_count,
             self.runtime.publisher.send_count,
             ENTITIES_READ.count,
+            throttled_by={
+                f"{side}:{k}": v for side, st in (("bc", bc), ("dv", dv)) for k, v in st["throttledBy"].items()
+            },
+            execution_seconds={"bc": bc["executionSeconds"], "dv": dv["executionSeconds"]},
+            peaks={
+                "bcExecutionMaxSeconds": bc["executionMaxSeconds"],
+                "dvExecutionMaxSeconds": dv["executionMaxSeconds"],
+                "bcInFlightMax": bc["inFlightMax"],
+                "dvInFlightMax": dv["inFlightMax"],
+            },
         )
 
     async def fresh_tables(self) -> None:

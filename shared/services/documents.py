@@ -128,7 +128,7 @@ class DocumentSync:
         ):
             work = await self._changed(mapping, page.records)
             outcome.counts["unchanged"] += len(page.records) - len(work)
-            if job_id and len(work) > self.e.settings.fanout_min_records:
+            if job_id and self.e.settings.fans_out(len(work)):
                 from shared.services.jobs import sync_batch_messages  # jobs imports this module
 
                 batches += sync_batch_messages(
