@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import time
 from dataclasses import dataclass
@@ -130,6 +131,7 @@ async def one_run(cfg: ScaleoutConfig, workers: int) -> dict[str, Any]:
             await sim.latency(cfg.latency_ms)
         before = await asyncio.gather(env.bc_sim.stats(), env.dv_sim.stats())
         cpu_before, tables_before = process_cpu(env), await table_requests(env)
+        load_before = os.getloadavg()[0]  # the box's other work (shared cores) makes times noisy
         started = time.perf_counter()
         job = await _run_job(env, cfg.timeout_s)
         seconds = time.perf_counter() - started
@@ -162,6 +164,7 @@ async def one_run(cfg: ScaleoutConfig, workers: int) -> dict[str, Any]:
         "batches": job["batches"],
         **calls,
         "tableRequests": tables,
+        "loadAverage": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # 1-min, before / after the job
         "cpuSecondsByProcess": cpu,  # what each process spent during the job (2 shared cores: the ceiling)
         "messagesByWorker": {name: s["succeeded"] for name, s in shares.items()},
         "failedInvocations": sum(s["failed"] for s in shares.values()),
@@ -269,15 +272,15 @@ def markdown(results: dict[str, Any]) -> list[str]:
         "spent during the job (the box's cores are shared by all of them).",
         "",
         "| workers | s | records/s | messages by worker | BC calls | DV calls | 429s | table requests"
-        " | CPU s by process |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---|",
+        " | CPU s by process | load avg before / after |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---|---|",
     ]
     for r in s["runs"]:
         cpu = ", ".join(f"{k} {v}" for k, v in r["cpuSecondsByProcess"].items() if v >= 0.1)
         lines.append(
             f"| {r['workers']} | {r['seconds']} | {r['recordsPerSecond']} | {r['messagesByWorker']} | "
             f"{r['bcRequests']} | {r['dvRequests']} | {r['bcThrottled'] + r['dvThrottled']} | {r['tableRequests']} | "
-            f"{cpu} |"
+            f"{cpu} | {r.get('loadAverage')} |"
         )
     lines += ["", "How instances, `maxConcurrentCalls` and the batch sizes map to the services' limits: "
               "[docs/scaling.md](../../docs/scaling.md).", ""]  # fmt: skip
