@@ -1,8 +1,9 @@
-"""``python -m bench [--small] [--n N] [--no-latency] [--no-throttle] [--no-memory] [--out DIR]`` (``make bench``).
+"""``python -m bench [--small] [--n N] [--no-latency] [--no-throttle] [--no-memory] [--no-scaleout] [--out DIR]``.
 
-Starts its own Azurite, token authority, simulators and AMQP peer on free ports, runs every scenario next to
-the per-record baseline, prints the figures vs targets and writes bench/results/latest.{md,json} and
-throughput.png. The stores micro-benchmark stays separate: ``python -m bench.bench_stores``.
+``make bench`` runs it. Starts its own Azurite, token authority, simulators and AMQP peer on free ports, runs
+every scenario next to the per-record baseline, prints the figures vs targets and writes
+bench/results/latest.{md,json} and throughput.png. The stores micro-benchmark stays separate:
+``python -m bench.bench_stores``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--no-throttle", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-scaleout", action="store_true", help="skip the 1- vs 2-instance run (bench/scaleout.py)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         "memory": False if args.no_memory else None,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    if args.no_scaleout:
+        cfg = dataclasses.replace(cfg, scaleout=None)
     results = asyncio.run(run_all(cfg))
     path = write(results, args.out)
     print(table(results["figures"]))

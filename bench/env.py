@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -121,6 +121,11 @@ class Snapshot:
     sb_messages: int
     sb_sends: int
     entities_read: int = 0  # entities the table service returned to reads (shared.stores.tables.ENTITIES_READ)
+    # Service protection as the simulators saw it: 429s by reason, execution time charged (Dataverse's budget),
+    # the largest single charge and the peak of requests in flight (cumulative since the last reset).
+    throttled_by: dict[str, int] = field(default_factory=dict)  # "bc:throttled_requests" -> n
+    execution_seconds: dict[str, float] = field(default_factory=dict)  # "bc" / "dv" -> seconds charged
+    peaks: dict[str, float] = field(default_factory=dict)  # "dvExecutionMaxSeconds", "bcInFlightMax", ...
 
     def minus(self, before: Snapshot) -> dict[str, Any]:
         def routes(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -139,6 +144,11 @@ class Snapshot:
             "sbMessages": self.sb_messages - before.sb_messages,
             "sbSends": self.sb_sends - before.sb_sends,
             "entitiesRead": self.entities_read - before.entities_read,
+            "throttledBy": routes(self.throttled_by, before.throttled_by),
+            "executionSeconds": {
+                k: round(v - before.execution_seconds.get(k, 0.0), 3) for k, v in self.execution_seconds.items()
+            },
+            **self.peaks,
         }
 
 
@@ -176,6 +186,16 @@ class BenchEnv:
             self.runtime.publisher.message_count,
             self.runtime.publisher.send_count,
             ENTITIES_READ.count,
+            throttled_by={
+                f"{side}:{k}": v for side, st in (("bc", bc), ("dv", dv)) for k, v in st["throttledBy"].items()
+            },
+            execution_seconds={"bc": bc["executionSeconds"], "dv": dv["executionSeconds"]},
+            peaks={
+                "bcExecutionMaxSeconds": bc["executionMaxSeconds"],
+                "dvExecutionMaxSeconds": dv["executionMaxSeconds"],
+                "bcInFlightMax": bc["inFlightMax"],
+                "dvInFlightMax": dv["inFlightMax"],
+            },
         )
 
     async def fresh_tables(self) -> None:
@@ -198,14 +218,16 @@ def build_bench_runtime(settings: Settings, credentials: Credentials) -> Runtime
 
 
 @contextlib.asynccontextmanager
-async def bench_env() -> AsyncIterator[BenchEnv]:
-    """Starts the stack's backing services on free ports (not the host: the engine runs in this process)."""
-    stack = BenchStack.on_free_ports(only=COMPONENTS, readiness_timeout=60)
+async def bench_env(*, workers: int = 0, env: Mapping[str, str] | None = None) -> AsyncIterator[BenchEnv]:
+    """Starts the stack's backing services on free ports. ``workers`` = 0: no function host, the engine runs
+    in this process; N: N function-host instances too (scale-out), with ``env`` and this run's tables."""
+    prefix = f"b{uuid.uuid4().hex[:10]}"
+    only = COMPONENTS | ({"host"} if workers else set())
+    stack_env = {"SYNC_TABLE_PREFIX": prefix, **(env or {})}
+    stack = BenchStack.on_free_ports(only=only, readiness_timeout=60, workers=max(1, workers), env=stack_env)
     await asyncio.to_thread(stack.start)
     try:
-        env = stack.child_env()
-        env["SYNC_TABLE_PREFIX"] = f"b{uuid.uuid4().hex[:10]}"
-        settings = settings_from_env(env)
+        settings = settings_from_env(stack.child_env())
         credentials = build_credentials(settings)  # both identities, as the service runs
         credential = credentials.apps
         runtime = build_bench_runtime(settings, credentials)

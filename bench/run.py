@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import platform
 import threading
@@ -21,6 +20,8 @@ from bench.default_set import default_set_scenario
 from bench.documents import documents_scenario
 from bench.engine_runs import engine_scenario, engine_sync, sample_progress, seed
 from bench.env import BenchEnv, RecordingPublisher, bench_env
+from bench.limits import binding, limit_bounds
+from bench.scaleout import ScaleoutConfig, scaleout_scenario
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,11 @@ class Config:
     # still span several windows: the bound is then set by the limits, not by the engine.
     throttle_requests: int = 10
     throttle_window_s: float = 5
-    throttle_bc_concurrent: int = 5
+    throttle_bc_concurrent: int = 100  # BC: 5 requests run at once per user (the simulator's --max-running), 95 queue
+    # Dataverse's execution-time budget, scaled as the request count (1,200 s / 5 min -> 2 s / 5 s), with a server
+    # cost per row written (the simulator writes a row in microseconds where Dataverse spends milliseconds).
+    throttle_dv_execution_s: float = 2.0
+    throttle_dv_row_cost_s: float = 0.0005  # a 1,000-row CreateMultiple: 0.5 s, a quarter of the budget
     memory_n: int = 100_000
     cpu_n: int = 5_000
     latency: bool = True
@@ -46,10 +51,14 @@ class Config:
     documents_n: int = 1_000  # released BC orders (5 lines each) in the documents' full sync (#21)
     lookup_couplings: int = 10_000  # #23: a measured partition of this many couplings ...
     lookup_ids: int = 500  # ... and a lookup of this many random BC ids in it (sparse: < 1 in 16 rows)
+    scaleout: ScaleoutConfig | None = ScaleoutConfig()  # noqa: RUF009 (frozen) -- 1 then 2 function-host instances (bench/scaleout.py)
 
+
+DV_DOP_HINT = 4  # the Dataverse simulator's x-ms-dop-hint: the client runs at most this many requests at once
 
 SMALL = Config(n=500, baseline_n=30, latency=False, throttle=False, memory=False, cpu_n=500, default_set_n=400,
-               documents_n=100, lookup_couplings=2_000, lookup_ids=100)  # fmt: skip
+               documents_n=100, lookup_couplings=2_000, lookup_ids=100, scaleout=None)  # fmt: skip
+# (the CI-size scale-out runs in tests/bench/test_scaleout_small.py)
 
 
 class PeakRss:
@@ -126,14 +135,9 @@ def _clean(result: dict[str, Any]) -> dict[str, Any]:
 async def _limit(env: BenchEnv, cfg: Config) -> dict[str, Any]:
     common = {"requestsPerWindow": cfg.throttle_requests, "windowSeconds": cfg.throttle_window_s}
     bc = await env.bc_sim.limits(**common, maxConcurrent=cfg.throttle_bc_concurrent)
-    dv = await env.dv_sim.limits(**common, maxConcurrent=52)
+    dv = await env.dv_sim.limits(**common, maxConcurrent=52, executionSecondsPerWindow=cfg.throttle_dv_execution_s,
+                                 executionSecondsPerRow=cfg.throttle_dv_row_cost_s)  # fmt: skip
     return {"bc": bc, "dv": dv, "dvDopHint": "x-ms-dop-hint 4 (simulator default), followed by the client"}
-
-
-def bound_seconds(accepted: int, per_window: int, window: float) -> float:
-    """The least time a sliding window of ``per_window`` requests per ``window`` seconds allows for
-    ``accepted`` requests: the first window's worth at once, then one window per further batch."""
-    return max(0, math.ceil(accepted / per_window) - 1) * window
 
 
 async def throttled(env: BenchEnv, cfg: Config) -> dict[str, Any]:
@@ -156,14 +160,10 @@ async def throttled(env: BenchEnv, cfg: Config) -> dict[str, Any]:
         await sampler
         _clean(result)
         full = result["phases"][0]
-        bc_ok = full["bcRequests"] - full["bcThrottled"]
-        dv_ok = full["dvRequests"] - full["dvThrottled"]
-        bound = max(
-            bound_seconds(bc_ok, cfg.throttle_requests, cfg.throttle_window_s),
-            bound_seconds(dv_ok, cfg.throttle_requests, cfg.throttle_window_s),
-        )
         result["limits"] = limits
-        result["boundSeconds"] = bound
+        result["bounds"] = limit_bounds(full, {"bc": limits["bc"], "dv": limits["dv"]}, DV_DOP_HINT)
+        result["boundBy"] = binding(result["bounds"])["limit"]  # which limit set the bound
+        result["boundSeconds"] = bound = binding(result["bounds"])["boundSeconds"]
         result["ofBound"] = round(bound / full["seconds"], 3) if bound and full["seconds"] else None
         out["throttled" + who.capitalize()] = result
         series[who] = samples
@@ -237,6 +237,8 @@ async def run_all(cfg: Config) -> dict[str, Any]:
         if cfg.memory:  # first: Python rarely returns freed memory, so later scenarios would inflate the peak
             results["memory"] = await memory_scenario(env, cfg)
         results.update(await main_scenarios(env, cfg))
+    if cfg.scaleout is not None:  # its own stacks (with hosts), after the engine's stack has stopped
+        results["scaleout"] = await scaleout_scenario(cfg.scaleout)
     _say(f"engine CPU over in-memory fakes: {cfg.cpu_n} records")
     results["cpu"] = await engine_cpu(cfg.cpu_n)
     results["wallSeconds"] = round(time.perf_counter() - started, 1)

@@ -271,6 +271,10 @@ class SimCore:
     requests: int = 0
     by_route: collections.Counter[str] = field(default_factory=collections.Counter)
     throttled: int = 0
+    throttled_by: collections.Counter[str] = field(default_factory=collections.Counter)  # 429s by reason
+    execution_seconds: float = 0.0  # execution time charged (handler time + rows x executionSecondsPerRow)
+    execution_max_seconds: float = 0.0  # the largest single charge
+    rows_charged: int = 0  # rows bulk operations wrote (what executionSecondsPerRow is charged for)
     unauthorized: int = 0
     faults_injected: int = 0
     in_flight_max: int = 0
@@ -285,6 +289,10 @@ class SimCore:
             "requests": self.requests,
             "byRoute": dict(self.by_route),
             "throttled": self.throttled,
+            "throttledBy": dict(self.throttled_by),
+            "executionSeconds": round(self.execution_seconds, 6),
+            "executionMaxSeconds": round(self.execution_max_seconds, 6),
+            "rowsCharged": self.rows_charged,
             "unauthorized": self.unauthorized,
             "faultsInjected": self.faults_injected,
             "inFlight": sum(self._in_flight.values()),
@@ -303,6 +311,9 @@ class SimCore:
 
     def reset(self) -> None:
         self.requests = self.throttled = self.unauthorized = self.faults_injected = self.in_flight_max = 0
+        self.execution_seconds = self.execution_max_seconds = 0.0
+        self.rows_charged = 0
+        self.throttled_by.clear()
         self.by_route.clear()
         self.faults.clear()
         self.latency_ms = 0
@@ -422,6 +433,7 @@ def _make_middleware(core: SimCore) -> Any:
 
     def throttled(reason: str, message: str, retry_after: float) -> web.Response:
         core.throttled += 1
+        core.throttled_by[reason] += 1
         return error(429, reason, message, {"Retry-After": _retry_after_header(retry_after)})
 
     @web.middleware
@@ -496,8 +508,12 @@ def _make_middleware(core: SimCore) -> Any:
             core._in_flight[user] -= 1
             if core._in_flight[user] <= 0:
                 del core._in_flight[user]
+            rows = request.get(SIM_ROWS, 0)
+            cost = time.monotonic() - started + rows * limits.execution_seconds_per_row
+            core.execution_seconds += cost
+            core.execution_max_seconds = max(core.execution_max_seconds, cost)
+            core.rows_charged += rows
             if limits.execution_seconds_per_window is not None:
-                cost = time.monotonic() - started + request.get(SIM_ROWS, 0) * limits.execution_seconds_per_row
                 core._executions.setdefault(user, collections.deque()).append((started, cost))
         for key, value in core.extra_headers.items():
             response.headers.setdefault(key, value)

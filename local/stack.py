@@ -52,6 +52,7 @@ DEFAULT_PORTS: dict[str, int] = {
 IDENTITY_HEADER = "local-identity-header"  # the authority's default X-IDENTITY-HEADER
 # Start order: everything the host talks to first (in parallel), then the host.
 _FIRST_WAVE = ("azurite", "authority", "bc_sim", "dv_sim", "amqp_peer")
+HOST = "host"  # the first function-host worker; further ones are `host-2`, `host-3`, ... (`Stack(workers=N)`)
 DEMO_DATA: dict[str, list[tuple[str, int]]] = {
     # Every default mapping has records: code tables first (units PCS/BOX/HOUR come with each company).
     "bc_sim": [
@@ -175,9 +176,14 @@ class Stack:
         extra_args: Mapping[str, list[str]] | None = None,
         readiness_timeout: float = 30.0,
         python: str = sys.executable,
+        workers: int = 1,
     ) -> None:
         self.root = Path(root)
         self.ports = {**DEFAULT_PORTS, **(ports or {})}
+        # Flex Consumption scales out by instances: N host processes on the same Service Bus queue.
+        self.workers = [HOST, *(f"{HOST}-{i}" for i in range(2, max(1, workers) + 1))]
+        for name in self.workers[1:]:
+            self.ports.setdefault(name, free_port())
         self.extra_env = dict(env or {})
         self.extra_args = {
             k: list(v) for k, v in (extra_args or {}).items()
@@ -203,6 +209,11 @@ class Stack:
     @property
     def host_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['host']}"
+
+    @property
+    def worker_urls(self) -> dict[str, str]:
+        """Every function-host worker (instance) by name: `host` first, then `host-2`, ..."""
+        return {name: f"http://127.0.0.1:{self.ports[name]}" for name in self.workers}
 
     @property
     def function_key(self) -> str:
@@ -268,6 +279,7 @@ class Stack:
         sim_auth = ["--jwks-url", jwks, "--app-id", LOCAL_CLIENT_ID] if enforce else ["--no-auth"]
         mi = ["--jwks-url", jwks, "--ca-file", str(self.ca_file), "--app-id", LOCAL_MANAGED_IDENTITY_CLIENT_ID]
         azurite = str(self.root / "node_modules" / ".bin" / "azurite-table")
+        lookups = self.root / "local" / "azurite" / "point_lookups.js"
         # Azurite behind the checking proxy (which starts it on a private port), or alone without an authority.
         tables_front = (
             [py, "-m", "local.tables_proxy", "--port", str(p["azurite"]), *mi, "--", azurite]
@@ -291,6 +303,8 @@ class Stack:
                 ],
                 p["azurite"],
                 tcp_probe(p["azurite"]),
+                # Point lookups through Azurite's RowKey index, not a partition scan (see the file).
+                env={"NODE_OPTIONS": f"--require {lookups}"} if lookups.exists() else {},
             ),
             Component(
                 "authority",
@@ -301,8 +315,18 @@ class Stack:
             ),
             Component(
                 "bc_sim",
-                [py, "-m", "local.bc_sim", "--port", str(p["bc_sim"]), "--notify-delay", "1",
-                 "--webhook-time-scale", "0.001", *sim_auth],
+                [
+                    py,
+                    "-m",
+                    "local.bc_sim",
+                    "--port",
+                    str(p["bc_sim"]),
+                    "--notify-delay",
+                    "1",
+                    "--webhook-time-scale",
+                    "0.001",
+                    *sim_auth,
+                ],
                 p["bc_sim"],
                 http_probe(f"http://127.0.0.1:{p['bc_sim']}/_sim/stats"),
                 module="local.bc_sim",
@@ -339,14 +363,21 @@ class Stack:
                 tcp_probe(p["amqp_peer"]),
                 module="local.amqp_peer",
             ),
-            Component(
-                "host",
-                [py, "-m", "local.host", "--port", str(p["host"])],
-                p["host"],
-                http_probe(f"http://127.0.0.1:{p['host']}/admin/host/status"),
-                module="local.host",
-            ),
+            *(self._worker(name) for name in self.workers),
         ]
+
+    def _worker(self, name: str) -> Component:
+        """One function-host instance. Every instance serves HTTP and takes Service Bus messages; timers run
+        on the first only (in Azure a timer trigger is a singleton across instances, held by a blob lease)."""
+        port = self.ports[name]
+        timers = [] if name == HOST else ["--no-timers"]
+        return Component(
+            name,
+            [self.python, "-m", "local.host", "--port", str(port), *timers],
+            port,
+            http_probe(f"http://127.0.0.1:{port}/admin/host/status"),
+            module="local.host",
+        )
 
     def _with_extra_args(self, components: list[Component]) -> list[Component]:
         for c in components:
@@ -354,6 +385,7 @@ class Stack:
         return components
 
     def _available(self, name: str) -> bool:
+        name = HOST if name in self.workers else name
         if self.only is not None and name not in self.only:
             return False
         if name == "azurite":
@@ -368,7 +400,7 @@ class Stack:
         """`{component: "port N in use by ..."}` for every port of this stack that is already taken."""
         out = {}
         for name, port in self.ports.items():
-            if self.only is not None and name not in self.only:
+            if self.only is not None and (HOST if name in self.workers else name) not in self.only:
                 continue
             if port_in_use(port):
                 owner = port_owner(port)
@@ -394,7 +426,7 @@ class Stack:
         if not self._available("amqp_peer"):
             env.setdefault("SYNC_LOCAL_QUEUE_SOURCE", "memory")
         try:
-            for wave in (_FIRST_WAVE, ("host",)):
+            for wave in (_FIRST_WAVE, tuple(self.workers)):
                 launched = [self._launch(table[name], env) for name in wave]
                 for component in launched:
                     if component is not None:
@@ -572,7 +604,7 @@ def _run(args: argparse.Namespace) -> int:
     env = {}
     if args.no_scheduled_sync:
         env["SYNC_SCHEDULED_SYNC"] = "false"
-    stack = Stack(env=env, readiness_timeout=args.timeout)
+    stack = Stack(env=env, readiness_timeout=args.timeout, workers=args.workers)
     started = time.monotonic()
     try:
         stack.start()
@@ -620,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--demo-data", action="store_true", help="seed the simulators with demo records")
     run.add_argument("--no-scheduled-sync", action="store_true", help="set SYNC_SCHEDULED_SYNC=false")
     run.add_argument("--timeout", type=float, default=30.0, help="readiness timeout per component, seconds")
+    run.add_argument("--workers", type=int, default=1, help="function-host instances on the same queue (scale-out)")
     sub.add_parser("status", help="which components answer on their ports")
     args = parser.parse_args(argv)
     return _run(args) if args.command == "run" else _status(args)

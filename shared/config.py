@@ -130,6 +130,12 @@ class Settings(BaseModel):
     fanout_min_records: int = Field(1000, alias="SYNC_FANOUT_MIN_RECORDS", ge=1)
     fanout_batch_size: int = Field(2000, alias="SYNC_FANOUT_BATCH_SIZE", ge=1, le=5000)
 
+    def fans_out(self, records: int) -> bool:
+        """A change page of ``records`` goes to workers as ``sync-batch`` messages: above ``fanout_min_records``
+        and at least two batches. One batch would run nothing in parallel, yet cost a message and a re-read of
+        every record (a call per URL's worth of ids, against the services' request limits)."""
+        return records > self.fanout_min_records and records > self.fanout_batch_size
+
     @property
     def dataverse_audience(self) -> str:
         return self.dataverse_url.rstrip("/")

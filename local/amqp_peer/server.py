@@ -166,6 +166,13 @@ class Peer(Handler):
         held = self.authorized.get(_connection_key(connection), set())
         return "" in held or entity in held or entity.split("/")[0] in held
 
+    def queue_stats(self) -> dict[str, dict[str, int]]:
+        """The broker's counts per queue plus ``receivers``: the open receiver links (competing consumers)."""
+        out = self.broker.stats()
+        for name, entry in out.items():
+            entry["receivers"] = sum(1 for link in self.consumers.get(name, []) if link.state & Endpoint.LOCAL_ACTIVE)
+        return out
+
     def _forget(self, match: Callable[[Link], bool]) -> None:
         for name, links in self.consumers.items():
             self.consumers[name] = [link for link in links if not match(link)]
@@ -424,7 +431,7 @@ def _tag(token: Any) -> bytes:
 
 
 def start_control_server(peer: Peer, port: int) -> ThreadingHTTPServer:
-    """`GET /queues` -> counts per queue (incl. dead-letter); `GET /auth` -> whose tokens were accepted;
+    """`GET /queues` -> counts per queue (incl. dead-letter, open receivers); `GET /auth` -> whose tokens were accepted;
     `POST /reset` -> purge everything."""
 
     class ControlHandler(BaseHTTPRequestHandler):
@@ -438,7 +445,7 @@ def start_control_server(peer: Peer, port: int) -> ThreadingHTTPServer:
 
         def do_GET(self) -> None:
             if self.path.rstrip("/") == "/queues":
-                self._send(200, peer.call(peer.broker.stats))
+                self._send(200, peer.call(peer.queue_stats))
             elif self.path.rstrip("/") == "/auth":
                 self._send(200, peer.call(peer.auth_stats))
             elif self.path.rstrip("/") == "/health":

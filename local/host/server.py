@@ -137,6 +137,9 @@ class LocalHost:
         self._http = [f for f in functions if f.kind is TriggerKind.HTTP]
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Finished invocations per function and outcome (`GET /admin/host/invocations`): which instance took
+        # how many messages when several hosts share a queue.
+        self.invocations: dict[str, dict[str, int]] = {}
         for spec in functions:
             if spec.error:
                 log.error("The function '%s' is disabled: %s", spec.name, spec.error)
@@ -149,6 +152,7 @@ class LocalHost:
     def create_app(self) -> web.Application:
         app = web.Application(client_max_size=100 * 1024 * 1024)
         app.router.add_get("/admin/host/status", self._status)
+        app.router.add_get("/admin/host/invocations", self._invocations)
         app.router.add_get("/admin/functions", self._list_functions)
         app.router.add_post("/admin/functions/{name}", self._admin_invoke)
         app.router.add_post("/admin/queues/{queue}/messages", self._admin_send)
@@ -196,6 +200,7 @@ class LocalHost:
         try:
             result = await self._call(spec, payload, invocation_id)
         except Exception as exc:
+            self._count(spec.name, "failed")
             elapsed = round((time.perf_counter() - started) * 1000)
             log.error(
                 "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)",
@@ -205,9 +210,14 @@ class LocalHost:
                 exc_info=True,
             )
             raise InvocationFailedError(invocation_id) from exc
+        self._count(spec.name, "succeeded")
         elapsed = round((time.perf_counter() - started) * 1000)
         log.info("Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)", spec.name, invocation_id, elapsed)
         return result
+
+    def _count(self, name: str, outcome: str) -> None:
+        counts = self.invocations.setdefault(name, {"succeeded": 0, "failed": 0})
+        counts[outcome] += 1
 
     async def _call(self, spec: FunctionSpec, payload: Any, invocation_id: str) -> Any:
         kwargs: dict[str, Any] = {spec.binding_name: payload}
@@ -283,6 +293,12 @@ class LocalHost:
     # ----- admin API -----
     async def _status(self, _request: web.Request) -> web.Response:
         return web.json_response({"state": "Running"})
+
+    async def _invocations(self, request: web.Request) -> web.Response:
+        """Local extension: `{"pid", "functions": {name: {"succeeded", "failed"}}}` since this host started."""
+        if not self._authorized(request):
+            return problem_response(401, "unauthorized", "Unauthorized", "The host key is required.")
+        return web.json_response({"pid": os.getpid(), "functions": self.invocations})
 
     async def _list_functions(self, request: web.Request) -> web.Response:
         if not self._authorized(request):

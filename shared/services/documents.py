@@ -128,7 +128,7 @@ class DocumentSync:
         ):
             work = await self._changed(mapping, page.records)
             outcome.counts["unchanged"] += len(page.records) - len(work)
-            if job_id and len(work) > self.e.settings.fanout_min_records:
+            if job_id and self.e.settings.fans_out(len(work)):
                 batches += sync_batch_messages(
                     mapping, Side.BC, work, job_id, first=len(batches), size=self.e.settings.fanout_batch_size
                 )

@@ -389,7 +389,7 @@ class JobService:
                 # here, before any fan-out or re-read.
                 work, seen, coupled = await self._work_of(mapping, side, page.records)
                 outcome.counts["unchanged"] += seen
-                if job_id and len(work) > self.e.settings.fanout_min_records:
+                if job_id and self.e.settings.fans_out(len(work)):
                     batches += sync_batch_messages(
                         mapping,
                         side,

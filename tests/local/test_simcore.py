@@ -176,7 +176,7 @@ async def test_request_window_429_with_retry_after_per_user(make_client) -> None
     assert r.headers["x-test"] == "1"
     assert (await client.get("/api/accounts", headers=bob)).status == 200
     stats = await (await client.get("/_sim/stats")).json()
-    assert stats["throttled"] == 3
+    assert stats["throttled"] == 3 and stats["throttledBy"] == {"throttled_requests": 3}
     # Raising the limit at run time lets alice through again.
     assert (await client.post("/_sim/limits", json={"requestsPerWindow": 100})).status == 200
     assert (await client.get("/api/accounts", headers=alice)).status == 200
@@ -211,3 +211,11 @@ async def test_execution_time_limit(make_client) -> None:
     assert (await client.get("/slow")).status == 200
     r = await client.get("/slow")
     assert r.status == 429 and (await r.json())["error"]["code"] == "throttled_execution"
+    # The stats say which limit answered each 429 and what was charged (a benchmark names the binding limit).
+    stats = await (await client.get("/_sim/stats")).json()
+    assert stats["throttledBy"] == {"throttled_execution": 1}
+    assert 0.4 <= stats["executionSeconds"] < 1 and 0.2 <= stats["executionMaxSeconds"] < 0.5
+    assert stats["rowsCharged"] == 0
+    await client.post("/_sim/reset")
+    stats = await (await client.get("/_sim/stats")).json()
+    assert stats["throttledBy"] == {} and stats["executionSeconds"] == 0

@@ -41,6 +41,20 @@ def test_free_ports_stack_uses_other_ports() -> None:
     assert env["SYNC_AUTHORITY_CA"].endswith(".local/ca.pem")
 
 
+def test_workers_are_host_instances_on_their_own_ports_timers_on_the_first_only() -> None:
+    stack = Stack.on_free_ports(workers=3)
+    assert list(stack.worker_urls) == ["host", "host-2", "host-3"]
+    assert len({stack.ports[n] for n in stack.worker_urls}) == 3
+    hosts = {c.name: c for c in stack.components() if c.module == "local.host"}
+    assert list(hosts) == ["host", "host-2", "host-3"]
+    assert "--no-timers" not in hosts["host"].argv
+    assert all("--no-timers" in hosts[n].argv for n in ("host-2", "host-3"))
+    assert all(str(hosts[n].port) in hosts[n].argv for n in hosts)
+    assert Stack(workers=1).worker_urls == {"host": "http://127.0.0.1:7071"}
+    azurite = next(c for c in stack.components() if c.name == "azurite")
+    assert azurite.env["NODE_OPTIONS"].endswith("local/azurite/point_lookups.js")  # indexed point lookups
+
+
 def test_missing_component_is_skipped_with_a_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     stack = Stack(root=tmp_path, ports={"host": free_port()}, only={"host"})
     monkeypatch.setattr(stack, "_available", lambda name: False)

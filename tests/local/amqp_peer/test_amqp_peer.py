@@ -58,6 +58,7 @@ async def test_send_receive_complete(peer: PeerProcess) -> None:
         "locked": 0,
         "deadLetter": 0,
         "duplicatesDropped": 0,
+        "receivers": 0,  # the receiver link closed with its context
     }
 
 

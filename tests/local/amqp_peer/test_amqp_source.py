@@ -133,3 +133,47 @@ def test_next_renewal_is_halfway_through_what_is_left_of_the_lock() -> None:
     assert next_renewal_in(now + timedelta(seconds=30), now) == 15
     assert next_renewal_in(now + timedelta(seconds=0.2), now) == 0.5  # never a busy loop
     assert next_renewal_in(None, now) == 0.5
+
+
+async def test_two_hosts_on_one_queue_share_the_messages_each_once(peer: PeerProcess) -> None:
+    # Scale-out (Flex Consumption instances): two triggers, each its own connection, compete on one queue.
+    q = f"scale-{uuid.uuid4().hex[:8]}"
+    total, per_host = 40, 4
+    handled: dict[str, list[str]] = {"a": [], "b": []}
+    running = {"now": 0, "max": 0}
+    stop = asyncio.Event()
+
+    def handler_of(name: str):  # type: ignore[no-untyped-def]
+        async def handler(message: func.ServiceBusMessage) -> None:
+            running["now"] += 1
+            running["max"] = max(running["max"], running["now"])
+            await asyncio.sleep(0.1)  # a function waiting on BC / Dataverse
+            handled[name].append(str(message.message_id))
+            running["now"] -= 1
+
+        return handler
+
+    sources = {name: AmqpQueueSource(peer.connection_string, max_concurrent=per_host) for name in handled}
+    tasks = [asyncio.create_task(s.run(q, handler_of(name), stop)) for name, s in sources.items()]
+    for _ in range(100):  # both receivers attached before anything is sent
+        if peer.counts(q).get("receivers") == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert peer.counts(q)["receivers"] == 2
+    async with ServiceBusClient.from_connection_string(peer.connection_string) as client:
+        async with client.get_queue_sender(q) as sender:
+            await sender.send_messages([ServiceBusMessage("{}", message_id=f"m{i}") for i in range(total)])
+    for _ in range(300):
+        if len(handled["a"]) + len(handled["b"]) >= total and peer.counts(q)["locked"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+    ids = handled["a"] + handled["b"]
+    assert sorted(ids) == sorted(f"m{i}" for i in range(total))  # each exactly once
+    assert len(handled["a"]) >= total // 4 and len(handled["b"]) >= total // 4, handled
+    assert running["max"] > per_host  # both hosts worked at the same time, not one after the other
+    assert sources["a"].completed + sources["b"].completed == total
+    counts = peer.counts(q)
+    assert counts["active"] == counts["locked"] == counts["deadLetter"] == 0 and counts["receivers"] == 0

@@ -68,6 +68,18 @@ async def test_admin_invoke_failure_is_reported_and_host_keeps_running(client: T
     assert (await client.get("/admin/host/status")).status == 200
 
 
+async def test_invocations_are_counted_per_function_and_outcome(client: TestClient) -> None:
+    # Several hosts on one queue (scale-out): each tells how many messages it took.
+    assert (await client.get("/admin/host/invocations")).status == 401
+    for name in ("work", "work", "failing_timer"):
+        await client.post(f"/admin/functions/{name}?wait=true", json={"input": "{}"}, headers={"x-functions-key": KEY})
+    resp = await client.get("/admin/host/invocations", headers={"x-functions-key": KEY})
+    body = await resp.json()
+    assert body["functions"]["work"] == {"succeeded": 2, "failed": 0}
+    assert body["functions"]["failing_timer"] == {"succeeded": 0, "failed": 1}
+    assert body["pid"] > 0
+
+
 async def test_admin_invoke_needs_key_known_name_and_non_http(client: TestClient) -> None:
     assert (await client.post("/admin/functions/yearly", json={})).status == 401
     resp = await client.post("/admin/functions/nope", json={}, headers={"x-functions-key": KEY})

@@ -323,6 +323,24 @@ async def test_large_change_set_fans_out_and_watermark_moves_after_the_last_batc
     assert len(dv_of(engine).rows["accounts"]) == 10
 
 
+def test_a_page_fans_out_only_above_the_minimum_and_into_two_batches_or_more() -> None:
+    s = Settings(SYNC_FANOUT_MIN_RECORDS=1000, SYNC_FANOUT_BATCH_SIZE=2000)
+    assert [s.fans_out(n) for n in (1000, 1001, 2000, 2001, 5000)] == [False, False, False, True, True]
+    s = Settings(SYNC_FANOUT_MIN_RECORDS=1000, SYNC_FANOUT_BATCH_SIZE=500)
+    assert [s.fans_out(n) for n in (1000, 1001)] == [False, True]
+
+
+async def test_a_page_of_one_batch_is_processed_inline_not_sent_and_re_read(engine: Engine) -> None:
+    engine.settings = Settings(SYNC_FANOUT_MIN_RECORDS=5, SYNC_FANOUT_BATCH_SIZE=10)
+    for i in range(8):
+        bc_of(engine).put("customers", {"displayName": f"G{i}", "number": f"G{i}"})
+    job = await JobService(engine).start("CUSTOMER", "incremental", "bidirectional", full=False)
+    await JobService(engine).handle(engine.publisher.take()[0])  # type: ignore[attr-defined]
+    assert engine.publisher.take() == []  # type: ignore[attr-defined]
+    done = await engine.jobs.get(job.job_id)
+    assert done.status == "succeeded" and done.counts["inserted"] == 8 and done.counts["coupled"] == 8
+
+
 async def test_sync_logs_carry_custom_dimensions(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
