@@ -349,7 +349,8 @@ def test_couple_with_create_new_creates_the_order_with_its_lines(api: Any, world
 def test_a_worker_killed_mid_job_creates_no_second_order_and_loses_no_line(
     stack: Any, api: Any, world: dict[str, Any]
 ) -> None:
-    """1,500 released orders (2 lines each) fan out to workers; the host is killed (SIGKILL) while batches run.
+    """2,400 released orders (2 lines each) fan out to workers (a page of two batches or more); the host is
+    killed (SIGKILL) while batches run.
     Redelivered batches complete the same documents: one Dataverse order per BC order, every line once."""
     import time
 
@@ -359,12 +360,12 @@ def test_a_worker_killed_mid_job_creates_no_second_order_and_loses_no_line(
     s = _setup(api, world, 2, currency=False)
     run_job(api, ORDERS, {"kind": "incremental"})  # earlier tests' orders out of the way
     number = sims.bc_get("customers", s["customer"])["number"]
-    n = 1500
+    n = 2400
     orders: list[str] = []
-    for _ in range(2):  # the seed answers the ids of up to 1,000 records per call
+    for _ in range(3):  # the seed answers the ids of up to 1,000 records per call
         r = requests.post(
             f"{stack.url('bc_sim')}/_sim/seed",
-            json={"entity": "salesOrders", "count": n // 2, "fields": {"customerNumber": number, "lines": 2,
+            json={"entity": "salesOrders", "count": n // 3, "fields": {"customerNumber": number, "lines": 2,
                                                                        "itemIds": s["items"]}},
             timeout=120,
         )  # fmt: skip
