@@ -8,7 +8,7 @@ import pytest
 
 from shared.config import PROJECT_ROOT
 from shared.domain.model import Direction
-from shared.mappings.config import MappingConfigError, dependency_order, load_mapping_file
+from shared.mappings.config import FieldMap, MappingConfigError, dependency_order, load_mapping_file
 
 SHIPPED = PROJECT_ROOT / "shared" / "mappings" / "mappings.yaml"
 
@@ -95,3 +95,12 @@ def test_unreadable_and_non_yaml(tmp_path: Path) -> None:
         load_mapping_file(tmp_path / "missing.yaml")
     with pytest.raises(MappingConfigError, match="not valid YAML"):
         load_mapping_file(_write(tmp_path, "mappings: [unclosed"))
+
+
+def test_a_field_key_follows_its_names_also_in_a_copy() -> None:
+    f = FieldMap(bc="phoneNumber", dataverse="telephone1")
+    assert f.key == "phoneNumber|telephone1" and f.key is f.key  # computed once (a planning-loop hot spot)
+    copy = f.model_copy(update={"dataverse": "telephone2"})
+    assert copy.key == "phoneNumber|telephone2" and f.key == "phoneNumber|telephone1"
+    assert f == FieldMap(bc="phoneNumber", dataverse="telephone1")  # the cached key is not part of equality
+    assert "key" not in f.model_dump()
