@@ -17,6 +17,11 @@ MAX_URL_BYTES = 7800
 def parse_timestamp(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
+    if value[-1] == "Z":  # the services' form: Python 3.11 reads it as is (a 7th fraction digit is cut)
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"

@@ -30,6 +30,7 @@ from typing import Any
 from azure.core.credentials_async import AsyncTokenCredential
 
 from shared.config import Settings
+from shared.connectors import _overlap
 from shared.connectors._odata import (
     format_timestamp,
     gather_by_chunks,
@@ -195,25 +196,39 @@ class BusinessCentralClient(ServiceClient):
         cols = with_required(select, "id", "lastModifiedDateTime")
         if cols:
             params["$select"] = ",".join(cols)
-        since = parse_timestamp(cursor) if cursor else None
+        stamp, delivered = _overlap.split_cursor(cursor)
+        since = parse_timestamp(stamp) if stamp else None
         if cursor and since is None:
             raise PermanentError(f"invalid BC change cursor {cursor!r}", service=SERVICE)
         if since is not None:
             params["$filter"] = f"lastModifiedDateTime gt {format_timestamp(since - self.overlap)}"
         newest = since
+        window = _overlap.Window(self.overlap)
         pending: ChangePage | None = None
         async for rows in self._pages(await self._entity_url(entity), params):
-            records = [self._record(r) for r in rows]
-            for rec in records:
-                if rec.modified_on and (newest is None or rec.modified_on > newest):
+            records = []
+            for rec in map(self._record, rows):
+                if rec.modified_on is None:
+                    records.append(rec)
+                    continue
+                if newest is None or rec.modified_on > newest:
                     newest = rec.modified_on
+                d = _overlap.digest(rec.id, rec.modified_on)
+                window.add(rec.modified_on, d)
+                if d not in delivered:  # the same version the last read handed over (overlap): dropped
+                    records.append(rec)
+            if newest is not None:
+                window.trim(newest)
             if pending is not None:
                 yield pending
             pending = ChangePage(records=records)
         # The cursor goes out on the last page only, once every row before it was handed over.
         last = pending or ChangePage(records=[])
         last.is_last = True
-        last.next_cursor = format_timestamp(newest) if newest else cursor
+        if newest is None:
+            last.next_cursor = cursor
+        else:
+            last.next_cursor = _overlap.join_cursor(format_timestamp(newest), window.remembered(newest))
         yield last
 
     async def get_many(

@@ -5,6 +5,7 @@ A bad file fails at start-up with the file, the path inside it and the reason (`
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,10 +89,15 @@ class FieldMap(_Model):
             raise ValueError("a lookup field takes no transform or optionMap")
         return self
 
-    @property
+    @cached_property  # read per field and record in every planning loop; the model is frozen
     def key(self) -> str:
         """Stable name of the field pair (used in conflicts and snapshots)."""
         return f"{self.bc or '-'}|{self.dataverse or '-'}"
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> FieldMap:
+        out = super().model_copy(update=update, deep=deep)
+        out.__dict__.pop("key", None)  # a copy with other names gets its own key
+        return out
 
     @property
     def id(self) -> str:

@@ -72,4 +72,5 @@ def normalize(value: Any) -> Any:
 
 
 def same(a: Any, b: Any) -> bool:
-    return normalize(a) == normalize(b)
+    # Equal values normalise equally: the common case (an unchanged value) skips ``normalize``.
+    return a == b or normalize(a) == normalize(b)

@@ -84,7 +84,12 @@ def entity_json(entity: Any) -> str:
     return json.dumps(out, separators=(",", ":"))
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.~:-]*")  # what quote(safe="") keeps, and ':' (quoted below)
+
+
 def _key(value: str) -> str:
+    if _PLAIN_KEY.fullmatch(value):  # the common key ("bc:<guid>"): quoting changes only the colons
+        return value.replace(":", "%3A")
     return _url_quote(value.replace("'", "''"), safe="")
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from local.bc_sim import create_app
 from shared.config import LOCAL_TENANT_ID
-from shared.connectors import BusinessCentralClient
+from shared.connectors import BusinessCentralClient, _overlap
 from shared.domain.model import WriteOp
 from shared.errors import PreconditionFailedError, TransientError
 from tests.shared.connectors.sim_helpers import FakeCredential, LosingProxy, Sim
@@ -154,18 +154,26 @@ async def test_changes_since_cursor_with_overlap(sim: Sim) -> None:
     assert pages[-1].is_last and pages[-1].next_cursor and not pages[-1].deleted_ids
     assert sum(len(p.records) for p in pages) == 30
     cursor = pages[-1].next_cursor
-    assert cursor == max(r.fields["lastModifiedDateTime"] for p in pages for r in p.records)
+    stamp, remembered = _overlap.split_cursor(cursor)
+    assert stamp == max(r.fields["lastModifiedDateTime"] for p in pages for r in p.records)
+    assert len(remembered) == 1  # the boundary row: the only one within the overlap of the newest stamp
     await asyncio.sleep(0.6)
     await bc.write_many("customers", [WriteOp("update", "u3", id=ids[3], fields={"displayName": "changed"})])
+    # A cursor of the timestamp alone (as written before the overlap memory) re-delivers the overlap window
+    legacy = [r.id for p in [p async for p in bc.iter_changes("customers", stamp)] for r in p.records]
+    assert legacy == [ids[0], ids[3]]
     changed = [p async for p in bc.iter_changes("customers", cursor)]
     got = [r for p in changed for r in p.records]
-    # the row at the cursor's timestamp comes again (overlap window), in lastModifiedDateTime order
-    assert [r.id for r in got] == [ids[0], ids[3]] and got[1].fields["displayName"] == "changed"
-    assert changed[-1].next_cursor == got[1].fields["lastModifiedDateTime"]
+    # the boundary row comes back in the overlap window with the stamp already handed over: dropped
+    assert [r.id for r in got] == [ids[3]] and got[0].fields["displayName"] == "changed"
+    assert _overlap.split_cursor(changed[-1].next_cursor)[0] == got[0].fields["lastModifiedDateTime"]
     await asyncio.sleep(0.6)
     same = [p async for p in bc.iter_changes("customers", changed[-1].next_cursor)]
-    assert [r.id for p in same for r in p.records] == [ids[3]]  # only the overlap: nothing new
+    assert [r.id for p in same for r in p.records] == []  # only the overlap, already delivered: nothing new
     assert same[-1].next_cursor == changed[-1].next_cursor
+    await bc.write_many("customers", [WriteOp("update", "u3b", id=ids[3], fields={"displayName": "again"})])
+    again = [r for p in [p async for p in bc.iter_changes("customers", same[-1].next_cursor)] for r in p.records]
+    assert [(r.id, r.fields["displayName"]) for r in again] == [(ids[3], "again")]  # a new version comes
     await bc.aclose()
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from shared.config import PROJECT_ROOT
 from shared.domain.model import Direction
-from shared.mappings.config import MappingConfigError, dependency_order, load_mapping_file
+from shared.mappings.config import FieldMap, MappingConfigError, dependency_order, load_mapping_file
 
 SHIPPED = PROJECT_ROOT / "shared" / "mappings" / "mappings.yaml"
 
@@ -101,3 +101,12 @@ def test_the_dataverse_keys_are_the_natural_key_then_the_match_fields() -> None:
     by_name = {m.name: m for m in load_mapping_file(SHIPPED).mappings}
     assert by_name["CUSTOMER"].dataverse_keys == ["accountnumber", "name"]
     assert by_name["ITEM-PRODUCT"].dataverse_keys[0] == "productnumber"
+
+
+def test_a_field_key_follows_its_names_also_in_a_copy() -> None:
+    f = FieldMap(bc="phoneNumber", dataverse="telephone1")
+    assert f.key == "phoneNumber|telephone1" and f.key is f.key  # computed once (a planning-loop hot spot)
+    copy = f.model_copy(update={"dataverse": "telephone2"})
+    assert copy.key == "phoneNumber|telephone2" and f.key == "phoneNumber|telephone1"
+    assert f == FieldMap(bc="phoneNumber", dataverse="telephone1")  # the cached key is not part of equality
+    assert "key" not in f.model_dump()
