@@ -1,4 +1,4 @@
-"""``python -m bench [--small] [--n N] [--no-latency] [--no-throttle] [--no-memory] [--out DIR]`` (``make bench``).
+"""``python -m bench [--small] [--n N] [--no-latency] [--no-throttle] [--no-memory] [--no-e2e] [--e2e-n N] [--out DIR]`` (``make bench``).
 
 Starts its own Azurite, token authority, simulators and AMQP peer on free ports, runs every scenario next to
 the per-record baseline, prints the figures vs targets and writes bench/results/latest.{md,json} and
@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--no-throttle", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-e2e", action="store_true", help="skip the real-stack scenarios (bench/e2e.py)")
+    parser.add_argument("--e2e-n", type=int, help="BC customers in the real-stack full job")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         "latency": False if args.no_latency else None,
         "throttle": False if args.no_throttle else None,
         "memory": False if args.no_memory else None,
+        "e2e": False if args.no_e2e else None,
+        "e2e_n": args.e2e_n,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     results = asyncio.run(run_all(cfg))

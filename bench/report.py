@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import e2e
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -154,6 +156,7 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         note = f"{c['fullSyncCpuMsPerVisit']} ms per pair visit; fakes included"
         out.append(_fig("Engine CPU ms/record (full sync, network excluded)", c["fullSyncCpuMsPerRecord"], "≤ 0.35",
                         lambda v: v <= 0.35, note))  # fmt: skip
+    out += e2e.figures(r)
     return out
 
 
@@ -236,6 +239,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"Stores: {mem['stores']}.",
             "",
         ]
+    lines += e2e.markdown(results)
     c = results.get("cpu")
     if c:
         lines += ["## Engine CPU (network excluded)", "", "```json", json.dumps(c, indent=1), "```", ""]

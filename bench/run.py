@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from bench import tables_cpu
+from bench import e2e, tables_cpu
 from bench.baseline import NaiveSync, baseline_scenario
 from bench.cpu import engine_cpu
 from bench.default_set import default_set_scenario
@@ -46,10 +46,14 @@ class Config:
     documents_n: int = 1_000  # released BC orders (5 lines each) in the documents' full sync (#21)
     lookup_couplings: int = 10_000  # #23: a measured partition of this many couplings ...
     lookup_ids: int = 500  # ... and a lookup of this many random BC ids in it (sparse: < 1 in 16 rows)
+    e2e: bool = True  # bench/e2e.py: the real stack (host, Service Bus, simulators, Azurite), its own stack
+    e2e_n: int = 20_000  # BC customers in its full job (100,000: ~see docs/benchmarks.md for the time)
+    e2e_edits: int = 50  # Dataverse webhook edits timed
+    e2e_bc_edits: int = 10  # BC edits timed through BC's notifications
 
 
 SMALL = Config(n=500, baseline_n=30, latency=False, throttle=False, memory=False, cpu_n=500, default_set_n=400,
-               documents_n=100, lookup_couplings=2_000, lookup_ids=100)  # fmt: skip
+               documents_n=100, lookup_couplings=2_000, lookup_ids=100, e2e=False)  # fmt: skip
 
 
 class PeakRss:
@@ -239,6 +243,9 @@ async def run_all(cfg: Config) -> dict[str, Any]:
         results.update(await main_scenarios(env, cfg))
     _say(f"engine CPU over in-memory fakes: {cfg.cpu_n} records")
     results["cpu"] = await engine_cpu(cfg.cpu_n)
+    if cfg.e2e:  # after the stack above stopped: one stack at a time
+        _say(f"end to end through the local stack: {cfg.e2e_n} records, {cfg.e2e_edits} webhook edits")
+        results["e2e"] = await asyncio.to_thread(e2e.run, cfg.e2e_n, cfg.e2e_edits, cfg.e2e_bc_edits)
     results["wallSeconds"] = round(time.perf_counter() - started, 1)
     from bench.report import figures
 
