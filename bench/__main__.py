@@ -1,4 +1,6 @@
-"""``python -m bench [--small] [--n N] [--no-latency] [--no-throttle] [--no-memory] [--no-e2e] [--e2e-n N] [--out DIR]`` (``make bench``).
+"""``python -m bench [--small] [--n N] [--no-latency] [--no-throttle] [--no-memory] [--no-e2e] [--out DIR]``.
+
+``make bench``. Also ``--e2e-n N``: BC customers in the real-stack full job (``bench/e2e.py``).
 
 Starts its own Azurite, token authority, simulators and AMQP peer on free ports, runs every scenario next to
 the per-record baseline, prints the figures vs targets and writes bench/results/latest.{md,json} and

@@ -51,5 +51,5 @@ def test_edits_reach_the_other_side_and_figures_carry_verdicts(results: dict[str
     assert lat["dvToBc"]["edits"] == 3 and lat["bcToDv"]["edits"] == 1, lat
     figs = {f["figure"]: f for f in figures(results)}
     names = [k for k in figs if k.startswith("E2E")]
-    assert len(names) == 7, names
+    assert len(names) == 8, names
     assert figs[f"E2E {N} records (HTTP job, host workers): missing + duplicate records/couplings"]["pass"] is True
