@@ -23,7 +23,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -33,7 +32,6 @@ from local.stack import Stack
 
 MAPPING = "CUSTOMER"
 RSS_TARGET_MB = 300
-EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "contract" / "examples"
 SEED_CHUNK = 20_000  # the seed route answers with every row it made: chunks keep each answer small
 
 
@@ -298,18 +296,6 @@ def full_sync(stack: Stack, n: int, *, ticks: int = 2, timeout: float | None = N
 
 
 # ----- scenario 2: webhook latency -----
-def _dv_context(account_id: str, name: str, telephone: str) -> dict[str, Any]:
-    ctx = json.loads((EXAMPLE / "dataverse-remote-execution-context.json").read_text())
-    ctx = json.loads(json.dumps(ctx).replace(ctx["PrimaryEntityId"], account_id))
-    for attr in ctx["InputParameters"][0]["value"]["Attributes"]:
-        if attr["key"] == "name":
-            attr["value"] = name
-        if attr["key"] == "telephone1":
-            attr["value"] = telephone
-    ctx["OperationId"] = str(uuid.uuid4())
-    return ctx
-
-
 def _wait(predicate: Callable[[], bool], timeout: float = 30.0, poll: float = 0.02) -> float:
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
@@ -357,7 +343,7 @@ def latency(stack: Stack, edits: int, bc_edits: int) -> dict[str, Any]:
     """``edits`` Dataverse webhooks → BC writes (one coupled pair, one edit at a time, timed from the webhook's
     POST to the BC record showing the value), then ``bc_edits`` BC edits → Dataverse through BC's own
     notifications (timed from the BC PATCH)."""
-    from tests.integration.sims import SimClients
+    from tests.integration.sims import SimClients, dataverse_context
 
     sims = SimClients.for_stack(stack)
     api = Api(stack)
@@ -375,7 +361,7 @@ def latency(stack: Stack, edits: int, bc_edits: int) -> dict[str, Any]:
         phone = f"+2 {i:04d}"
         sims.dv_patch("accounts", d, telephone1=phone)
         t0 = time.perf_counter()
-        hook = api.http.post(hook_url, params={"code": key}, json=_dv_context(d, name, phone), timeout=10)
+        hook = api.http.post(hook_url, params={"code": key}, json=dataverse_context(d, name, phone), timeout=10)
         if hook.status_code != 202:
             raise RuntimeError(f"webhook refused: {hook.status_code} {hook.text}")
         _wait(lambda p=phone: (sims.bc_get("customers", b) or {}).get("phoneNumber") == p)
