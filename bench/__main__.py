@@ -1,4 +1,7 @@
-"""``python -m bench [--small] [--n N] [--no-latency] [--no-throttle] [--no-memory] [--no-scaleout] [--out DIR]``.
+"""``python -m bench [--small] [--n N] [--no-latency] [--no-throttle] [--no-memory] [--no-scaleout]
+[--no-e2e] [--out DIR]``.
+
+``make bench``. Also ``--e2e-n N``: BC customers in the real-stack full job (``bench/e2e.py``).
 
 ``make bench`` runs it. Starts its own Azurite, token authority, simulators and AMQP peer on free ports, runs
 every scenario next to the per-record baseline, prints the figures vs targets and writes
@@ -28,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-throttle", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-scaleout", action="store_true", help="skip the 1- vs 2-instance run (bench/scaleout.py)")
+    parser.add_argument("--no-e2e", action="store_true", help="skip the real-stack scenarios (bench/e2e.py)")
+    parser.add_argument("--e2e-n", type=int, help="BC customers in the real-stack full job")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -39,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         "latency": False if args.no_latency else None,
         "throttle": False if args.no_throttle else None,
         "memory": False if args.no_memory else None,
+        "e2e": False if args.no_e2e else None,
+        "e2e_n": args.e2e_n,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     if args.no_scaleout:

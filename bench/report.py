@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import scaleout
+from bench import e2e, scaleout
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -158,6 +158,7 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         note = f"{c['fullSyncCpuMsPerVisit']} ms per pair visit; fakes included"
         out.append(_fig("Engine CPU ms/record (full sync, network excluded)", c["fullSyncCpuMsPerRecord"], "≤ 0.35",
                         lambda v: v <= 0.35, note))  # fmt: skip
+    out += e2e.figures(r)
     return out
 
 
@@ -255,6 +256,7 @@ def markdown(results: dict[str, Any]) -> str:
             "",
         ]
     lines += scaleout.markdown(results)
+    lines += e2e.markdown(results)
     c = results.get("cpu")
     if c:
         lines += ["## Engine CPU (network excluded)", "", "```json", json.dumps(c, indent=1), "```", ""]

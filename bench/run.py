@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from bench import tables_cpu
+from bench import e2e, tables_cpu
 from bench.baseline import NaiveSync, baseline_scenario
 from bench.cpu import engine_cpu
 from bench.default_set import default_set_scenario
@@ -52,12 +52,17 @@ class Config:
     lookup_couplings: int = 10_000  # #23: a measured partition of this many couplings ...
     lookup_ids: int = 500  # ... and a lookup of this many random BC ids in it (sparse: < 1 in 16 rows)
     scaleout: ScaleoutConfig | None = ScaleoutConfig()  # noqa: RUF009 (frozen) -- 1 then 2 function-host instances (bench/scaleout.py)
+    e2e: bool = True  # bench/e2e.py: the real stack (host, Service Bus, simulators, Azurite), its own stack
+    e2e_n: int = 10_000  # BC customers in its full job (Azurite slows down past ~10k: docs/benchmarks.md)
+    e2e_edits: int = 50  # Dataverse webhook edits timed
+    e2e_bc_edits: int = 10  # BC edits timed through BC's notifications
 
 
 DV_DOP_HINT = 4  # the Dataverse simulator's x-ms-dop-hint: the client runs at most this many requests at once
 
 SMALL = Config(n=500, baseline_n=30, latency=False, throttle=False, memory=False, cpu_n=500, default_set_n=400,
-               documents_n=100, lookup_couplings=2_000, lookup_ids=100, scaleout=None)  # fmt: skip
+               documents_n=100, lookup_couplings=2_000, lookup_ids=100, scaleout=None,
+               e2e=False)  # fmt: skip
 # (the CI-size scale-out runs in tests/bench/test_scaleout_small.py)
 
 
@@ -241,6 +246,9 @@ async def run_all(cfg: Config) -> dict[str, Any]:
         results["scaleout"] = await scaleout_scenario(cfg.scaleout)
     _say(f"engine CPU over in-memory fakes: {cfg.cpu_n} records")
     results["cpu"] = await engine_cpu(cfg.cpu_n)
+    if cfg.e2e:  # after the stack above stopped: one stack at a time
+        _say(f"end to end through the local stack: {cfg.e2e_n} records, {cfg.e2e_edits} webhook edits")
+        results["e2e"] = await asyncio.to_thread(e2e.run, cfg.e2e_n, cfg.e2e_edits, cfg.e2e_bc_edits)
     results["wallSeconds"] = round(time.perf_counter() - started, 1)
     from bench.report import figures
 

@@ -3,7 +3,10 @@ bearer tokens from the local authority through MSAL (the same identity layer the
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -11,6 +14,21 @@ import requests
 from local.authority import local_client_settings
 from shared.config import settings_from_env
 from shared.identity import TokenProvider
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "shared" / "contract" / "examples"
+
+
+def dataverse_context(account_id: str, name: str, telephone: str) -> dict[str, Any]:
+    """The contract's example Dataverse webhook body (a RemoteExecutionContext) for one account's update."""
+    ctx = json.loads((EXAMPLE / "dataverse-remote-execution-context.json").read_text())
+    ctx = json.loads(json.dumps(ctx).replace(ctx["PrimaryEntityId"], account_id))
+    for attr in ctx["InputParameters"][0]["value"]["Attributes"]:
+        if attr["key"] == "name":
+            attr["value"] = name
+        if attr["key"] == "telephone1":
+            attr["value"] = telephone
+    ctx["OperationId"] = str(uuid.uuid4())
+    return ctx
 
 
 @dataclass

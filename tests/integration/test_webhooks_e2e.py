@@ -3,11 +3,9 @@ side through Service Bus and the worker; the service's own writes don't bounce b
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,10 +14,9 @@ import requests
 from shared.bootstrap import build_runtime
 from shared.config import settings_from_env
 from shared.services.webhooks import ensure_bc_subscriptions
+from tests.integration.sims import dataverse_context
 
 pytestmark = pytest.mark.stack
-
-EXAMPLE = Path(__file__).resolve().parents[3] / "shared" / "contract" / "examples"
 
 
 def _wait(predicate: Any, timeout: float = 30.0) -> float:
@@ -29,19 +26,6 @@ def _wait(predicate: Any, timeout: float = 30.0) -> float:
             return time.monotonic() - start
         time.sleep(0.1)
     raise AssertionError("condition not reached in time")
-
-
-def _context(account_id: str, name: str, telephone: str) -> dict[str, Any]:
-    ctx = json.loads((EXAMPLE / "dataverse-remote-execution-context.json").read_text())
-    text = json.dumps(ctx).replace(ctx["PrimaryEntityId"], account_id)
-    ctx = json.loads(text)
-    for attr in ctx["InputParameters"][0]["value"]["Attributes"]:
-        if attr["key"] == "name":
-            attr["value"] = name
-        if attr["key"] == "telephone1":
-            attr["value"] = telephone
-    ctx["OperationId"] = str(uuid.uuid4())
-    return ctx
 
 
 async def test_webhooks_reach_the_other_side_without_bouncing(stack: Any, api: Any, world: dict[str, Any]) -> None:
@@ -76,7 +60,7 @@ async def test_webhooks_reach_the_other_side_without_bouncing(stack: Any, api: A
         hook = requests.post(
             f"{stack.host_url}/api/webhooks/dataverse",
             params={"code": stack.child_env().get("DATAVERSE_WEBHOOK_KEY", "local-dv-webhook-key")},
-            json=_context(d, name, phone),
+            json=dataverse_context(d, name, phone),
             timeout=10,
         )
         assert hook.status_code == 202, hook.text
