@@ -12,6 +12,7 @@ import pytest
 
 from bench.report import figures
 from bench.run import SMALL, run_all
+from shared.stores.coupling_store import BUCKETS
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +69,12 @@ def test_no_change_tick_is_bounded_not_per_record(results: dict[str, Any]) -> No
 def test_table_ops_per_record_on_full_sync_of_existing_couplings(results: dict[str, Any]) -> None:
     # A job has a fixed cost in table operations (job row, status, watermarks, settings: what the no-change
     # tick costs); per record, only the rest counts. At 10k records the fixed part is < 0.002 per record.
+    # The couplings sit in BUCKETS partitions per mapping (#23): each bucket costs at most one lookup per side and
+    # one partly filled transaction, a constant per job too (at 10k records it is < 0.005 per record).
     full = _phase(results, "engine", "existing couplings")
     fixed = _phase(results, "engine", "no-change")["tableOps"]
-    assert (full["tableOps"] - fixed) / full["records"] <= 0.015, (full, fixed)
+    per_bucket = 3 * BUCKETS
+    assert (full["tableOps"] - fixed - per_bucket) / full["records"] <= 0.015, (full, fixed)
     assert fixed <= 30  # per job, independent of the number of records
 
 
