@@ -26,9 +26,9 @@ from shared.mappings.config import TableMapping
 from shared.messaging import work
 from shared.messaging.work import WorkMessage
 from shared.planning.automatic import may_run
+from shared.planning.decisions import holds_synced_values, may_be_newer
 from shared.planning.history import TRIGGER  # #22
 from shared.planning.planner import may_create, plan_deletion
-from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
 from shared.services.dependencies import for_full_run, run_mapping_job
 from shared.services.documents import DOCUMENT_KINDS, handle_message, is_document_mapping  # #21
@@ -529,13 +529,9 @@ class JobService:
             values = await codec.bc_values_many([records[c.bc_id] for c in couplings])
         else:
             values = {c.dataverse_id: codec.dv_values(records[c.dataverse_id]) for c in couplings}
-        out = []
-        for c in couplings:
-            snap = c.bc_values if side == Side.BC else c.dv_values
-            now = values[c.bc_id if side == Side.BC else c.dataverse_id]
-            if not (keys and all(k in snap and same(now.get(k), snap[k]) for k in keys)):
-                out.append(c)
-        return out
+        if side == Side.BC:
+            return [c for c in couplings if not holds_synced_values(keys, values[c.bc_id], c.bc_values)]
+        return [c for c in couplings if not holds_synced_values(keys, values[c.dataverse_id], c.dv_values)]
 
     async def _deletions_from_results(self, mapping: TableMapping, couplings: list, result: SyncOutcome) -> SyncOutcome:
         """Scheduled syncs turn ``not_found`` results into the mapping's deletion policy."""
@@ -620,14 +616,9 @@ class JobService:
 
 
 def _newer(record: RemoteRecord, coupling: Coupling, side: Side) -> bool:
-    """Whether a change may be newer than what the last sync of this pair saw (feeds overlap and echo our
-    writes). Dataverse stamps `modifiedon` in whole seconds: a person's edit in the same second as our write
-    carries the same stamp, so an equal Dataverse stamp is a candidate too (the value check then tells our
-    echo from the edit)."""
+    """``may_be_newer`` for a feed row and its coupling: Dataverse stamps ``modifiedon`` in whole seconds."""
     seen = coupling.bc_modified_on if side == Side.BC else coupling.dv_modified_on
-    if record.modified_on is None or seen is None:
-        return True
-    return record.modified_on > seen if side == Side.BC else record.modified_on >= seen
+    return may_be_newer(record.modified_on, seen, whole_seconds=side == Side.DATAVERSE)
 
 
 _TRIGGER_OF_KIND = {

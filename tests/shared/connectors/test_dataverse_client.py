@@ -205,6 +205,21 @@ async def test_a_table_without_change_tracking_is_read_by_modifiedon(sim: Sim, d
     assert {r.id: r for r in changes}[rows[0].id].fields["name"] == "changed"
 
 
+async def test_a_modifiedon_watermark_equal_to_a_rows_stamp_reads_the_row_again(sim: Sim, dv: DataverseClient) -> None:
+    """Whole seconds: a row edited in the watermark's second carries the watermark's stamp; ``ge`` hands it over."""
+    await sim.control("POST", "/_sim/config", {"untracked": ["accounts"]})
+    await sim.seed("accounts", 3)
+    rows = [r for p in [p async for p in dv.iter_changes("accounts", None, select=["name"])] for r in p.records]
+    await dv.write_many("accounts", [WriteOp("update", "u", id=rows[0].id, fields={"name": "edited"})])
+    stamp = (await dv.get_many("accounts", [rows[0].id]))[rows[0].id].modified_on
+    assert stamp is not None and stamp.microsecond == 0
+    watermark = "modifiedon:" + stamp.strftime("%Y-%m-%dT%H:%M:%SZ")  # equal to the edited row's stamp
+    pages = [p async for p in dv.iter_changes("accounts", watermark, select=["name"])]
+    again = {r.id: r for p in pages for r in p.records}
+    assert again[rows[0].id].fields["name"] == "edited" and again[rows[0].id].modified_on == stamp
+    assert pages[-1].next_cursor == watermark  # nothing newer: the watermark stays in that second
+
+
 async def test_get_many_chunks_and_missing_ids(sim: Sim, dv: DataverseClient) -> None:
     ids = (await sim.seed("accounts", 1000))["ids"]
     found = await dv.get_many("accounts", [*ids, dv_id(123456)])

@@ -381,6 +381,34 @@ async def test_changes_already_seen_are_skipped_without_reads_or_table_writes(en
     assert outcome.counts["modified"] == 1 and dv_of(engine).get("accounts", d)["telephone1"] == "777"
 
 
+async def test_an_incremental_job_drops_our_echo_and_takes_an_edit_stamped_in_the_second_of_our_write(
+    engine: Engine,
+) -> None:
+    b, d = await couple_synced(engine)
+    jobs = JobService(engine)
+
+    async def incremental() -> dict[str, int]:
+        job = await jobs.start("CUSTOMER", "incremental", "bidirectional", full=False)
+        await jobs.handle(engine.publisher.take()[0])  # type: ignore[attr-defined]
+        done = await engine.jobs.get(job.job_id)
+        assert done.status == "succeeded", done
+        return dict(done.counts)
+
+    await incremental()
+    bc_of(engine).update("customers", b, phoneNumber="222")
+    await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)  # our write
+    ours = (await engine.couplings.get_by_bc_id("CUSTOMER", b)).dv_modified_on
+    assert ours is not None and dv_of(engine).meta["accounts"][d][1] == ours
+    bc_writes = len(bc_of(engine).writes)
+    assert (await incremental())["modified"] == 0  # both feeds hand our write back: echoes
+    assert len(bc_of(engine).writes) == bc_writes
+    dv_of(engine).update("accounts", d, telephone1="999")  # a person's edit...
+    etag, _ = dv_of(engine).meta["accounts"][d]
+    dv_of(engine).meta["accounts"][d] = (etag, ours)  # ...stamped in the whole second of our write
+    assert (await incremental())["modified"] == 1
+    assert bc_of(engine).get("customers", b)["phoneNumber"] == "999"
+
+
 async def test_number_assigned_by_bc_on_create_reaches_dataverse_at_once(engine: Engine) -> None:
     bc_of(engine).numbering["customers"] = "C"
     d = dv_of(engine).put("accounts", {"name": "Numbered", "accountnumber": None})
