@@ -52,6 +52,14 @@ def holds_synced_values(keys: Sequence[str], now: Mapping[str, Any], snapshot: M
     return bool(keys) and all(k in snapshot and same(now.get(k), snapshot[k]) for k in keys)
 
 
+def synced_in_this_run(read: Mapping[str, str | None], record_id: str, etag: str | None) -> bool:
+    """Whether a Dataverse feed row is the very version an earlier pass of the same run read and synced
+    (``read``: id -> ETag). A pair changed on both sides comes up in both feeds: the BC pass merges it
+    (reading the Dataverse row), so the Dataverse pass must not sync it again: a conflict or a failure would
+    count twice and mark the coupling skipped after one run. A newer version (another ETag) is a change."""
+    return etag is not None and read.get(record_id) == etag
+
+
 def failure_code(f: WriteFailure) -> str:
     """The sync-error code of a refused write."""
     remote = (f.code or "").lower()

@@ -18,6 +18,7 @@ from shared.planning.decisions import (
     may_be_newer,
     parent_missing_message,
     replan,
+    synced_in_this_run,
 )
 
 
@@ -168,3 +169,11 @@ def test_a_field_never_synced_or_no_flowing_field_is_a_change() -> None:
     assert not holds_synced_values([], {"phone": "+1 01"}, WROTE)
     assert holds_synced_values(PHONE, {"phone": "+1 01"}, WROTE)
     assert not holds_synced_values(PHONE, {}, WROTE)  # the value was cleared
+
+
+def test_a_dataverse_version_the_bc_pass_synced_is_not_synced_again_but_a_newer_one_is() -> None:
+    read = {"d1": 'W/"7"', "d2": None}
+    assert synced_in_this_run(read, "d1", 'W/"7"')  # the very version the BC pass read
+    assert not synced_in_this_run(read, "d1", 'W/"8"')  # edited after that read: a change
+    assert not synced_in_this_run(read, "d3", 'W/"7"')  # not read by the BC pass
+    assert not synced_in_this_run(read, "d2", None)  # no version to compare: synced
