@@ -4,6 +4,9 @@
 - Changes: change tracking. Cursor None -> ``Prefer: odata.track-changes`` initial read; the last page's
   ``@odata.deltaLink`` is the next cursor. A stored delta link -> changed rows plus ``$deletedEntity``
   rows (``deleted_ids``). An expired/invalid delta token -> one ``ChangePage(full_resync_required=True)``.
+  A delta link keeps the ``$select`` of the read that made it: when the mapping now reads columns that
+  ``$select`` lacks (a field added or enabled since), each page's changed rows are read again with the
+  whole ``$select`` (a missing column is no empty value: it would be synced as one).
 - Get many: chunked ``$filter=Microsoft.Dynamics.CRM.In(...)`` GETs (URLs < 8 KB).
 - Writes: creates carry the engine's deterministic primary key (``WriteOp.id``; a random one when absent)
   and go through ``CreateMultiple`` (<= 1,000 rows per call). Because the keys are fixed, the call is
@@ -27,7 +30,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 
@@ -268,8 +271,12 @@ class DataverseClient(ServiceClient):
             async for page in self._changes_by_modifiedon(entity, cursor, select):
                 yield page
             return
+        missing: list[str] = []
         if cursor:
             url, params = cursor, None  # the delta link keeps the original $select
+            missing = columns_missing_from(cursor, with_required(select, info.primary_key, "modifiedon"))
+            if missing:
+                log.info("the delta link of %s lacks %s: changed rows are read again", entity, ",".join(missing))
         else:
             url = f"{self.api_root}/{entity}"
             cols = with_required(select, info.primary_key, "modifiedon")
@@ -286,6 +293,9 @@ class DataverseClient(ServiceClient):
                             page.deleted_ids.append(normalise_guid(str(rid)))
                     else:
                         page.records.append(self._record(entity, row))
+                if missing and page.records:
+                    fresh = await self.get_many(entity, [r.id for r in page.records], select=select)
+                    page.records = [fresh[r.id] for r in page.records if r.id in fresh]  # gone: its deletion follows
                 delta = body.get("@odata.deltaLink") or delta
                 if pending is not None:
                     yield pending
@@ -506,6 +516,16 @@ class DataverseClient(ServiceClient):
             rec = found.get(normalise_guid(str(op.id)))
             if rec is not None:
                 results[i] = WriteResult(op.ref, True, record=rec, existed=True)
+
+
+def columns_missing_from(link: str, wanted: Sequence[str] | None) -> list[str]:
+    """The ``wanted`` columns that a link's ``$select`` does not return (none when it has no ``$select``:
+    every column comes back)."""
+    values = parse_qs(urlsplit(link).query).get("$select")
+    if not values or not wanted:
+        return []
+    have = {c.strip().lower() for v in values for c in v.split(",")}
+    return [c for c in wanted if c.lower() not in have]
 
 
 def _is_duplicate(err: Exception | None) -> bool:

@@ -1,12 +1,16 @@
 """Pure decisions of a sync pass over plain data (no I/O), tested with literals like the planner:
-how a failed write is classified, whether a stale write is re-planned, the parent-dependency rule and
-the next failure bookkeeping of a coupling."""
+which change-feed rows need work (newer than the last sync and not our own echo), how a failed write is
+classified, whether a stale write is re-planned, the parent-dependency rule and the next failure
+bookkeeping of a coupling."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from shared.planning.transform import same
 
 # Dataverse's "a record with matching key values already exists": a permanent refusal of its own, not a
 # concurrency conflict (only a stale ETag, 412 / 0x80060882, is re-read and re-planned).
@@ -29,6 +33,31 @@ class WriteFailure:
     status: int | None
     code: str | None
     transient: bool
+
+
+def may_be_newer(stamp: datetime | None, seen: datetime | None, *, whole_seconds: bool) -> bool:
+    """Whether a change-feed row may be newer than what the last sync of its pair saw (feeds overlap and
+    hand our own writes back). With whole-second stamps (Dataverse's ``modifiedon``) a person's edit in
+    the second of our write carries our write's stamp, so an equal stamp is a candidate too (the value
+    check, ``holds_synced_values``, then tells our echo from the edit); millisecond stamps (BC) must move."""
+    if stamp is None or seen is None:
+        return True
+    return stamp >= seen if whole_seconds else stamp > seen
+
+
+def holds_synced_values(keys: Sequence[str], now: Mapping[str, Any], snapshot: Mapping[str, Any]) -> bool:
+    """Echo rule: a row whose every field that flows from its side (``keys``) still holds the value of the
+    last sync (``snapshot``) is our own write coming back, or a change to fields the mapping ignores: no
+    work. A value that differs, a field never synced, or no such field at all is a change."""
+    return bool(keys) and all(k in snapshot and same(now.get(k), snapshot[k]) for k in keys)
+
+
+def synced_in_this_run(read: Mapping[str, str | None], record_id: str, etag: str | None) -> bool:
+    """Whether a Dataverse feed row is the very version an earlier pass of the same run read and synced
+    (``read``: id -> ETag). A pair changed on both sides comes up in both feeds: the BC pass merges it
+    (reading the Dataverse row), so the Dataverse pass must not sync it again: a conflict or a failure would
+    count twice and mark the coupling skipped after one run. A newer version (another ETag) is a change."""
+    return etag is not None and read.get(record_id) == etag
 
 
 def failure_code(f: WriteFailure) -> str:

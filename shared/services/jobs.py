@@ -26,9 +26,9 @@ from shared.mappings.config import TableMapping
 from shared.messaging import work
 from shared.messaging.work import WorkMessage
 from shared.planning.automatic import may_run
+from shared.planning.decisions import holds_synced_values, may_be_newer, synced_in_this_run
 from shared.planning.history import TRIGGER  # #22
 from shared.planning.planner import may_create, plan_deletion
-from shared.planning.transform import same
 from shared.services.coupling_service import CouplingService
 from shared.services.dependencies import for_full_run, run_mapping_job
 from shared.services.documents import DOCUMENT_KINDS, handle_message, is_document_mapping  # #21
@@ -374,6 +374,8 @@ class JobService:
             return outcome  # paused: nothing read, so no watermark moves past unsynced changes
         batches: list[dict[str, Any]] = []
         cursors: dict[str, str] = {}
+        # The Dataverse versions the BC pass synced inline: not synced again (a fanned-out page is not in it).
+        read_dv: dict[str, str | None] = {}
         for side in self._sides(mapping):
             wm = await self.e.watermarks.get(mapping.name, side)
             cursor = None if full else wm.cursor
@@ -385,9 +387,10 @@ class JobService:
                 if page.full_resync_required:
                     log.warning("change tracking of %s expired; full resync", mapping.name)
                     return await self.run_mapping_sync(mapping, full=True, job_id=job_id)
-                # Changes already seen (feed overlap) and our own writes coming back need no work: dropped
-                # here, before any fan-out or re-read.
-                work, seen, coupled = await self._work_of(mapping, side, page.records)
+                # Changes already seen (feed overlap), our own writes coming back and the versions this run's
+                # BC pass synced need no work: dropped here, before any fan-out or re-read.
+                records = [r for r in page.records if not synced_in_this_run(read_dv, r.id, r.etag)]
+                work, seen, coupled = await self._work_of(mapping, side, records)
                 outcome.counts["unchanged"] += seen
                 if job_id and self.e.settings.fans_out(len(work)):
                     batches += sync_batch_messages(
@@ -402,7 +405,9 @@ class JobService:
                         filtered=True,  # _work_of checked the page against the mapping's filters before fan-out
                     )
                 elif work or page.deleted_ids:
-                    outcome.merge(await self._apply_work(mapping, side, work, 0, coupled, page.deleted_ids, job_id))
+                    outcome.merge(
+                        await self._apply_work(mapping, side, work, 0, coupled, page.deleted_ids, job_id, read_dv)
+                    )
                 if page.next_cursor:
                     cursors[side.value] = page.next_cursor
         if batches and job_id:
@@ -450,9 +455,11 @@ class JobService:
         coupled: dict[str, Coupling],
         deleted_ids: Sequence[str],
         job_id: str | None,
+        read_dv: dict[str, str | None] | None = None,
     ) -> SyncOutcome:
         """Applies what ``_work_of`` found: ``work`` are the records that need it, ``seen`` the coupled ones
-        that don't, ``coupled`` the couplings by this side's id."""
+        that don't, ``coupled`` the couplings by this side's id; ``read_dv`` receives the Dataverse versions
+        the syncs read."""
         outcome = SyncOutcome()
         outcome.counts["unchanged"] += seen
         by_id = {r.id: r for r in work}
@@ -460,7 +467,7 @@ class JobService:
         for start in range(0, len(couplings), 1000):
             chunk = couplings[start : start + 1000]
             result = await self.sync.sync_couplings(
-                mapping, chunk, mapping.direction, job_id=job_id, scheduled=True, known=by_id
+                mapping, chunk, mapping.direction, job_id=job_id, scheduled=True, known=by_id, read_dv=read_dv
             )
             outcome.merge(await self._deletions_from_results(mapping, chunk, result))
         create_dir = Direction.TO_DATAVERSE if side == Side.BC else Direction.FROM_DATAVERSE
@@ -529,13 +536,9 @@ class JobService:
             values = await codec.bc_values_many([records[c.bc_id] for c in couplings])
         else:
             values = {c.dataverse_id: codec.dv_values(records[c.dataverse_id]) for c in couplings}
-        out = []
-        for c in couplings:
-            snap = c.bc_values if side == Side.BC else c.dv_values
-            now = values[c.bc_id if side == Side.BC else c.dataverse_id]
-            if not (keys and all(k in snap and same(now.get(k), snap[k]) for k in keys)):
-                out.append(c)
-        return out
+        if side == Side.BC:
+            return [c for c in couplings if not holds_synced_values(keys, values[c.bc_id], c.bc_values)]
+        return [c for c in couplings if not holds_synced_values(keys, values[c.dataverse_id], c.dv_values)]
 
     async def _deletions_from_results(self, mapping: TableMapping, couplings: list, result: SyncOutcome) -> SyncOutcome:
         """Scheduled syncs turn ``not_found`` results into the mapping's deletion policy."""
@@ -620,14 +623,9 @@ class JobService:
 
 
 def _newer(record: RemoteRecord, coupling: Coupling, side: Side) -> bool:
-    """Whether a change may be newer than what the last sync of this pair saw (feeds overlap and echo our
-    writes). Dataverse stamps `modifiedon` in whole seconds: a person's edit in the same second as our write
-    carries the same stamp, so an equal Dataverse stamp is a candidate too (the value check then tells our
-    echo from the edit)."""
+    """``may_be_newer`` for a feed row and its coupling: Dataverse stamps ``modifiedon`` in whole seconds."""
     seen = coupling.bc_modified_on if side == Side.BC else coupling.dv_modified_on
-    if record.modified_on is None or seen is None:
-        return True
-    return record.modified_on > seen if side == Side.BC else record.modified_on >= seen
+    return may_be_newer(record.modified_on, seen, whole_seconds=side == Side.DATAVERSE)
 
 
 _TRIGGER_OF_KIND = {

@@ -204,11 +204,13 @@ class SyncService:
         job_id: str | None = None,
         scheduled: bool = False,
         known: dict[str, RemoteRecord] | None = None,
+        read_dv: dict[str, str | None] | None = None,
         _attempt: int = 0,
     ) -> SyncOutcome:
         """Synchronizes these coupled pairs in ``direction``; one result per coupling. A write refused because
         the record changed after it was read (412: another worker, or a change in between) is re-read and
-        re-planned once, so a concurrent writer's values are merged, not lost and not reported as failures."""
+        re-planned once, so a concurrent writer's values are merged, not lost and not reported as failures.
+        ``read_dv`` (when given) receives the ETag of every Dataverse row this sync read, by id."""
         if not couplings:
             return SyncOutcome()
         if mapping.lines is not None:  # #21: documents sync a header with its lines as one unit
@@ -220,6 +222,8 @@ class SyncService:
             mapping, couplings, direction, force=force, honour_skipped=honour_skipped,
             known=known if _attempt == 0 else None,
         )  # fmt: skip
+        if read_dv is not None:
+            read_dv.update({i: r.etag for i, r in d.dv_recs.items()})
         dv_ops = _dv_ops(d.codec, d.plans, d.dv_recs, d.blocked)
         bc_ops = [WriteOp("update", ref=r, id=r, fields=f, etag=d.bc_recs[r].etag) for r, f in d.bc_payloads.items()]
         writes = _Writes(
@@ -235,7 +239,7 @@ class SyncService:
         if stale:
             again = await self.sync_couplings(
                 mapping, stale, direction, force=force, honour_skipped=honour_skipped, job_id=job_id,
-                scheduled=scheduled, _attempt=1,
+                scheduled=scheduled, read_dv=read_dv, _attempt=1,
             )  # fmt: skip
             outcome.merge(again)
         return outcome

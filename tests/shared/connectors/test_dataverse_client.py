@@ -11,6 +11,7 @@ import pytest
 
 from local.dv_sim import create_app
 from shared.connectors import DataverseClient
+from shared.connectors.dataverse import columns_missing_from
 from shared.domain.model import WriteOp
 from shared.errors import PermanentError, PreconditionFailedError
 from tests.shared.connectors.sim_helpers import FakeCredential, LosingProxy, Sim
@@ -190,6 +191,33 @@ async def test_change_tracking_updates_deletions_and_expiry(sim: Sim, dv: Datave
     assert len(expired) == 1 and expired[0].full_resync_required and expired[0].is_last
 
 
+async def test_a_delta_link_lacking_a_column_now_selected_reads_the_changed_rows_again(
+    sim: Sim, dv: DataverseClient
+) -> None:
+    """A field added or enabled after the delta link was made: its column must arrive, not read as empty."""
+    await sim.seed("accounts", 3, fields={"telephone1": "+1 1"})
+    pages = [p async for p in dv.iter_changes("accounts", None, select=["name"])]
+    delta, rows = pages[-1].next_cursor, [r for p in pages for r in p.records]
+    assert delta and "telephone1" not in rows[0].fields
+    await dv.write_many("accounts", [WriteOp("update", "u", id=rows[0].id, fields={"name": "edited"})])
+    reads = dv.calls.by_kind["read"]
+    changes = [p async for p in dv.iter_changes("accounts", delta, select=["name", "telephone1"])]
+    [row] = [r for p in changes for r in p.records]
+    assert row.id == rows[0].id and row.fields["name"] == "edited" and row.fields["telephone1"] == "+1 1"
+    assert dv.calls.by_kind["read"] - reads == 2  # the delta page, then its changed rows with every column
+    assert changes[-1].next_cursor and changes[-1].next_cursor != delta
+    same = [p async for p in dv.iter_changes("accounts", delta, select=["name"])]  # nothing missing: no re-read
+    assert dv.calls.by_kind["read"] - reads == 3 and "telephone1" not in same[-1].records[0].fields
+
+
+def test_columns_missing_from_a_delta_links_select() -> None:
+    link = "https://org/api/data/v9.2/accounts?%24select=name%2Caccountid&%24deltatoken=919042%2108"
+    assert columns_missing_from(link, ["name", "telephone1", "accountid"]) == ["telephone1"]
+    assert columns_missing_from(link, ["Name", "accountid"]) == []
+    assert columns_missing_from("https://org/api/data/v9.2/accounts?$deltatoken=1", ["telephone1"]) == []
+    assert columns_missing_from(link, None) == []
+
+
 async def test_a_table_without_change_tracking_is_read_by_modifiedon(sim: Sim, dv: DataverseClient) -> None:
     await sim.control("POST", "/_sim/config", {"untracked": ["accounts"]})
     await sim.seed("accounts", 5)
@@ -203,6 +231,21 @@ async def test_a_table_without_change_tracking_is_read_by_modifiedon(sim: Sim, d
     # whole seconds: the last second is read again (the engine's echo check drops the unchanged rows)
     assert rows[0].id in {r.id for r in changes}
     assert {r.id: r for r in changes}[rows[0].id].fields["name"] == "changed"
+
+
+async def test_a_modifiedon_watermark_equal_to_a_rows_stamp_reads_the_row_again(sim: Sim, dv: DataverseClient) -> None:
+    """Whole seconds: a row edited in the watermark's second carries the watermark's stamp; ``ge`` hands it over."""
+    await sim.control("POST", "/_sim/config", {"untracked": ["accounts"]})
+    await sim.seed("accounts", 3)
+    rows = [r for p in [p async for p in dv.iter_changes("accounts", None, select=["name"])] for r in p.records]
+    await dv.write_many("accounts", [WriteOp("update", "u", id=rows[0].id, fields={"name": "edited"})])
+    stamp = (await dv.get_many("accounts", [rows[0].id]))[rows[0].id].modified_on
+    assert stamp is not None and stamp.microsecond == 0
+    watermark = "modifiedon:" + stamp.strftime("%Y-%m-%dT%H:%M:%SZ")  # equal to the edited row's stamp
+    pages = [p async for p in dv.iter_changes("accounts", watermark, select=["name"])]
+    again = {r.id: r for p in pages for r in p.records}
+    assert again[rows[0].id].fields["name"] == "edited" and again[rows[0].id].modified_on == stamp
+    assert pages[-1].next_cursor == watermark  # nothing newer: the watermark stays in that second
 
 
 async def test_get_many_chunks_and_missing_ids(sim: Sim, dv: DataverseClient) -> None:

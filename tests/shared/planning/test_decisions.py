@@ -1,3 +1,7 @@
+from datetime import UTC, datetime
+
+import pytest
+
 from shared.planning.decisions import (
     DUPLICATE_KEY,
     PARENT_NOT_COUPLED,
@@ -10,8 +14,11 @@ from shared.planning.decisions import (
     failure_code,
     failure_message,
     failure_transient,
+    holds_synced_values,
+    may_be_newer,
     parent_missing_message,
     replan,
+    synced_in_this_run,
 )
 
 
@@ -111,3 +118,62 @@ def test_classifications_applied_twice_change_nothing() -> None:
         assert failure_code(WriteFailure(f.kind, f.status, f.code, failure_transient(f))) == failure_code(f)
     s = FailureState(2, "x", "failed", True)
     assert after_failure(s, "x", False, 2).skipped  # a skipped coupling stays skipped until a success
+
+
+# Change-feed rows: Dataverse stamps modifiedon in whole seconds, BC in milliseconds.
+SECOND = datetime(2026, 12, 3, 10, 0, 1, tzinfo=UTC)  # the stamp of our write (and of an edit in its second)
+NEXT = datetime(2026, 12, 3, 10, 0, 2, tzinfo=UTC)
+BEFORE = datetime(2026, 12, 3, 10, 0, 0, tzinfo=UTC)
+PHONE = ["phone"]
+WROTE = {"phone": "+1 01", "name": "Contoso"}  # the snapshot of our write
+
+
+def needs_work(stamp: datetime, seen: datetime, now: dict[str, str], *, whole_seconds: bool = True) -> bool:
+    return may_be_newer(stamp, seen, whole_seconds=whole_seconds) and not holds_synced_values(PHONE, now, WROTE)
+
+
+def test_a_persons_edit_in_the_second_of_our_write_is_a_change() -> None:
+    # same stamp as our write, a value that differs from what we wrote
+    assert needs_work(SECOND, SECOND, {"phone": "+1 02", "name": "Contoso"})
+
+
+def test_our_write_coming_back_is_an_echo() -> None:
+    assert may_be_newer(SECOND, SECOND, whole_seconds=True)  # a candidate by its stamp...
+    assert not needs_work(SECOND, SECOND, {"phone": "+1 01", "name": "Contoso"})  # ...and dropped by its values
+    assert not needs_work(SECOND, SECOND, {"phone": "+1 01", "name": "Renamed", "unmapped": "x"})  # not a flowing key
+
+
+def test_a_stamp_equal_to_what_was_seen_is_a_candidate_only_with_whole_seconds() -> None:
+    assert may_be_newer(SECOND, SECOND, whole_seconds=True)
+    assert not may_be_newer(SECOND, SECOND, whole_seconds=False)  # BC: the very version we saw
+    assert not needs_work(SECOND, SECOND, {"phone": "+1 02"}, whole_seconds=False)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "seen", "whole_seconds", "expected"),
+    [
+        (NEXT, SECOND, True, True),
+        (NEXT, SECOND, False, True),
+        (BEFORE, SECOND, True, False),  # older than the last sync: the feed's overlap handing it over again
+        (BEFORE, SECOND, False, False),
+        (None, SECOND, True, True),  # no stamp or never seen: cannot rule it out
+        (SECOND, None, False, True),
+    ],
+)
+def test_may_be_newer(stamp: datetime | None, seen: datetime | None, whole_seconds: bool, expected: bool) -> None:
+    assert may_be_newer(stamp, seen, whole_seconds=whole_seconds) is expected
+
+
+def test_a_field_never_synced_or_no_flowing_field_is_a_change() -> None:
+    assert not holds_synced_values(["phone", "email"], {"phone": "+1 01", "email": "a@x"}, WROTE)  # email unseen
+    assert not holds_synced_values([], {"phone": "+1 01"}, WROTE)
+    assert holds_synced_values(PHONE, {"phone": "+1 01"}, WROTE)
+    assert not holds_synced_values(PHONE, {}, WROTE)  # the value was cleared
+
+
+def test_a_dataverse_version_the_bc_pass_synced_is_not_synced_again_but_a_newer_one_is() -> None:
+    read = {"d1": 'W/"7"', "d2": None}
+    assert synced_in_this_run(read, "d1", 'W/"7"')  # the very version the BC pass read
+    assert not synced_in_this_run(read, "d1", 'W/"8"')  # edited after that read: a change
+    assert not synced_in_this_run(read, "d3", 'W/"7"')  # not read by the BC pass
+    assert not synced_in_this_run(read, "d2", None)  # no version to compare: synced

@@ -3,6 +3,8 @@ against the simulators and Azurite in tests/integration)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from shared.config import Settings
@@ -379,6 +381,67 @@ async def test_changes_already_seen_are_skipped_without_reads_or_table_writes(en
     newer = (await engine.bc.get_many("customers", [b]))[b]
     outcome = await jobs.process_changes(mapping, Side.BC, [newer], [], None)
     assert outcome.counts["modified"] == 1 and dv_of(engine).get("accounts", d)["telephone1"] == "777"
+
+
+async def incremental_job(engine: Engine) -> dict[str, int]:
+    jobs = JobService(engine)
+    job = await jobs.start("CUSTOMER", "incremental", "bidirectional", full=False)
+    await jobs.handle(engine.publisher.take()[0])  # type: ignore[attr-defined]
+    done = await engine.jobs.get(job.job_id)
+    return dict(done.counts)
+
+
+async def test_an_incremental_job_drops_our_echo_and_takes_an_edit_stamped_in_the_second_of_our_write(
+    engine: Engine,
+) -> None:
+    b, d = await couple_synced(engine)
+    await incremental_job(engine)
+    bc_of(engine).update("customers", b, phoneNumber="222")
+    await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)  # our write
+    ours = (await engine.couplings.get_by_bc_id("CUSTOMER", b)).dv_modified_on
+    assert ours is not None and dv_of(engine).meta["accounts"][d][1] == ours
+    bc_writes = len(bc_of(engine).writes)
+    assert (await incremental_job(engine))["modified"] == 0  # both feeds hand our write back: echoes
+    assert len(bc_of(engine).writes) == bc_writes
+    dv_of(engine).update("accounts", d, telephone1="999")  # a person's edit...
+    etag, _ = dv_of(engine).meta["accounts"][d]
+    dv_of(engine).meta["accounts"][d] = (etag, ours)  # ...stamped in the whole second of our write
+    assert (await incremental_job(engine))["modified"] == 1
+    assert bc_of(engine).get("customers", b)["phoneNumber"] == "999"
+
+
+async def test_a_pair_changed_on_both_sides_is_synced_once_per_incremental_job(engine: Engine) -> None:
+    b, d = await couple_synced(engine)
+    await incremental_job(engine)
+    bc_of(engine).update("customers", b, phoneNumber="222")
+    dv_of(engine).update("accounts", d, telephone1="333")  # both feeds hand the pair over
+    counts = await incremental_job(engine)
+    assert counts["failed"] == 1, counts  # one conflict, not one per feed
+    coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
+    assert coupling.consecutive_failures == 1 and not coupling.skipped  # skipped only after a second run
+    [error] = (await engine.errors.list_page(mapping="CUSTOMER"))[0]
+    assert error.code == "update_conflict" and error.attempts == 1
+
+
+async def test_a_dataverse_edit_after_the_bc_pass_read_the_row_is_synced_in_the_same_job(engine: Engine) -> None:
+    b, d = await couple_synced(engine)
+    await incremental_job(engine)
+    bc_of(engine).update("customers", b, phoneNumber="222")
+    dv_of(engine).update("accounts", d, telephone1="333")
+    read = engine.dv.get_many
+
+    async def read_then_a_person_edits(*args: Any, **kw: Any) -> Any:
+        out = await read(*args, **kw)
+        if dv_of(engine).get("accounts", d)["telephone1"] == "333":
+            dv_of(engine).update("accounts", d, telephone1="222")  # resolves the conflict, after the read
+        return out
+
+    engine.dv.get_many = read_then_a_person_edits  # type: ignore[method-assign]
+    counts = await incremental_job(engine)
+    assert counts["failed"] == 1  # the BC pass saw the conflict; the Dataverse pass the newer version
+    coupling = await engine.couplings.get_by_bc_id("CUSTOMER", b)
+    assert coupling.last_sync_result == "succeeded" and "222" in coupling.dv_values.values(), coupling
+    assert (await engine.errors.list_page(mapping="CUSTOMER"))[0] == []  # the conflict's error closed
 
 
 async def test_number_assigned_by_bc_on_create_reaches_dataverse_at_once(engine: Engine) -> None:
