@@ -1,0 +1,108 @@
+"""The client's side of the services' request windows (``shared.connectors.http``: ``pacing_wait``,
+``RequestWindow``, ``PacingPolicy``): a request waits for its slot instead of being refused."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from local.simcore import ServiceLimits, install_sim_core
+from shared.connectors._odata import DATAVERSE_MAX_URL_BYTES, MAX_URL_BYTES, chunk_ids_by_url
+from shared.connectors.http import RequestWindow, ServiceHttp, pacing_wait
+from tests.shared.connectors.test_connectors_http import FakeCredential
+
+
+def test_a_request_fits_while_the_window_has_room() -> None:
+    assert pacing_wait([1.0, 2.0], 0, 3.0, limit=3, seconds=5) == 0.0
+    assert pacing_wait([], 2, 3.0, limit=3, seconds=5) == 0.0
+
+
+def test_a_full_window_frees_when_its_oldest_answer_is_a_window_old() -> None:
+    assert pacing_wait([1.0, 2.0, 2.5], 0, 3.0, limit=3, seconds=5) == 3.0  # 1.0 + 5 - 3.0
+    # one in flight as well: the second oldest must leave too
+    assert pacing_wait([1.0, 2.0, 2.5], 1, 3.0, limit=3, seconds=5) == 4.0
+
+
+def test_every_slot_in_flight_waits_for_an_answer() -> None:
+    assert pacing_wait([], 3, 3.0, limit=3, seconds=5) is None
+    assert pacing_wait([1.0], 3, 3.0, limit=3, seconds=5) is None
+
+
+def test_a_hold_from_retry_after_comes_first() -> None:
+    assert pacing_wait([], 0, 3.0, limit=3, seconds=5, hold_until=4.5) == 1.5
+    assert pacing_wait([], 0, 5.0, limit=3, seconds=5, hold_until=4.5) == 0.0
+
+
+async def test_the_window_never_lets_more_than_its_limit_through() -> None:
+    window = RequestWindow(3, 0.3)
+    sent: list[float] = []
+
+    async def one() -> None:
+        await window.acquire()
+        sent.append(time.monotonic())
+        await asyncio.sleep(0.01)
+        await window.release(counted=True)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one() for _ in range(7)))
+    rel = sorted(t - t0 for t in sent)
+    assert rel[2] < 0.1 and rel[3] >= 0.3 and rel[6] >= 0.6  # 3 at once, then one window per 3
+    for i in range(3, 7):
+        assert rel[i] >= rel[i - 3] + 0.3  # a sliding window, counted from each answer
+
+
+async def test_a_refused_request_takes_no_slot() -> None:
+    window = RequestWindow(1, 10)
+    await window.acquire()
+    await window.release(counted=False)
+    await asyncio.wait_for(window.acquire(), 0.1)
+
+
+async def test_a_simulator_window_is_never_exceeded_and_a_429_holds_the_client() -> None:
+    """Against the simulators' own service protection: paced, 9 requests through a window of 3 per 0.4 s
+    meet no 429; unpaced (only Retry-After), the same requests are refused and wait whole seconds."""
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    core = install_sim_core(app, name="t", route_key=lambda r: "x", error_body=lambda s, r, m: {"error": m},
+                            auth=None, limits=ServiceLimits(requests_per_window=3, window_seconds=0.4),
+                            on_reset_data=lambda: None)  # fmt: skip
+    app.router.add_get("/x", ok)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    base = str(server.make_url("")).rstrip("/")
+
+    def http(**kw: Any) -> ServiceHttp:
+        return ServiceHttp(service="t", base_url=base, credential=FakeCredential(), scope="api://x/.default",
+                           max_concurrency=4, **kw)  # fmt: skip
+
+    paced = http(requests_per_window=3, window_seconds=0.4)
+    t0 = time.monotonic()
+    await asyncio.gather(*(paced.request("GET", f"{base}/x") for _ in range(9)))
+    paced_s = time.monotonic() - t0
+    assert core.throttled == 0 and paced.calls.total == 9
+    assert 0.8 <= paced_s < 1.6
+    await paced.aclose()
+
+    unpaced = http()
+    t0 = time.monotonic()
+    await asyncio.gather(*(unpaced.request("GET", f"{base}/x") for _ in range(4)))
+    assert core.throttled >= 1 and unpaced.calls.throttled >= 1
+    assert time.monotonic() - t0 >= 1.0  # Retry-After: whole seconds
+    await unpaced.aclose()
+    await server.close()
+
+
+def test_dataverse_id_queries_use_its_documented_url_length() -> None:
+    ids = [f"{i:08x}-0000-0000-0000-000000000000" for i in range(2000)]
+    base = len("https://org.crm.dynamics.com/api/data/v9.2/accounts")
+    dv = list(chunk_ids_by_url(ids, field="accountid", base_len=base, dataverse=True))
+    generic = list(chunk_ids_by_url(ids, field="accountid", base_len=base, dataverse=True, budget=MAX_URL_BYTES))
+    assert [i for c in dv for i in c] == ids
+    assert len(dv) == 4 and len(generic) == 12 and DATAVERSE_MAX_URL_BYTES < 32_768
