@@ -89,6 +89,18 @@ async def _run_job(env: BenchEnv, within: float) -> dict[str, Any]:
         await asyncio.sleep(0.1)
 
 
+async def _settled_queue(env: BenchEnv, within: float = 30) -> dict[str, int]:
+    """The queue once the last settlements reached the peer: they arrive after the job row says finished
+    (0.5 s was not enough on a loaded box: 2 messages still locked at load 18). Whatever is still active or
+    locked after ``within`` seconds is reported as it is, and fails the run."""
+    deadline = time.monotonic() + within
+    while True:
+        queue = await queue_counts(env)
+        if queue.get("active", 0) == queue.get("locked", 0) == 0 or time.monotonic() > deadline:
+            return queue
+        await asyncio.sleep(0.2)
+
+
 async def _worker_shares(env: BenchEnv) -> dict[str, dict[str, int]]:
     out = {}
     for name, url in env.stack.worker_urls.items():
@@ -140,8 +152,7 @@ async def one_run(cfg: ScaleoutConfig, workers: int) -> dict[str, Any]:
         after = await asyncio.gather(env.bc_sim.stats(), env.dv_sim.stats())
         for sim in (env.bc_sim, env.dv_sim):
             await sim.latency(0)
-        await asyncio.sleep(0.5)  # the last settlement reaches the peer after the job row says finished
-        queue = await queue_counts(env)
+        queue = await _settled_queue(env)
         shares = await _worker_shares(env)
         checked = await verify(env, cfg.records, {}, {})
     counts = job["counts"]
