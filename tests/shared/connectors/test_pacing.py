@@ -106,3 +106,22 @@ def test_dataverse_id_queries_use_its_documented_url_length() -> None:
     generic = list(chunk_ids_by_url(ids, field="accountid", base_len=base, dataverse=True, budget=MAX_URL_BYTES))
     assert [i for c in dv for i in c] == ids
     assert len(dv) == 4 and len(generic) == 12 and DATAVERSE_MAX_URL_BYTES < 32_768
+
+
+async def test_clients_built_from_settings_pace_to_the_configured_windows() -> None:
+    from shared.config import Settings
+    from shared.connectors.business_central import BusinessCentralClient
+    from shared.connectors.dataverse import DataverseClient
+
+    default = Settings()
+    bc, dv = BusinessCentralClient(default, None), DataverseClient(default, None)
+    assert bc.calls is not None and bc._http.window is not None and dv._http.window is not None
+    assert (bc._http.window.limit, bc._http.window.seconds) == (6000, 300)  # the documented per-user windows
+    assert (dv._http.window.limit, dv._http.window.seconds) == (6000, 300)
+    scaled = default.model_copy(update={"bc_requests_per_window": 10, "bc_window_seconds": 5,
+                                        "dataverse_requests_per_window": 0})  # fmt: skip
+    bc2, dv2 = BusinessCentralClient(scaled, None), DataverseClient(scaled, None)
+    assert bc2._http.window is not None and (bc2._http.window.limit, bc2._http.window.seconds) == (10, 5)
+    assert dv2._http.window is None  # 0: paced by 429s only
+    for client in (bc, dv, bc2, dv2):
+        await client.aclose()
