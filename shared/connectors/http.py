@@ -208,16 +208,21 @@ class RequestWindow:
         """Nothing is sent for ``seconds`` (a 429's ``Retry-After``)."""
         self._hold_until = max(self._hold_until, self._clock() + seconds)
 
-    async def acquire(self) -> None:
-        """Waits for a slot of the window (and the end of a hold); the request then counts as in flight."""
+    async def acquire(self, *, max_wait: float | None = None) -> float | None:
+        """Waits for a slot of the window (and the end of a hold); the request then counts as in flight and
+        None is returned. A slot further away than ``max_wait`` seconds is not waited for: the seconds it is
+        away are returned and nothing is taken (the caller is throttled, as by a 429 that far)."""
         cond = self._condition()
         async with cond:
             while (wait := self._wait()) != 0:
+                if wait is not None and max_wait is not None and wait > max_wait:
+                    return wait
                 try:
                     await asyncio.wait_for(cond.wait(), wait)
                 except TimeoutError:
                     pass
             self._in_flight += 1
+        return None
 
     async def release(self, *, counted: bool) -> None:
         """The request answered; ``counted``: it took a slot of the service's window (not refused with 429)."""
@@ -230,14 +235,25 @@ class RequestWindow:
 
 
 class PacingPolicy(AsyncHTTPPolicy):  # type: ignore[type-arg]
-    """Every attempt takes a slot of the client's ``RequestWindow``; a 429 with ``Retry-After`` holds the window."""
+    """Every attempt takes a slot of the client's ``RequestWindow``; a 429 with ``Retry-After`` holds the window.
+    A slot further away than ``max_wait`` (the retry policy's whole budget) raises ``ThrottledError`` at once,
+    as the service's 429 would after the same wait: the message is retried later instead of holding a worker."""
 
-    def __init__(self, window: RequestWindow) -> None:
+    def __init__(self, window: RequestWindow, *, service: str, max_wait: float) -> None:
         super().__init__()
         self.window = window
+        self.service = service
+        self.max_wait = max_wait
 
     async def send(self, request: PipelineRequest) -> PipelineResponse:  # type: ignore[type-arg]
-        await self.window.acquire()
+        if (away := await self.window.acquire(max_wait=self.max_wait)) is not None:
+            raise ThrottledError(
+                f"{self.service}: the client's request window is full for {away:.0f} s",
+                retry_after=away,
+                code="ClientRequestWindowFull",
+                status=429,
+                service=self.service,
+            )
         refused = False
         try:
             response = await self.next.send(request)
@@ -509,7 +525,7 @@ class ServiceHttp:
         if credential is not None:
             policies.append(AsyncBearerTokenCredentialPolicy(credential, scope))
         if self.window is not None:
-            policies.append(PacingPolicy(self.window))
+            policies.append(PacingPolicy(self.window, service=service, max_wait=retry_total_timeout))
         policies += [
             ConcurrencyPolicy(self.limiter, dop_header=dop_header),
             DependencyTracingPolicy(service),  # one dependency span per attempt (429s included)

@@ -7,12 +7,14 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from local.simcore import ServiceLimits, install_sim_core
 from shared.connectors._odata import DATAVERSE_MAX_URL_BYTES, MAX_URL_BYTES, chunk_ids_by_url
 from shared.connectors.http import RequestWindow, ServiceHttp, pacing_wait
+from shared.errors import ThrottledError
 from tests.shared.connectors.test_connectors_http import FakeCredential
 
 
@@ -53,6 +55,38 @@ async def test_the_window_never_lets_more_than_its_limit_through() -> None:
     assert rel[2] < 0.1 and rel[3] >= 0.3 and rel[6] >= 0.6  # 3 at once, then one window per 3
     for i in range(3, 7):
         assert rel[i] >= rel[i - 3] + 0.3  # a sliding window, counted from each answer
+
+
+async def test_a_slot_further_than_the_retry_budget_throttles_at_once() -> None:
+    window = RequestWindow(1, 60)
+    assert await window.acquire() is None
+    await window.release(counted=True)
+    away = await asyncio.wait_for(window.acquire(max_wait=1), 0.5)
+    assert away is not None and 59 < away <= 60  # nothing taken: the caller is throttled
+    assert await window.acquire(max_wait=1) is not None  # still nothing taken
+
+
+async def test_a_full_client_window_raises_throttled_without_sending() -> None:
+    sent = 0
+
+    async def ok(request: web.Request) -> web.Response:
+        nonlocal sent
+        sent += 1
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/x", ok)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    base = str(server.make_url("")).rstrip("/")
+    http = ServiceHttp(service="t", base_url=base, credential=FakeCredential(), scope="api://x/.default",
+                       max_concurrency=4, requests_per_window=1, window_seconds=60, retry_total_timeout=2)  # fmt: skip
+    await http.request("GET", f"{base}/x")
+    with pytest.raises(ThrottledError) as caught:
+        await asyncio.wait_for(http.request("GET", f"{base}/x"), 1)
+    await http.aclose()
+    await server.close()
+    assert sent == 1 and caught.value.retry_after is not None and caught.value.retry_after > 50
 
 
 async def test_a_refused_request_takes_no_slot() -> None:
