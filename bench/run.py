@@ -159,6 +159,7 @@ async def throttled(env: BenchEnv, cfg: Config) -> dict[str, Any]:
         limits = await _limit(env, cfg)
         samples: list[dict[str, float]] = []
         stop = asyncio.Event()
+        load_before = os.getloadavg()[0]  # wall time is the figure here: the box's other work stretches it
         if who == "engine":
             sampler = asyncio.create_task(sample_progress(env, samples, who, stop))
             result = await engine_scenario(env, n, label="engine throttled")
@@ -175,6 +176,7 @@ async def throttled(env: BenchEnv, cfg: Config) -> dict[str, Any]:
         result["boundBy"] = binding(result["bounds"])["limit"]  # which limit set the bound
         result["boundSeconds"] = bound = binding(result["bounds"])["boundSeconds"]
         result["ofBound"] = round(bound / full["seconds"], 3) if bound and full["seconds"] else None
+        result["loadAverage"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # 1-min, before / after
         out["throttled" + who.capitalize()] = result
         series[who] = samples
     out["throttleSeries"] = series
