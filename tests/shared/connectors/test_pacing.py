@@ -159,3 +159,32 @@ async def test_clients_built_from_settings_pace_to_the_configured_windows() -> N
     assert dv2._http.window is None  # 0: paced by 429s only
     for client in (bc, dv, bc2, dv2):
         await client.aclose()
+
+
+async def test_paced_requests_reach_the_benchs_bound_of_the_simulators_sliding_window() -> None:
+    """bench/limits.py's bound, (⌈accepted ÷ limit⌉ − 1) × window, against the simulators' own window: 23
+    requests through 10 per 0.5 s cannot take less than 1 s (the 21st waits for the 11th to be a window old,
+    which waited for the 1st), and a paced client takes about that, with nothing refused."""
+    from bench.limits import bound_seconds
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    core = install_sim_core(app, name="t", route_key=lambda r: "x", error_body=lambda s, r, m: {"error": m},
+                            auth=None, limits=ServiceLimits(requests_per_window=10, window_seconds=0.5),
+                            on_reset_data=lambda: None)  # fmt: skip
+    app.router.add_get("/x", ok)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    base = str(server.make_url("")).rstrip("/")
+    http = ServiceHttp(service="t", base_url=base, credential=FakeCredential(), scope="api://x/.default",
+                       max_concurrency=5, requests_per_window=10, window_seconds=0.5)  # fmt: skip
+    t0 = time.monotonic()
+    await asyncio.gather(*(http.request("GET", f"{base}/x") for _ in range(23)))
+    took = time.monotonic() - t0
+    await http.aclose()
+    await server.close()
+    bound = bound_seconds(23, 10, 0.5)
+    assert bound == 1.0 and core.throttled == 0
+    assert bound <= took < bound + 1.0, took  # (slack for a loaded box)
