@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
 from bench.report import RESULTS_DIR, table, write
-from bench.run import SMALL, Config, run_all
+from bench.run import ONLY, SMALL, Config, run_all
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-scaleout", action="store_true", help="skip the 1- vs 2-instance run (bench/scaleout.py)")
     parser.add_argument("--no-e2e", action="store_true", help="skip the real-stack scenarios (bench/e2e.py)")
     parser.add_argument("--e2e-n", type=int, help="BC customers in the real-stack full job")
+    parser.add_argument("--only", choices=ONLY, help="run one scenario alone, print its JSON (no report written)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -50,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     if args.no_scaleout:
         cfg = dataclasses.replace(cfg, scaleout=None)
+    if args.only:
+        results = asyncio.run(run_all(dataclasses.replace(cfg, only=args.only)))
+        results.pop("throttleSeries", None)
+        print(json.dumps(results, indent=1, default=str))
+        return 0
     results = asyncio.run(run_all(cfg))
     path = write(results, args.out)
     print(table(results["figures"]))

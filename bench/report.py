@@ -104,7 +104,8 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         took = te["phases"][0]["seconds"]
         out.append(_fig(f"Throttled: engine full sync time vs the limits' bound, bound by {te.get('boundBy')}",
                         te["ofBound"], "≥ 0.9", lambda v: v >= 0.9,
-                        f"bound {te['boundSeconds']} s, took {took} s"))  # fmt: skip
+                        f"bound {te['boundSeconds']} s, took {took} s (engine CPU {te['phases'][0]['cpuSeconds']} s, "
+                        f"load {te.get('loadAverage')})"))  # fmt: skip
         v = te["verify"]
         out.append(_fig("Throttled: lost updates", v["lostUpdates"], "0", lambda x: x == 0))
         dups = v["duplicateRecords"] + v["duplicateCouplings"]
@@ -233,7 +234,10 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"**Bound by: {te.get('boundBy')}** — {te['boundSeconds']} s; the engine took "
             f"{te['phases'][0]['seconds']} s = {te['ofBound']} of the bound (target ≥ 0.9). 429s by reason: "
-            f"{te['phases'][0].get('throttledBy', {})}.",
+            f"{te['phases'][0].get('throttledBy', {})}. Engine CPU {te['phases'][0]['cpuSeconds']} s; the box's "
+            f"1-minute load average before / after: {te.get('loadAverage')} (2 cores: above ~2 the wall time "
+            "stretches). The engine paces itself to the scaled windows (`BC_REQUESTS_PER_WINDOW` / "
+            "`DATAVERSE_REQUESTS_PER_WINDOW`).",
             "",
             "Verification read both simulators and the coupling table:",
             "",

@@ -89,6 +89,24 @@ async def _run_job(env: BenchEnv, within: float) -> dict[str, Any]:
         await asyncio.sleep(0.1)
 
 
+async def _sample_load(loads: list[float]) -> None:
+    while True:
+        loads.append(os.getloadavg()[0])
+        await asyncio.sleep(1)
+
+
+async def _settled_queue(env: BenchEnv, within: float = 30) -> dict[str, int]:
+    """The queue once the last settlements reached the peer: they arrive after the job row says finished
+    (0.5 s was not enough on a loaded box: 2 messages still locked at load 18). Whatever is still active or
+    locked after ``within`` seconds is reported as it is, and fails the run."""
+    deadline = time.monotonic() + within
+    while True:
+        queue = await queue_counts(env)
+        if queue.get("active", 0) == queue.get("locked", 0) == 0 or time.monotonic() > deadline:
+            return queue
+        await asyncio.sleep(0.2)
+
+
 async def _worker_shares(env: BenchEnv) -> dict[str, dict[str, int]]:
     out = {}
     for name, url in env.stack.worker_urls.items():
@@ -132,16 +150,20 @@ async def one_run(cfg: ScaleoutConfig, workers: int) -> dict[str, Any]:
         before = await asyncio.gather(env.bc_sim.stats(), env.dv_sim.stats())
         cpu_before, tables_before = process_cpu(env), await table_requests(env)
         load_before = os.getloadavg()[0]  # the box's other work (shared cores) makes times noisy
+        loads: list[float] = []
+        sampler = asyncio.create_task(_sample_load(loads))
         started = time.perf_counter()
-        job = await _run_job(env, cfg.timeout_s)
+        try:
+            job = await _run_job(env, cfg.timeout_s)
+        finally:
+            sampler.cancel()
         seconds = time.perf_counter() - started
         cpu = {k: round(v - cpu_before.get(k, 0.0), 2) for k, v in process_cpu(env).items()}
         tables = await table_requests(env) - tables_before
         after = await asyncio.gather(env.bc_sim.stats(), env.dv_sim.stats())
         for sim in (env.bc_sim, env.dv_sim):
             await sim.latency(0)
-        await asyncio.sleep(0.5)  # the last settlement reaches the peer after the job row says finished
-        queue = await queue_counts(env)
+        queue = await _settled_queue(env)
         shares = await _worker_shares(env)
         checked = await verify(env, cfg.records, {}, {})
     counts = job["counts"]
@@ -165,7 +187,12 @@ async def one_run(cfg: ScaleoutConfig, workers: int) -> dict[str, Any]:
         **calls,
         "tableRequests": tables,
         "loadAverage": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # 1-min, before / after the job
+        "loadDuring": round(sum(loads) / len(loads), 2) if loads else None,  # mean 1-min load, sampled each second
         "cpuSecondsByProcess": cpu,  # what each process spent during the job (2 shared cores: the ceiling)
+        "cpuSeconds": round(sum(cpu.values()), 1),
+        "hostCpuSeconds": round(sum(v for k, v in cpu.items() if k.startswith("host")), 1),  # the part that scales
+        # The least wall time the box allows for that CPU, whatever the number of instances: all of it on all cores.
+        "boxFloorSeconds": round(sum(cpu.values()) / (os.cpu_count() or 1), 1),
         "messagesByWorker": {name: s["succeeded"] for name, s in shares.items()},
         "failedInvocations": sum(s["failed"] for s in shares.values()),
         "messagesHandled": handled,
@@ -226,7 +253,11 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     runs = s["runs"]
     first, last = runs[0], runs[-1]
-    note = ", ".join(f"{r['workers']} worker(s) {r['seconds']} s" for r in runs)
+    note = ", ".join(
+        f"{r['workers']} worker(s) {r['seconds']} s (CPU {r.get('cpuSeconds')} s, hosts {r.get('hostCpuSeconds')} s, "
+        f"box floor {r.get('boxFloorSeconds')} s, load {r.get('loadDuring')})"
+        for r in runs
+    )
     out = [
         _fig(
             f"Scale-out: {last['workers']} workers ÷ 1, full sync of {s['records']:,} records at "
@@ -272,15 +303,17 @@ def markdown(results: dict[str, Any]) -> list[str]:
         "spent during the job (the box's cores are shared by all of them).",
         "",
         "| workers | s | records/s | messages by worker | BC calls | DV calls | 429s | table requests"
-        " | CPU s by process | load avg before / after |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---|---|",
+        " | CPU s by process | CPU s in all / box floor s | load avg before / during / after |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---|---|---|",
     ]
     for r in s["runs"]:
         cpu = ", ".join(f"{k} {v}" for k, v in r["cpuSecondsByProcess"].items() if v >= 0.1)
+        before, after = r.get("loadAverage") or [None, None]
         lines.append(
             f"| {r['workers']} | {r['seconds']} | {r['recordsPerSecond']} | {r['messagesByWorker']} | "
             f"{r['bcRequests']} | {r['dvRequests']} | {r['bcThrottled'] + r['dvThrottled']} | {r['tableRequests']} | "
-            f"{cpu} | {r.get('loadAverage')} |"
+            f"{cpu} | {r.get('cpuSeconds')} / {r.get('boxFloorSeconds')} | "
+            f"{before} / {r.get('loadDuring')} / {after} |"
         )
     lines += ["", "How instances, `maxConcurrentCalls` and the batch sizes map to the services' limits: "
               "[docs/scaling.md](../../docs/scaling.md).", ""]  # fmt: skip

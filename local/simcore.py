@@ -66,7 +66,7 @@ class ServiceLimits:
     execution_seconds_per_window: float | None = None
     # Server cost charged to that budget per row a bulk operation writes (CreateMultiple/UpdateMultiple/
     # UpsertMultiple targets, $batch operations), on top of the handler's own time: the simulator writes a
-    # row in microseconds where Dataverse spends milliseconds (plug-ins, auditing, indexes). 0 = handler time only.
+    # row in microseconds where Dataverse spends milliseconds (plug-ins, auditing, indexes). 0 = handler CPU time only.
     execution_seconds_per_row: float = 0.0
 
     _CAMEL = {
@@ -272,7 +272,7 @@ class SimCore:
     by_route: collections.Counter[str] = field(default_factory=collections.Counter)
     throttled: int = 0
     throttled_by: collections.Counter[str] = field(default_factory=collections.Counter)  # 429s by reason
-    execution_seconds: float = 0.0  # execution time charged (handler time + rows x executionSecondsPerRow)
+    execution_seconds: float = 0.0  # execution time charged (handler CPU time + rows x executionSecondsPerRow)
     execution_max_seconds: float = 0.0  # the largest single charge
     rows_charged: int = 0  # rows bulk operations wrote (what executionSecondsPerRow is charged for)
     unauthorized: int = 0
@@ -500,6 +500,10 @@ def _make_middleware(core: SimCore) -> Any:
         core._in_flight[user] += 1
         core.in_flight_max = max(core.in_flight_max, sum(core._in_flight.values()))
         started = time.monotonic()
+        # Execution time is the service's own processing time: this process's CPU while the handler runs
+        # (all of it, so concurrent requests overcharge rather than undercharge), not the wall time, which a
+        # loaded box stretches, nor the injected latency (the network's, not the server's).
+        cpu_started = time.thread_time()
         try:
             if core.latency_ms:
                 await asyncio.sleep(core.latency_ms / 1000)
@@ -509,7 +513,7 @@ def _make_middleware(core: SimCore) -> Any:
             if core._in_flight[user] <= 0:
                 del core._in_flight[user]
             rows = request.get(SIM_ROWS, 0)
-            cost = time.monotonic() - started + rows * limits.execution_seconds_per_row
+            cost = time.thread_time() - cpu_started + rows * limits.execution_seconds_per_row
             core.execution_seconds += cost
             core.execution_max_seconds = max(core.execution_max_seconds, cost)
             core.rows_charged += rows

@@ -127,6 +127,12 @@ class Settings(BaseModel):
     history_days: int = Field(90, alias="SYNC_HISTORY_DAYS", ge=1)
     history_values: bool = Field(True, alias="SYNC_HISTORY_VALUES")
     # A change page larger than this is fanned out to workers in batches of fanout_batch_size records.
+    # Service protection per user, paced on the client's side (shared.connectors.http.RequestWindow): BC and
+    # Dataverse both document 6,000 requests per 5-minute sliding window. 0 = pace by 429s only.
+    bc_requests_per_window: int = Field(6000, alias="BC_REQUESTS_PER_WINDOW", ge=0)
+    bc_window_seconds: float = Field(300.0, alias="BC_WINDOW_SECONDS", gt=0)
+    dataverse_requests_per_window: int = Field(6000, alias="DATAVERSE_REQUESTS_PER_WINDOW", ge=0)
+    dataverse_window_seconds: float = Field(300.0, alias="DATAVERSE_WINDOW_SECONDS", gt=0)
     fanout_min_records: int = Field(1000, alias="SYNC_FANOUT_MIN_RECORDS", ge=1)
     fanout_batch_size: int = Field(2000, alias="SYNC_FANOUT_BATCH_SIZE", ge=1, le=5000)
 

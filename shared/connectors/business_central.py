@@ -76,9 +76,14 @@ class BusinessCentralClient(ServiceClient):
         natural_keys: Mapping[str, str] | None = None,
         retry_total_timeout: float = 30.0,
         retry_backoff_base: float = 0.5,
+        requests_per_window: int | None = None,
+        window_seconds: float = 300.0,
         transport: Any = None,
     ) -> None:
         if isinstance(endpoint, Settings):
+            if requests_per_window is None:  # the service's request window, paced on our side
+                requests_per_window = endpoint.bc_requests_per_window
+                window_seconds = endpoint.bc_window_seconds
             self.api_root = endpoint.bc_api_root.rstrip("/")
             company_id = company_id or endpoint.bc_company_id
             scope = scope or endpoint.bc_audience.rstrip("/") + "/.default"
@@ -100,6 +105,8 @@ class BusinessCentralClient(ServiceClient):
             max_concurrency=max_concurrency,
             retry_total_timeout=retry_total_timeout,
             retry_backoff_base=retry_backoff_base,
+            requests_per_window=requests_per_window or None,
+            window_seconds=window_seconds,
             transport=transport,
         )
 

@@ -100,9 +100,14 @@ class DataverseClient(ServiceClient):
         bulk_size: int = BULK_LIMIT,
         retry_total_timeout: float = 30.0,
         retry_backoff_base: float = 0.5,
+        requests_per_window: int | None = None,
+        window_seconds: float = 300.0,
         transport: Any = None,
     ) -> None:
         if isinstance(endpoint, Settings):
+            if requests_per_window is None:  # the service's request window, paced on our side
+                requests_per_window = endpoint.dataverse_requests_per_window
+                window_seconds = endpoint.dataverse_window_seconds
             self.api_root = endpoint.dataverse_api_root.rstrip("/")
             scope = scope or endpoint.dataverse_audience + "/.default"
         else:
@@ -132,6 +137,8 @@ class DataverseClient(ServiceClient):
             dop_header="x-ms-dop-hint",
             retry_total_timeout=retry_total_timeout,
             retry_backoff_base=retry_backoff_base,
+            requests_per_window=requests_per_window or None,
+            window_seconds=window_seconds,
             transport=transport,
         )
 

@@ -4,7 +4,9 @@ One azure-core async pipeline per client (built once per process), with these po
 
 ``_OptionsPolicy`` (moves our per-call options into the context so they survive retries) ->
 ``HeadersPolicy`` -> ``SyncRetryPolicy`` (THE retry site) -> ``AsyncBearerTokenCredentialPolicy`` ->
-``ConcurrencyPolicy`` (per-service limiter; a retry's sleep never holds a slot) -> ``DependencyTracingPolicy``
+``PacingPolicy`` (the service's request window, paced on our side; a 429's ``Retry-After`` holds every request
+of the client, not only the refused one) -> ``ConcurrencyPolicy`` (per-service limiter; a retry's sleep never
+holds a slot) -> ``DependencyTracingPolicy``
 (one OpenTelemetry span per attempt: Application Insights dependencies, 429 + Retry-After) -> ``_CountingPolicy``
 (one count per HTTP request actually sent, so ``calls`` matches what the service saw) -> ``_SafeLoggingPolicy``
 (method, URL, status, time; never headers, never tokens) -> ``AioHttpTransport`` (``trust_env=False``).
@@ -16,11 +18,12 @@ Failures become ``shared.errors`` classes through ``error_from_response`` (the s
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import quote, urlencode, urlsplit
@@ -146,6 +149,120 @@ class ConcurrencyPolicy(AsyncHTTPPolicy):  # type: ignore[type-arg]
             hint = response.http_response.headers.get(self._dop_header)
             if hint and hint.strip().isdigit():
                 await self.limiter.set_limit(int(hint))
+        return response
+
+
+# ----------------------------------------------------------------------------- pacing
+def pacing_wait(
+    finished: Sequence[float], in_flight: int, now: float, *, limit: int, seconds: float, hold_until: float = 0.0
+) -> float | None:
+    """How long one more request must wait to fit a sliding window of ``limit`` requests per ``seconds``.
+
+    ``finished``: when the answers of the window's requests arrived, oldest first (older than ``now - seconds``
+    already dropped); ``in_flight``: requests sent and not answered yet (they hold a slot). A service stamps a
+    request when it arrives, before its answer reaches us, so a slot counted from our answer's time never frees
+    early, whatever the latency. ``hold_until``: a 429's ``Retry-After`` (nothing is sent before it).
+    Returns 0 (send now), the seconds until a slot frees, or None when every slot is held by a request in
+    flight (wait for one to answer)."""
+    if now < hold_until:
+        return hold_until - now
+    over = len(finished) + in_flight - limit  # slots to free before one more fits
+    if over < 0:
+        return 0.0
+    if over >= len(finished):
+        return None
+    return max(finished[over] + seconds - now, 0.0)
+
+
+class RequestWindow:
+    """Our side of a service's per-user request window (BC and Dataverse: 6,000 per 5 minutes, sliding): a
+    request waits for its slot here instead of being sent, refused with a 429, and sent again after a
+    ``Retry-After`` rounded up to whole seconds. Several instances share the service's window, not this one:
+    their 429s still hold (``hold``) every request of this client."""
+
+    def __init__(self, limit: int, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if limit < 1 or seconds <= 0:
+            raise ValueError("a request window needs limit >= 1 and seconds > 0")
+        self.limit = limit
+        self.seconds = seconds
+        self._clock = clock
+        self._finished: collections.deque[float] = collections.deque()
+        self._in_flight = 0
+        self._hold_until = 0.0
+        self._cond: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:  # bound to the loop that uses it
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    def _wait(self) -> float | None:
+        now = self._clock()
+        while self._finished and self._finished[0] <= now - self.seconds:
+            self._finished.popleft()
+        return pacing_wait(
+            self._finished, self._in_flight, now, limit=self.limit, seconds=self.seconds, hold_until=self._hold_until
+        )
+
+    def hold(self, seconds: float) -> None:
+        """Nothing is sent for ``seconds`` (a 429's ``Retry-After``)."""
+        self._hold_until = max(self._hold_until, self._clock() + seconds)
+
+    async def acquire(self, *, max_wait: float | None = None) -> float | None:
+        """Waits for a slot of the window (and the end of a hold); the request then counts as in flight and
+        None is returned. A slot further away than ``max_wait`` seconds is not waited for: the seconds it is
+        away are returned and nothing is taken (the caller is throttled, as by a 429 that far)."""
+        cond = self._condition()
+        async with cond:
+            while (wait := self._wait()) != 0:
+                if wait is not None and max_wait is not None and wait > max_wait:
+                    return wait
+                try:
+                    await asyncio.wait_for(cond.wait(), wait)
+                except TimeoutError:
+                    pass
+            self._in_flight += 1
+        return None
+
+    async def release(self, *, counted: bool) -> None:
+        """The request answered; ``counted``: it took a slot of the service's window (not refused with 429)."""
+        cond = self._condition()
+        async with cond:
+            self._in_flight -= 1
+            if counted:
+                self._finished.append(self._clock())
+            cond.notify_all()
+
+
+class PacingPolicy(AsyncHTTPPolicy):  # type: ignore[type-arg]
+    """Every attempt takes a slot of the client's ``RequestWindow``; a 429 with ``Retry-After`` holds the window.
+    A slot further away than ``max_wait`` (the retry policy's whole budget) raises ``ThrottledError`` at once,
+    as the service's 429 would after the same wait: the message is retried later instead of holding a worker."""
+
+    def __init__(self, window: RequestWindow, *, service: str, max_wait: float) -> None:
+        super().__init__()
+        self.window = window
+        self.service = service
+        self.max_wait = max_wait
+
+    async def send(self, request: PipelineRequest) -> PipelineResponse:  # type: ignore[type-arg]
+        if (away := await self.window.acquire(max_wait=self.max_wait)) is not None:
+            raise ThrottledError(
+                f"{self.service}: the client's request window is full for {away:.0f} s",
+                retry_after=away,
+                code="ClientRequestWindowFull",
+                status=429,
+                service=self.service,
+            )
+        refused = False
+        try:
+            response = await self.next.send(request)
+            refused = response.http_response.status_code == 429
+        finally:
+            # A request that failed in transport may have reached the service: it keeps its slot.
+            await self.window.release(counted=not refused)
+        if refused and (retry_after := get_retry_after(response)):
+            self.window.hold(retry_after)
         return response
 
 
@@ -382,6 +499,8 @@ class ServiceHttp:
         retry_total_timeout: float = 30.0,
         retry_max_attempts: int = 10,
         retry_backoff_base: float = 0.5,
+        requests_per_window: int | None = None,
+        window_seconds: float = 300.0,
         connection_timeout: float = 10.0,
         read_timeout: float = 120.0,
         transport: Any = None,
@@ -389,6 +508,8 @@ class ServiceHttp:
         self.service = service
         self.calls = CallCounter()
         self.limiter = AdaptiveLimiter(max_concurrency, maximum=max_concurrency_limit or max_concurrency)
+        # The service's documented request window per user, paced here (None: only 429s pace the client).
+        self.window = RequestWindow(requests_per_window, window_seconds) if requests_per_window else None
         self.retry = SyncRetryPolicy(
             total_timeout=retry_total_timeout,
             max_attempts=retry_max_attempts,
@@ -403,6 +524,8 @@ class ServiceHttp:
         policies: list[Any] = [_OptionsPolicy(), HeadersPolicy(base_headers), self.retry]
         if credential is not None:
             policies.append(AsyncBearerTokenCredentialPolicy(credential, scope))
+        if self.window is not None:
+            policies.append(PacingPolicy(self.window, service=service, max_wait=retry_total_timeout))
         policies += [
             ConcurrencyPolicy(self.limiter, dop_header=dop_header),
             DependencyTracingPolicy(service),  # one dependency span per attempt (429s included)

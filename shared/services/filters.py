@@ -1,21 +1,24 @@
 """A mapping's table filter (BC) and integration table filter (Dataverse) in scheduled and webhook syncs:
 records of a change page outside the filter of their side are left alone (not synchronized, not created),
 as BC's job never reads them. The change feeds cannot carry a filter (Dataverse change tracking refuses
-``$filter``), so the records that need work are checked with one query per 100 ids: ``(<ids>) and
-(<filter>)`` (BC's ``in``, Dataverse's ``Microsoft.Dynamics.CRM.In``), the chunks concurrently (the
-connector's concurrency limit bounds them); no filter, no query."""
+``$filter``), so the records that need work are checked with queries ``(<ids>) and (<filter>)`` (BC's
+``in``, Dataverse's ``Microsoft.Dynamics.CRM.In``), as many ids per query as keep the URL under the clients'
+budget (``chunk_ids_by_url``: ~160 GUIDs; every query counts against the services' request windows), the
+chunks concurrently (the connector's concurrency limit bounds them); no filter, no query."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from urllib.parse import quote
 
-from shared.connectors._odata import dataverse_in_filter, in_filter
+from shared.connectors._odata import chunk_ids_by_url, dataverse_in_filter, in_filter
 from shared.domain.model import RemoteRecord, Side
 from shared.mappings.config import TableMapping
 from shared.services.engine import Engine
 
-CHUNK = 100  # ids per query: with a 2,000-character filter the URL stays under 8 KB
+# The URL around the ids: the entity's path (BC: below companies(<id>)), $select and the rest of the filter.
+_PATH_ALLOWANCE = 80
 
 
 async def within_filter(
@@ -37,6 +40,9 @@ async def within_filter(
             found.update(r.id for r in page)
         return found
 
-    found = await asyncio.gather(*(matching(ids[i : i + CHUNK]) for i in range(0, len(ids), CHUNK)))
+    rest = len(quote(f"() and ({filt})", safe="")) + len(f"&%24select={key}%2Cmodifiedon")
+    base_len = len(getattr(service, "api_root", "")) + len(entity) + _PATH_ALLOWANCE + rest
+    chunks = chunk_ids_by_url(ids, field=key, base_len=base_len, dataverse=side != Side.BC)
+    found = await asyncio.gather(*(matching(chunk) for chunk in chunks))
     keep = set().union(*found)
     return [r for r in records if r.id in keep]

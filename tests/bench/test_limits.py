@@ -34,3 +34,13 @@ def test_the_longest_bound_names_the_limit() -> None:
     assert binding(bounds)["limit"] == "Dataverse requests (10 / 5 s)"
     phase["executionSeconds"]["dv"] = 12.0  # a heavier write load: the execution budget binds
     assert binding(limit_bounds(phase, LIMITS, 4))["limit"].startswith("Dataverse execution time")
+
+
+def test_the_throttled_engine_paces_to_the_scaled_windows() -> None:
+    from bench.run import Config, _paced
+    from shared.config import Settings
+
+    paced = _paced(Config())
+    assert set(paced) <= set(Settings.model_fields)  # model_copy(update=...) would take a misspelt name silently
+    assert paced == {"bc_requests_per_window": 10, "bc_window_seconds": 5,
+                     "dataverse_requests_per_window": 10, "dataverse_window_seconds": 5}  # fmt: skip

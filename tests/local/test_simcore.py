@@ -26,8 +26,15 @@ def _app(auth: TokenValidator | None = None, limits: ServiceLimits | None = None
         await asyncio.sleep(0.2)
         return web.json_response({"ok": True})
 
+    async def busy(request: web.Request) -> web.Response:
+        end = time.thread_time() + 0.2  # 0.2 s of the server's CPU
+        while time.thread_time() < end:
+            pass
+        return web.json_response({"ok": True})
+
     app.router.add_get("/api/{entity}", fast)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/busy", busy)
     install_sim_core(
         app,
         name="test",
@@ -207,9 +214,12 @@ async def test_concurrency_limit(make_client) -> None:
 async def test_execution_time_limit(make_client) -> None:
     limits = ServiceLimits(execution_seconds_per_window=0.3, window_seconds=60)
     client = await make_client(_app(limits=limits)[0])
+    # Waiting (a slow answer, injected latency) is not execution: only the server's own processing counts.
     assert (await client.get("/slow")).status == 200
-    assert (await client.get("/slow")).status == 200
-    r = await client.get("/slow")
+    assert (await (await client.get("/_sim/stats")).json())["executionSeconds"] < 0.05
+    assert (await client.get("/busy")).status == 200
+    assert (await client.get("/busy")).status == 200
+    r = await client.get("/busy")
     assert r.status == 429 and (await r.json())["error"]["code"] == "throttled_execution"
     # The stats say which limit answered each 429 and what was charged (a benchmark names the binding limit).
     stats = await (await client.get("/_sim/stats")).json()

@@ -84,7 +84,8 @@ class LosingProxy:
         self.lose = lose
         self.lost = 0
         self.seen: list[tuple[str, str, dict[str, str]]] = []  # method, path + query, headers
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        # URLs as long as the simulators accept (Dataverse: 32 KB)
+        app = web.Application(client_max_size=64 * 1024 * 1024, handler_args={"max_line_size": 33_000})
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self.server = TestServer(app, host="127.0.0.1", port=0)
         self.session: aiohttp.ClientSession | None = None
