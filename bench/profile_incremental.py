@@ -32,11 +32,24 @@ def _line(p: Phase, changed: int) -> str:
         f"{p.name}: cpu {p.cpu_seconds:.2f} s = {p.cpu_seconds * 1000 / per:.3f} ms/changed; "
         f"bc {c['bcRequests']} dv {c['dvRequests']} calls; tableOps {c['tableOps']} "
         f"({c['tableOps'] / per:.3f}/changed); entitiesRead {c['entitiesRead']} "
-        f"({c['entitiesRead'] / per:.3f}/changed); job {p.job}"
+        f"({c['entitiesRead'] / per:.3f}/changed); job {p.job}; TLS handshakes so far {HANDSHAKES[0]}"
     )
 
 
 PLANS: dict[str, list[int]] = {}
+HANDSHAKES = [0]  # TLS handshakes completed by this process (new connections to Azurite, simulators, authority)
+
+
+def _count_handshakes() -> None:
+    from asyncio import sslproto
+
+    inner = sslproto.SSLProtocol._on_handshake_complete
+
+    def counted(self: Any, exc: BaseException | None) -> None:
+        HANDSHAKES[0] += 1
+        inner(self, exc)
+
+    sslproto.SSLProtocol._on_handshake_complete = counted  # type: ignore[method-assign]
 
 
 def _count_plans() -> None:
@@ -62,6 +75,7 @@ async def run(n: int, *, profile: bool, top: int, ticks: int) -> list[dict[str, 
     async with bench_env() as env:
         await seed(env, n, n)
         _count_plans()
+        _count_handshakes()
         full = await engine_sync(env, "full sync, create + couple", full=True, records=2 * n)
         print(_line(full, 2 * n), flush=True)
         PLANS.clear()
