@@ -40,6 +40,27 @@ PLANS: dict[str, list[int]] = {}
 HANDSHAKES = [0]  # TLS handshakes completed by this process (new connections to Azurite, simulators, authority)
 
 
+OPS: dict[str, int] = {}
+
+
+def _count_ops() -> None:
+    """Table requests per phase by kind (table, verb, point read / query / $batch)."""
+    from shared.stores.tables import OpCounter
+
+    inner = OpCounter.hook
+
+    def counted(self: OpCounter, request: Any) -> None:
+        r = request.http_request
+        path = r.url.split("?")[0].rsplit("/", 1)[-1]
+        kind = "$batch" if "$batch" in path else "point" if "PartitionKey=" in path else "query"
+        table = path.split("(")[0][11:] or path  # drops the bench's table prefix
+        key = f"{r.method} {table} {kind}"
+        OPS[key] = OPS.get(key, 0) + 1
+        inner(self, request)
+
+    OpCounter.hook = counted  # type: ignore[method-assign]
+
+
 def _count_handshakes() -> None:
     from asyncio import sslproto
 
@@ -72,13 +93,15 @@ def _count_plans() -> None:
 
 async def run(n: int, *, profile: bool, top: int, ticks: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    _count_plans()
+    _count_handshakes()
+    _count_ops()  # before the runtime is built: its pipeline holds the counter's hook
     async with bench_env() as env:
         await seed(env, n, n)
-        _count_plans()
-        _count_handshakes()
         full = await engine_sync(env, "full sync, create + couple", full=True, records=2 * n)
         print(_line(full, 2 * n), flush=True)
         PLANS.clear()
+        OPS.clear()
         prof = cProfile.Profile(time.process_time) if profile else None  # CPU, not wall time
         for tick in range(ticks):
             bc_new, dv_new = await update_share(env, 0.1, f"t{tick}")
@@ -93,7 +116,9 @@ async def run(n: int, *, profile: bool, top: int, ticks: int) -> list[dict[str, 
                 print(_line(p, changed), flush=True)
                 out.append(p.as_json())
             print(f"  lookup plans of the two phases (partition lookups, keys): {PLANS}", flush=True)
+            print(f"  table requests of the two phases: {dict(sorted(OPS.items()))}", flush=True)
             PLANS.clear()
+            OPS.clear()
     if prof:
         print(_by_package(prof))
         for key in ("cumulative", "tottime"):

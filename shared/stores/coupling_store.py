@@ -56,9 +56,9 @@ PART_CHARS = 30_000  # a string property holds ≤64 KiB (UTF-16): larger snapsh
 # wanted, else point reads — never a scan of a whole partition for a few ids (docs/storage.md, "Lookups").
 DENSE_SHARE = 16
 MIN_SCAN_KEYS = 32  # per partition (bucket), density not measured yet: below this, point reads (no probing scan)
-# Client CPU of a request (azure-core pipeline + aiohttp, ~0.5-0.6 ms) in units of one row of a query page
-# (JSON + key check, ~15 µs): what lookup_plan weighs (measured with bench/profile_incremental.py, #23).
-REQUEST_ROWS = 40
+# Client CPU of a request (azure-core pipeline + aiohttp over TLS, ~0.65-0.8 ms) in units of one coupling row of
+# a query page (JSON + key check, ~10 µs): what lookup_plan weighs (measured on Azurite, #23).
+REQUEST_ROWS = 64
 MIN_MEASURED_SPAN = 0.01  # a scan over less of the key space does not set the density estimate
 _HEX = 12  # leading hex digits of a GUID key that place it in the key space
 REPLACE_ATTEMPTS = 4
