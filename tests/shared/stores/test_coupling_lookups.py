@@ -88,13 +88,17 @@ async def test_moderately_dense_ids_are_key_list_queries_returning_only_them(tab
     batch = await _seeded(table_stores, 1500)
     store, counter = table_stores.couplings, table_stores.op_counter
     _ = [p async for p in store.iter_all(M)]
-    wanted = random.sample(batch, 150)  # ~1 in 10 of each bucket, spread over its whole key range
+    per_bucket: dict[str, list[Coupling]] = {}
+    for c in batch:
+        per_bucket.setdefault(partition_of(M, state_rk(c.bc_id)), []).append(c)
+    # 8 of each bucket's ~94 rows (1 in 12), spread over its whole key range: dense enough, <= 12 keys a bucket
+    wanted = [c for rows in per_bucket.values() for c in random.sample(rows, 8)]
     counter.reset()
     ENTITIES_READ.reset()
     found = await store.get_many_by_bc_ids(M, [c.bc_id for c in wanted])
     assert {(c.bc_id, c.dataverse_id) for c in found.values()} == {(c.bc_id, c.dataverse_id) for c in wanted}
-    assert ENTITIES_READ.reset() == 150  # only the rows asked for
-    assert counter.reset() <= 150 / KEYS_PER_QUERY + 2 * BUCKETS  # up to 12 ids a request, not one each
+    assert ENTITIES_READ.reset() == len(wanted) == 8 * BUCKETS  # only the rows asked for
+    assert counter.reset() == BUCKETS  # one key-list query per bucket, not one request per id
 
 
 def test_a_key_list_filter_is_bounded_by_its_keys_range() -> None:
