@@ -55,6 +55,10 @@ PART_CHARS = 30_000  # a string property holds ≤64 KiB (UTF-16): larger snapsh
 # entity of the partition's 2,000/s. So: a range scan when ≥ 1 in DENSE_SHARE rows of the keys' range is
 # wanted, else point reads — never a scan of a whole partition for a few ids (docs/storage.md, "Lookups").
 DENSE_SHARE = 16
+# A key-list query (12 ids a request, bounded by their key range) reads the range on the service but returns only
+# the ids: allowed up to 1 wanted in LIST_SHARE rows of the range (an incremental's changes + echoes are ~1 in 20
+# of a bucket at 10 % changed), where point reads would cost ~60x the client CPU per id (docs/storage.md).
+LIST_SHARE = 32
 MIN_SCAN_KEYS = 32  # per partition (bucket), density not measured yet: below this, point reads (no probing scan)
 # Client CPU of a request (azure-core pipeline + aiohttp over TLS, ~0.65-0.8 ms) in units of one coupling row of
 # a query page (JSON + key check, ~10 µs): what lookup_plan weighs (measured on Azurite, #23).
@@ -117,18 +121,20 @@ def lookup_plan(keys: int, rows_in_range: float | None) -> str:
     between the smallest and the largest key (None: not measured yet):
 
     - ``point``: a point read per key — when the keys are sparse in their range (fewer than 1 in
-      ``DENSE_SHARE`` of its rows wanted: never a scan of a partition for a few ids), or a lone key;
+      ``LIST_SHARE`` of its rows wanted: never a scan of a partition for a few ids), or a lone key;
     - ``list``: key-list queries of 12 keys each (the service reads the range, returns only the keys);
-    - ``scan``: one range scan (1,000 rows a page) when so dense that its rows cost less than the requests;
+    - ``scan``: one range scan (1,000 rows a page), at least 1 in ``DENSE_SHARE`` rows wanted and so dense
+      that its rows cost less client CPU than the key-list requests;
     - ``probe``: not measured, and enough keys for a probing range scan to pay (it measures the density).
     """
     if rows_in_range is None:
         return "probe" if keys >= MIN_SCAN_KEYS else "point"
-    if keys <= 1 or rows_in_range > DENSE_SHARE * keys:
+    if keys <= 1 or rows_in_range > LIST_SHARE * keys:
         return "point"
     list_cost = math.ceil(keys / KEYS_PER_QUERY) * REQUEST_ROWS + keys
     scan_cost = math.ceil(max(rows_in_range, 1) / MAX_PAGE) * REQUEST_ROWS + rows_in_range
-    return "scan" if keys > KEYS_PER_QUERY and scan_cost < list_cost else "list"
+    dense = rows_in_range <= DENSE_SHARE * keys
+    return "scan" if dense and keys > KEYS_PER_QUERY and scan_cost < list_cost else "list"
 
 
 def _position(prefix: str, key: str) -> float | None:

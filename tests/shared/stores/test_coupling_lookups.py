@@ -46,8 +46,9 @@ def _fresh_store(stores: Stores) -> TableCouplingStore:
 
 def test_lookup_plan_weighs_requests_against_rows_and_never_scans_for_sparse_keys() -> None:
     assert lookup_plan(1, 5.0) == "point"  # a lone key: one point read
-    assert lookup_plan(10, 161.0) == "point"  # 1 in 16.1 of the range wanted: sparse
-    assert lookup_plan(10, 160.0) == "list"  # 1 in 16: one key-list query for the 10
+    assert lookup_plan(10, 321.0) == "point"  # 1 in 32.1 of the range wanted: sparse
+    assert lookup_plan(10, 320.0) == "list"  # 1 in 32: one key-list query for the 10
+    assert lookup_plan(62, 1250.0) == "list"  # 1 in 20 (an incremental's ids in a bucket): 6 queries, no scan
     assert lookup_plan(2, 3.0) == "list"  # a key-list query returns only the keys: never a scan for <= 12
     assert lookup_plan(12, 12.0) == "list"
     assert lookup_plan(100, 300.0) == "scan"  # 1 request for 300 rows beats 9 key-list queries
