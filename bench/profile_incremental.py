@@ -81,8 +81,8 @@ def _count_plans() -> None:
     if inner is None:  # a version of the store before the plans
         return
 
-    def counted(keys: int, rows_in_range: float | None) -> str:
-        plan = inner(keys, rows_in_range)
+    def counted(keys: int, rows_in_range: float | None, *args: Any) -> str:
+        plan = inner(keys, rows_in_range, *args)
         PLANS.setdefault(plan, [0, 0])
         PLANS[plan][0] += 1
         PLANS[plan][1] += keys

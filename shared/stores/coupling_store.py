@@ -60,9 +60,10 @@ DENSE_SHARE = 16
 # of a bucket at 10 % changed), where point reads would cost ~60x the client CPU per id (docs/storage.md).
 LIST_SHARE = 32
 MIN_SCAN_KEYS = 32  # per partition (bucket), density not measured yet: below this, point reads (no probing scan)
-# Client CPU of a request (azure-core pipeline + aiohttp over TLS, ~0.65-0.8 ms) in units of one coupling row of
-# a query page (JSON + key check, ~10 µs): what lookup_plan weighs (measured on Azurite, #23).
-REQUEST_ROWS = 64
+# Client CPU of a request (azure-core pipeline + aiohttp, ~0.7-1.2 ms) in units of one row of a query page (JSON +
+# key check): ~14 µs a state row (snapshots), ~4 µs an index row. What lookup_plan weighs (measured on Azurite, #23).
+REQUEST_ROWS = 80
+INDEX_REQUEST_ROWS = 250
 MIN_MEASURED_SPAN = 0.01  # a scan over less of the key space does not set the density estimate
 _HEX = 12  # leading hex digits of a GUID key that place it in the key space
 REPLACE_ATTEMPTS = 4
@@ -116,7 +117,7 @@ def claim_verdict(*, holder: str, points_back: bool, claimed_at: datetime | None
     return "take"
 
 
-def lookup_plan(keys: int, rows_in_range: float | None) -> str:
+def lookup_plan(keys: int, rows_in_range: float | None, request_rows: int = REQUEST_ROWS) -> str:
     """How one partition's lookup of ``keys`` row keys reads them, given the rows of their kind estimated
     between the smallest and the largest key (None: not measured yet):
 
@@ -131,8 +132,8 @@ def lookup_plan(keys: int, rows_in_range: float | None) -> str:
         return "probe" if keys >= MIN_SCAN_KEYS else "point"
     if keys <= 1 or rows_in_range > LIST_SHARE * keys:
         return "point"
-    list_cost = math.ceil(keys / KEYS_PER_QUERY) * REQUEST_ROWS + keys
-    scan_cost = math.ceil(max(rows_in_range, 1) / MAX_PAGE) * REQUEST_ROWS + rows_in_range
+    list_cost = math.ceil(keys / KEYS_PER_QUERY) * request_rows + keys
+    scan_cost = math.ceil(max(rows_in_range, 1) / MAX_PAGE) * request_rows + rows_in_range
     dense = rows_in_range <= DENSE_SHARE * keys
     return "scan" if dense and keys > KEYS_PER_QUERY and scan_cost < list_cost else "list"
 
@@ -365,7 +366,8 @@ class TableCouplingStore:
         if span is None:  # not GUIDs: no density estimate
             return await point_rows(table, pk, keys)
         density = self._density.get((pk, prefix))  # rows of this kind per unit of key space
-        plan = lookup_plan(len(keys), None if density is None else density * span)
+        cost = REQUEST_ROWS if prefix == STATE else INDEX_REQUEST_ROWS  # index rows are small: scans cost less
+        plan = lookup_plan(len(keys), None if density is None else density * span, cost)
         if plan == "point":
             return await point_rows(table, pk, keys)
         if plan == "list":

@@ -52,7 +52,8 @@ def test_lookup_plan_weighs_requests_against_rows_and_never_scans_for_sparse_key
     assert lookup_plan(2, 3.0) == "list"  # a key-list query returns only the keys: never a scan for <= 12
     assert lookup_plan(12, 12.0) == "list"
     assert lookup_plan(100, 300.0) == "scan"  # 1 request for 300 rows beats 9 key-list queries
-    assert lookup_plan(100, 1500.0) == "list"  # 9 requests beat reading 1,500 rows
+    assert lookup_plan(100, 1500.0) == "list"  # 9 requests beat reading 1,500 state rows
+    assert lookup_plan(100, 1500.0, request_rows=250) == "scan"  # ... but not 1,500 small index rows
     assert lookup_plan(1000, 1000.0) == "scan"  # a full sync's page: its whole range
     assert lookup_plan(31, None) == "point"  # not measured: no probing scan for a few keys
     assert lookup_plan(32, None) == "probe"
