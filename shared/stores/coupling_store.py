@@ -51,9 +51,10 @@ STATE = "bc:"
 INDEX = "dv:"
 ARCHIVE = "h:"  # #22: the history of an uncoupled record (the state row held it while coupled)
 PART_CHARS = 30_000  # a string property holds ≤64 KiB (UTF-16): larger snapshots span several properties
-# A point read costs ~0.5 ms of client CPU (the azure-core pipeline) and 1 entity; a scanned row ~5 µs and 1
-# entity of the partition's 2,000/s. So: a range scan when ≥ 1 in DENSE_SHARE rows of the keys' range is
-# wanted, else point reads — never a scan of a whole partition for a few ids (docs/storage.md, "Lookups").
+# A point read costs ~0.7 ms of client CPU (the azure-core pipeline) and 1 entity; a scanned row ~4-14 µs and 1
+# entity of the partition's 2,000/s. So: a range scan only when >= 1 in DENSE_SHARE rows of the keys' range is
+# wanted, key-list queries down to 1 in LIST_SHARE, else point reads — never a scan of a whole partition for a
+# few ids (lookup_plan; docs/storage.md, "Lookups").
 DENSE_SHARE = 16
 # A key-list query (12 ids a request, bounded by their key range) reads the range on the service but returns only
 # the ids: allowed up to 1 wanted in LIST_SHARE rows of the range (an incremental's changes + echoes are ~1 in 20
@@ -353,7 +354,7 @@ class TableCouplingStore:
 
     async def _partition_rows(self, table: TableClient, pk: str, prefix: str, row_keys: list[str]) -> dict[str, Entity]:
         """Rows by key in one partition, touching only what the lookup needs (``lookup_plan``): concurrent point
-        reads, unless the keys are dense in their key range (at least 1 in ``DENSE_SHARE`` of the rows between
+        reads, unless the keys are dense in their key range (at least 1 in ``LIST_SHARE`` of the rows between
         the smallest and the largest key is wanted): then key-list queries (12 keys a request, only the keys
         returned) or, denser still (e.g. a full sync's page), a range scan (~1 request per 1,000 rows). Ids are
         GUIDs (uniform in the key space, also within a bucket), so the share is estimated from the partition's

@@ -711,8 +711,8 @@ async def key_rows(table: TableClient, pk: str, row_keys: Iterable[str]) -> dict
     """Rows by key in one partition, ``KEYS_PER_QUERY`` keys per query (consecutive in key order, so the
     queries' ranges do not overlap: the service reads each row of ``[min key, max key]`` at most once and
     returns only the rows asked for), ``POINT_CONCURRENCY`` queries at a time. One request answers up to 12
-    keys where a point read answers one (#23: a request costs ~0.5 ms of client CPU, a row ~20 µs). For keys
-    dense in their range only: the caller decides (``coupling_store.lookup_plan``)."""
+    keys where a point read answers one (#23: a request costs ~0.7-1.2 ms of client CPU, a row ~5 µs). For
+    keys dense in their range only: the caller decides (``coupling_store.lookup_plan``)."""
     keys = sorted(set(row_keys))
     if not keys:
         return {}
