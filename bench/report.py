@@ -141,6 +141,13 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         if phase and phase.get("entitiesReadPerRecord") is not None:
             out.append(_fig(f"Table entities read per record ({what})", phase["entitiesReadPerRecord"], "report",
                             None, f"{phase['entitiesRead']} entities, {phase['tableOps']} table ops"))  # fmt: skip
+            if phase is not existing:  # #23: per changed record, what the incremental costs besides CPU
+                calls = phase["bcRequests"] + phase["dvRequests"]
+                out.append(_fig(f"Table ops per changed record ({what})", phase["tableOpsPerRecord"], "report", None,
+                                f"examined {sum(phase['job'].values())} records"))  # fmt: skip
+                out.append(_fig(f"BC + Dataverse calls per changed record ({what})",
+                                round(calls / phase["records"], 4), "report", None,
+                                f"{phase['bcRequests']} BC, {phase['dvRequests']} Dataverse"))  # fmt: skip
     t = r.get("tablesCpu")
     if t:
         tx = t["transactions"]

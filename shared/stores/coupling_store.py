@@ -24,6 +24,7 @@ from shared.domain.model import Coupling
 from shared.errors import ConflictError
 from shared.planning import history
 from shared.stores.tables import (
+    KEYS_PER_QUERY,
     MAX_PAGE,
     Entity,
     Op,
@@ -33,6 +34,7 @@ from shared.stores.tables import (
     entity_of,
     escape_key,
     etag_of,
+    key_rows,
     norm_id,
     point_rows,
     prefix_range,
@@ -49,11 +51,20 @@ STATE = "bc:"
 INDEX = "dv:"
 ARCHIVE = "h:"  # #22: the history of an uncoupled record (the state row held it while coupled)
 PART_CHARS = 30_000  # a string property holds ≤64 KiB (UTF-16): larger snapshots span several properties
-# A point read costs ~0.5 ms of client CPU (the azure-core pipeline) and 1 entity; a scanned row ~5 µs and 1
-# entity of the partition's 2,000/s. So: a range scan when ≥ 1 in DENSE_SHARE rows of the keys' range is
-# wanted, else point reads — never a scan of a whole partition for a few ids (docs/storage.md, "Lookups").
+# A point read costs ~0.7 ms of client CPU (the azure-core pipeline) and 1 entity; a scanned row ~4-14 µs and 1
+# entity of the partition's 2,000/s. So: a range scan only when >= 1 in DENSE_SHARE rows of the keys' range is
+# wanted, key-list queries down to 1 in LIST_SHARE, else point reads — never a scan of a whole partition for a
+# few ids (lookup_plan; docs/storage.md, "Lookups").
 DENSE_SHARE = 16
-MIN_SCAN_KEYS = 32  # per partition (bucket): below this, point reads whatever the density
+# A key-list query (12 ids a request, bounded by their key range) reads the range on the service but returns only
+# the ids: allowed up to 1 wanted in LIST_SHARE rows of the range (an incremental's changes + echoes are ~1 in 20
+# of a bucket at 10 % changed), where point reads would cost ~60x the client CPU per id (docs/storage.md).
+LIST_SHARE = 32
+MIN_SCAN_KEYS = 32  # per partition (bucket), density not measured yet: below this, point reads (no probing scan)
+# Client CPU of a request (azure-core pipeline + aiohttp, ~0.7-1.2 ms) in units of one row of a query page (JSON +
+# key check): ~14 µs a state row (snapshots), ~4 µs an index row. What lookup_plan weighs (measured on Azurite, #23).
+REQUEST_ROWS = 80
+INDEX_REQUEST_ROWS = 250
 MIN_MEASURED_SPAN = 0.01  # a scan over less of the key space does not set the density estimate
 _HEX = 12  # leading hex digits of a GUID key that place it in the key space
 REPLACE_ATTEMPTS = 4
@@ -107,6 +118,27 @@ def claim_verdict(*, holder: str, points_back: bool, claimed_at: datetime | None
     return "take"
 
 
+def lookup_plan(keys: int, rows_in_range: float | None, request_rows: int = REQUEST_ROWS) -> str:
+    """How one partition's lookup of ``keys`` row keys reads them, given the rows of their kind estimated
+    between the smallest and the largest key (None: not measured yet):
+
+    - ``point``: a point read per key — when the keys are sparse in their range (fewer than 1 in
+      ``LIST_SHARE`` of its rows wanted: never a scan of a partition for a few ids), or a lone key;
+    - ``list``: key-list queries of 12 keys each (the service reads the range, returns only the keys);
+    - ``scan``: one range scan (1,000 rows a page), at least 1 in ``DENSE_SHARE`` rows wanted and so dense
+      that its rows cost less client CPU than the key-list requests;
+    - ``probe``: not measured, and enough keys for a probing range scan to pay (it measures the density).
+    """
+    if rows_in_range is None:
+        return "probe" if keys >= MIN_SCAN_KEYS else "point"
+    if keys <= 1 or rows_in_range > LIST_SHARE * keys:
+        return "point"
+    list_cost = math.ceil(keys / KEYS_PER_QUERY) * request_rows + keys
+    scan_cost = math.ceil(max(rows_in_range, 1) / MAX_PAGE) * request_rows + rows_in_range
+    dense = rows_in_range <= DENSE_SHARE * keys
+    return "scan" if dense and keys > KEYS_PER_QUERY and scan_cost < list_cost else "list"
+
+
 def _position(prefix: str, key: str) -> float | None:
     """Where a key lies in its kind's key space, in [0, 1): GUID ids are uniform there. None for other ids."""
     digits = key[len(prefix) : len(prefix) + _HEX].replace("-", "")
@@ -149,7 +181,9 @@ def _split(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
 
 def _join(prefix: str, row: Entity, empty: str = "{}") -> Any:
     count = int(row.get(f"{prefix}Parts") or 1)
-    text = (row.get(f"{prefix}Values") or empty) + "".join(row.get(f"{prefix}Values{n}", "") for n in range(1, count))
+    text = row.get(f"{prefix}Values") or empty
+    if count > 1:
+        text += "".join(row.get(f"{prefix}Values{n}", "") for n in range(1, count))
     return json.loads(text)
 
 
@@ -168,6 +202,17 @@ def history_of(row: Entity | None) -> list[dict[str, Any]]:
     groups = ["Hist"] + [m.group(1) for k in row if (m := _ARCHIVED.match(k))]
     entries = [e for g in groups for e in (_join(g, row, "[]") if f"{g}Values" in row else [])]
     return sorted(entries, key=lambda e: e.get("at", ""))
+
+
+def _at(entry: dict[str, Any]) -> str:
+    return entry.get("at", "")  # type: ignore[no-any-return]
+
+
+def state_history(row: Entity) -> list[dict[str, Any]]:
+    """The history a state row holds: its ``Hist*`` properties only (a state row never holds the archive
+    rows' ``H<coupled-at>`` groups), without looking at every property name as :func:`history_of` does."""
+    entries = _join("Hist", row, "[]") if "HistValues" in row else []
+    return sorted(entries, key=_at) if len(entries) > 1 else entries
 
 
 def to_archive_entity(c: Coupling) -> Entity:
@@ -245,7 +290,7 @@ def from_state_entity(mapping: str, row: Entity) -> Coupling:
         bc_modified_on=_dt(sync.get("bcModifiedOn")),
         dv_modified_on=_dt(sync.get("dvModifiedOn")),
         row_etag=etag_of(row),
-        history=history_of(row),
+        history=state_history(row),
     )
 
 
@@ -308,23 +353,26 @@ class TableCouplingStore:
         return found
 
     async def _partition_rows(self, table: TableClient, pk: str, prefix: str, row_keys: list[str]) -> dict[str, Entity]:
-        """Rows by key in one partition, touching only what the lookup needs: concurrent point reads, unless the
-        keys are dense in their key range (at least 1 in ``DENSE_SHARE`` of the rows between the smallest and
-        the largest key is wanted, e.g. a full sync's page), where a range scan reads ~1 request per 1,000 rows
-        instead of one per key. Ids are GUIDs (uniform in the key space, also within a bucket), so the share is
-        estimated from the partition's measured density; a scan that turns out sparser than estimated stops
+        """Rows by key in one partition, touching only what the lookup needs (``lookup_plan``): concurrent point
+        reads, unless the keys are dense in their key range (at least 1 in ``LIST_SHARE`` of the rows between
+        the smallest and the largest key is wanted): then key-list queries (12 keys a request, only the keys
+        returned) or, denser still (e.g. a full sync's page), a range scan (~1 request per 1,000 rows). Ids are
+        GUIDs (uniform in the key space, also within a bucket), so the share is estimated from the partition's
+        measured density; a probing scan (density not measured yet) that turns out sparser than it looked stops
         and point-reads the keys it has not reached (docs/storage.md, "Lookups")."""
         keys = sorted(set(row_keys))
         if not keys:
             return {}
         span = _span(prefix, keys[0], keys[-1])
-        density = self._density.get((pk, prefix))  # rows of this kind per unit of key space
-        if (
-            len(keys) < MIN_SCAN_KEYS
-            or span is None
-            or (density is not None and density * span > DENSE_SHARE * len(keys))
-        ):
+        if span is None:  # not GUIDs: no density estimate
             return await point_rows(table, pk, keys)
+        density = self._density.get((pk, prefix))  # rows of this kind per unit of key space
+        cost = REQUEST_ROWS if prefix == STATE else INDEX_REQUEST_ROWS  # index rows are small: scans cost less
+        plan = lookup_plan(len(keys), None if density is None else density * span, cost)
+        if plan == "point":
+            return await point_rows(table, pk, keys)
+        if plan == "list":
+            return await key_rows(table, pk, keys)
         query = (
             f"PartitionKey eq {quote(pk)} and RowKey ge {quote(keys[0])} and RowKey le {quote(keys[-1])}"
             f" and {prefix_range(prefix)}"

@@ -1,6 +1,6 @@
 """Coupling lookups on Azurite read only what they need (#23): point reads for ids that are sparse in their key
-range, a range scan only when the ids are dense there, a scan that turns out sparse stops, and the lean row
-decoder gives what the SDK's deserializer gives."""
+range, key-list queries (12 ids a request, only those rows returned) or a range scan only when the ids are dense
+there, a scan that turns out sparse stops, and the lean row decoder gives what the SDK's deserializer gives."""
 
 from __future__ import annotations
 
@@ -8,10 +8,21 @@ import random
 import uuid
 from datetime import UTC, datetime
 
+import pytest
+
 from shared.domain.model import Coupling
 from shared.stores import Stores, TableCouplingStore
-from shared.stores.coupling_store import BUCKETS, from_state_entity, partition_of, state_rk
-from shared.stores.tables import ENTITIES_READ, entity_of
+from shared.stores.coupling_store import (
+    BUCKETS,
+    from_state_entity,
+    history_of,
+    lookup_plan,
+    partition_of,
+    state_history,
+    state_rk,
+    to_state_entity,
+)
+from shared.stores.tables import ENTITIES_READ, KEYS_PER_QUERY, entity_of, key_list_filter
 
 M = "CUSTOMER"
 
@@ -33,7 +44,35 @@ def _fresh_store(stores: Stores) -> TableCouplingStore:
     return TableCouplingStore(stores.tables, stores.couplings._name)
 
 
+def test_lookup_plan_weighs_requests_against_rows_and_never_scans_for_sparse_keys() -> None:
+    assert lookup_plan(1, 5.0) == "point"  # a lone key: one point read
+    assert lookup_plan(10, 321.0) == "point"  # 1 in 32.1 of the range wanted: sparse
+    assert lookup_plan(10, 320.0) == "list"  # 1 in 32: one key-list query for the 10
+    assert lookup_plan(62, 1250.0) == "list"  # 1 in 20 (an incremental's ids in a bucket): 6 queries, no scan
+    assert lookup_plan(2, 3.0) == "list"  # a key-list query returns only the keys: never a scan for <= 12
+    assert lookup_plan(12, 12.0) == "list"
+    assert lookup_plan(100, 300.0) == "scan"  # 1 request for 300 rows beats 9 key-list queries
+    assert lookup_plan(100, 1500.0) == "list"  # 9 requests beat reading 1,500 state rows
+    assert lookup_plan(100, 1500.0, request_rows=250) == "scan"  # ... but not 1,500 small index rows
+    assert lookup_plan(1000, 1000.0) == "scan"  # a full sync's page: its whole range
+    assert lookup_plan(31, None) == "point"  # not measured: no probing scan for a few keys
+    assert lookup_plan(32, None) == "probe"
+
+
 async def test_sparse_ids_are_point_reads_once_the_partition_is_measured(table_stores: Stores) -> None:
+    batch = await _seeded(table_stores, 3000)
+    store, counter = table_stores.couplings, table_stores.op_counter
+    _ = [p async for p in store.iter_all(M)]  # measures the partition
+    by_bucket = {partition_of(M, state_rk(c.bc_id)): c for c in batch}  # one id per bucket: sparse everywhere
+    wanted = list(by_bucket.values())[:12]
+    counter.reset()
+    ENTITIES_READ.reset()
+    found = await store.get_many_by_bc_ids(M, [c.bc_id for c in wanted])
+    assert set(found) == {c.bc_id for c in wanted}
+    assert ENTITIES_READ.reset() == 12 and counter.reset() == 12  # one point read per id, nothing else
+
+
+async def test_ids_read_only_their_rows_once_the_partition_is_measured(table_stores: Stores) -> None:
     batch = await _seeded(table_stores, 1500)
     store, counter = table_stores.couplings, table_stores.op_counter
     _ = [p async for p in store.iter_all(M)]  # measures the partition
@@ -43,8 +82,35 @@ async def test_sparse_ids_are_point_reads_once_the_partition_is_measured(table_s
     ENTITIES_READ.reset()
     found = await store.get_many_by_bc_ids(M, [c.bc_id for c in wanted] + missing)
     assert set(found) == {c.bc_id for c in wanted}
-    assert ENTITIES_READ.reset() == 60  # never the partition (1,500 state rows) for 70 ids
-    assert counter.reset() == 70  # one point read per id; a missing row is a 404, not a scan
+    assert ENTITIES_READ.reset() == 60  # never the partition (1,500 state rows) for 70 ids; a missing id reads none
+    assert counter.reset() <= 70  # point reads where sparse, key-list queries (<= 12 ids each) where not
+
+
+async def test_moderately_dense_ids_are_key_list_queries_returning_only_them(table_stores: Stores) -> None:
+    batch = await _seeded(table_stores, 1500)
+    store, counter = table_stores.couplings, table_stores.op_counter
+    _ = [p async for p in store.iter_all(M)]
+    per_bucket: dict[str, list[Coupling]] = {}
+    for c in batch:
+        per_bucket.setdefault(partition_of(M, state_rk(c.bc_id)), []).append(c)
+    # 8 of each bucket's ~94 rows (1 in 12), spread over its whole key range: dense enough, <= 12 keys a bucket
+    wanted = [c for rows in per_bucket.values() for c in random.sample(rows, 8)]
+    counter.reset()
+    ENTITIES_READ.reset()
+    found = await store.get_many_by_bc_ids(M, [c.bc_id for c in wanted])
+    assert {(c.bc_id, c.dataverse_id) for c in found.values()} == {(c.bc_id, c.dataverse_id) for c in wanted}
+    assert ENTITIES_READ.reset() == len(wanted) == 8 * BUCKETS  # only the rows asked for
+    assert counter.reset() == BUCKETS  # one key-list query per bucket, not one request per id
+
+
+def test_a_key_list_filter_is_bounded_by_its_keys_range() -> None:
+    assert key_list_filter("P%|a", ["bc:2", "bc:1'x"]) == (
+        "PartitionKey eq 'P%|a' and RowKey ge 'bc:1''x' and RowKey le 'bc:2'"
+        " and (RowKey eq 'bc:2' or RowKey eq 'bc:1''x')"
+    )
+    for bad in ([], [f"k{i}" for i in range(KEYS_PER_QUERY + 1)]):
+        with pytest.raises(ValueError):
+            key_list_filter("p", bad)
 
 
 async def test_an_unmeasured_lookup_never_reads_rows_it_does_not_need(table_stores: Stores) -> None:
@@ -99,3 +165,13 @@ async def test_the_lean_decoder_matches_the_sdk(table_stores: Stores) -> None:
     d = datetime(2024, 1, 2, 3, 4, 5, 123456, UTC)
     assert row == {"PartitionKey": "p", "RowKey": "r", "N": 5, "D": d, "S": "x"}
     assert row.metadata == {"etag": "e", "timestamp": None}
+
+
+def test_a_state_rows_history_reads_as_the_generic_reader_reads_it() -> None:
+    c = _cp()
+    assert state_history(to_state_entity(c)) == history_of(to_state_entity(c)) == []
+    c.history = [{"at": "2024-01-02T00:00:00+00:00", "action": "synced"}, {"at": "2024-01-01T00:00:00+00:00"}]
+    row = to_state_entity(c)
+    assert state_history(row) == history_of(row) == sorted(c.history, key=lambda e: e["at"])
+    c.history = [{"at": "x", "detail": "é" * 40_000}]  # split over several properties
+    assert state_history(to_state_entity(c)) == history_of(to_state_entity(c)) == c.history

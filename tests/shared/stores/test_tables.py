@@ -25,10 +25,22 @@ from shared.stores.tables import (
     escape_key,
     group_chunks,
     map_error,
+    quote_param,
     unescape_key,
 )
 
 M = "CUSTOMER"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["PartitionKey eq 'CUSTOMER%|a' and (RowKey eq 'bc:x' or RowKey eq 'bc:y')", "".join(map(chr, range(128))),
+     "ümlaut/€%2F", "", "a~b-c_d.e"],
+)  # fmt: skip
+def test_query_parameters_are_quoted_as_urllib_quotes_them(value: str) -> None:
+    from urllib.parse import quote
+
+    assert quote_param(value) == quote(value, safe="")
 
 
 @pytest.mark.parametrize(
