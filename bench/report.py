@@ -126,6 +126,11 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_fig(f"{m['records']:,} full sync: records/s", m["recordsPerSecond"], "report", None))
     # #23: engine CPU per record on the real clients (Azurite + simulators), next to the baseline's.
     echo = _p(r, "engine", "echoes")
+    first = _p(r, "engine", "first tick after the full sync")
+    if first and first.get("cpuMsPerRecord") is not None:
+        out.append(_fig("Engine CPU ms per echoed record, first tick after the full sync (one-off)",
+                        first["cpuMsPerRecord"], "report", None,
+                        f"{first['entitiesRead']} entities read, {first['tableOps']} table ops"))  # fmt: skip
     b_tick = _p(r, "baseline", "after 10% updates")
     for phase, base, what, target, limit in (
         (create, b_create, "full sync, create + couple", "≤ 0.3", 0.3),
