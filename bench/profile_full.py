@@ -1,0 +1,71 @@
+"""``python -m bench.profile_full [--n N] [--existing M] [--top K] [--sort tottime|cumtime] [--no-profile]``
+
+Engine CPU of a FULL sync on the real clients (Azurite + simulators, the engine in this process), under
+cProfile: seeds ``N`` BC customers and ``N`` Dataverse accounts (``bench.engine_runs.seed``), runs
+"full sync, create + couple" then "full sync of existing couplings" (``engine_sync``, as ``make bench``)
+and prints each phase's CPU ms/record and the top functions by own time.
+
+``--existing M``: first create and couple ``M`` other records per side (not profiled), so the measured
+phases run against a mapping that already holds ``2 M`` couplings (does the cost stay flat as it grows?).
+``--no-profile``: the CPU figures without the profiler's overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import logging
+import pstats
+from typing import Any
+
+from bench.engine_runs import engine_sync, seed
+from bench.env import bench_env
+
+PHASES = ("full sync, create + couple", "full sync of existing couplings")
+
+
+async def run(n: int, existing: int, profile: bool, top: int, sort: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    async with bench_env() as env:
+        await env.reset_sims()
+        if existing:
+            await seed(env, existing, existing)
+            await engine_sync(env, "pre-existing couplings", full=True, records=2 * existing)
+        await seed(env, n, n)
+        for name in PHASES:
+            prof = cProfile.Profile() if profile else None
+            if prof:
+                prof.enable()
+            phase = await engine_sync(env, name, full=True, records=2 * n)
+            if prof:
+                prof.disable()
+            row = phase.as_json()
+            out.append(row)
+            print(f"\n== {name}: {row['records']} records, {row['cpuMsPerRecord']} ms CPU/record"
+                  f" ({'profiled' if prof else 'no profiler'}), {row['tableOps']} table ops,"
+                  f" {row['bcRequests']} BC / {row['dvRequests']} DV requests", flush=True)  # fmt: skip
+            if prof:
+                s = io.StringIO()
+                pstats.Stats(prof, stream=s).sort_stats(sort).print_stats(top)
+                print(s.getvalue(), flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile_full", description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2_000, help="records per side in the measured phases")
+    parser.add_argument("--existing", type=int, default=0, help="couplings per side created before (not measured)")
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--sort", default="tottime", choices=("tottime", "cumtime"))
+    parser.add_argument("--no-profile", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    rows = asyncio.run(run(args.n, args.existing, not args.no_profile, args.top, args.sort))
+    print("\n".join(f"{r['name']}: {r['cpuMsPerRecord']} ms/record" for r in rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
