@@ -23,6 +23,7 @@ from shared.domain.errors import AlreadyCoupledError, InvalidContinuationError
 from shared.domain.model import Coupling
 from shared.errors import ConflictError
 from shared.planning import history
+from shared.stores._json import compact, compact_str
 from shared.stores.tables import (
     MAX_PAGE,
     Entity,
@@ -139,8 +140,10 @@ def _dt(value: str | None) -> datetime | None:
 
 
 def _split(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
-    text = json.dumps(values, separators=(",", ":"), default=str)
-    parts = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)] or ["{}"]
+    text = compact_str(values)
+    if len(text) <= PART_CHARS:  # the common case: one property
+        return {f"{prefix}Values": text or "{}", f"{prefix}Parts": 1}
+    parts = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)]
     out: dict[str, Any] = {f"{prefix}Values": parts[0], f"{prefix}Parts": len(parts)}
     for n, part in enumerate(parts[1:], start=1):
         out[f"{prefix}Values{n}"] = part
@@ -194,7 +197,7 @@ def sync_properties(c: Coupling) -> dict[str, Any]:
         "bcModifiedOn": _iso(c.bc_modified_on),
         "dvModifiedOn": _iso(c.dv_modified_on),
     }
-    return {"Sync": json.dumps(sync, separators=(",", ":")), "Skipped": bool(c.skipped)} | (
+    return {"Sync": compact(sync), "Skipped": bool(c.skipped)} | (
         _split("Bc", c.bc_values) | _split("Dv", c.dv_values) | _split("Hist", c.history)  # type: ignore[arg-type]
     )
 
@@ -490,7 +493,7 @@ class TableCouplingStore:
     async def _claim(self, table: TableClient, items: Sequence[Coupling]) -> list[str | Exception | None]:
         """Claims each coupling's index row: a create, or an If-Match takeover of a leftover. Per item the
         ETag of the claim, or ``AlreadyCoupledError`` when the Dataverse row is coupled or being coupled."""
-        results: list[str | Exception | None] = [_taken(c) for c in items]
+        claimed: dict[int, str | None] = {}  # item -> the ETag of its claim
         todo = list(range(len(items)))
         for _ in range(REPLACE_ATTEMPTS):
             if not todo:
@@ -502,7 +505,7 @@ class TableCouplingStore:
                 if res is None:
                     held.append(n)
                 else:
-                    results[n] = res.get("etag")
+                    claimed[n] = res.get("etag")
             if not held:
                 break
             index = await self._lookup(table, [_key(index_key(items[n])) for n in held])
@@ -535,10 +538,11 @@ class TableCouplingStore:
             )
             for (n, _row), res in zip(take, out, strict=True):
                 if res is not None:
-                    results[n] = res.get("etag")
+                    claimed[n] = res.get("etag")
                 else:
                     todo.append(n)  # raced: look again
-        return results
+        # Built only for the items not claimed (an exception per item costs more than the claim's bookkeeping).
+        return [claimed[n] if n in claimed else _taken(c) for n, c in enumerate(items)]
 
     async def _release(self, table: TableClient, claims: Sequence[tuple[Coupling, str | None]]) -> None:
         """Deletes index rows this process wrote, If-Match their ETag (a row someone took over stays)."""

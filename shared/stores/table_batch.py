@@ -19,6 +19,7 @@ The one function the stores call is :func:`submit_transaction`; it returns the S
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -31,6 +32,8 @@ from azure.core import MatchConditions
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
+
+from shared.stores._json import compact
 
 try:  # the SDK's error decoding for a non-202 answer (the same exception types as its own path)
     from azure.data.tables._error import RequestTooLargeError, _decode_error
@@ -81,7 +84,7 @@ def entity_json(entity: Any) -> str:
     out: dict[str, Any] = {}
     for name, value in entity.items():
         _value(name, value, out)
-    return json.dumps(out, separators=(",", ":"))
+    return compact(out)
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.~:-]*")  # what quote(safe="") keeps, and ':' (quoted below)
@@ -90,6 +93,11 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.~:-]*")  # what quote(safe="") keeps, and 
 def _key(value: str) -> str:
     if _PLAIN_KEY.fullmatch(value):  # the common key ("bc:<guid>"): quoting changes only the colons
         return value.replace(":", "%3A")
+    return _quoted_key(value)
+
+
+@functools.lru_cache(maxsize=1024)  # partition keys ("CUSTOMER%|3"): few, each quoted once
+def _quoted_key(value: str) -> str:
     return _url_quote(value.replace("'", "''"), safe="")
 
 
@@ -162,6 +170,11 @@ class Part:
 
 
 def _split_head(block: bytes) -> tuple[bytes, bytes]:
+    # The services frame with CRLF: a plain search (~5x cheaper than the regex), unless a bare-LF blank line
+    # comes first (then the regex's earliest match is it).
+    at = block.find(b"\r\n\r\n")
+    if at >= 0 and b"\n\n" not in block[: at + 2] and b"\n\r\n" not in block[: at + 2]:
+        return block[:at], block[at + 4 :]
     m = _BLANK.search(block)
     return (block, b"") if m is None else (block[: m.start()], block[m.end() :])
 

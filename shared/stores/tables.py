@@ -51,6 +51,7 @@ from shared.errors import (
     classify_status,
 )
 from shared.stores import table_batch
+from shared.stores._json import spaced_str
 
 SERVICE = "tables"
 MAX_BATCH = 100  # entities per transaction (Azurite answers more with a malformed response)
@@ -156,6 +157,8 @@ def to_utc(value: datetime | None) -> datetime | None:
     """Plain aware UTC ``datetime`` (the SDK returns its own subclass; naive values are taken as UTC)."""
     if value is None:
         return None
+    if type(value) is datetime and value.tzinfo is UTC:  # already one (the common case): immutable, as is
+        return value
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     value = value.astimezone(UTC)
@@ -327,7 +330,7 @@ class TableProvider:
 
 # ----------------------------------------------------------------------------- batching
 def _op_size(op: Op) -> int:
-    return len(json.dumps(op[1], default=str)) + 300  # entity JSON + per-part multipart headers
+    return len(spaced_str(op[1])) + 300  # entity JSON (json.dumps(default=str)) + per-part multipart headers
 
 
 async def submit(table: TableClient, ops: Sequence[Op]) -> list[Entity]:
