@@ -152,7 +152,9 @@ def _split(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
 
 def _join(prefix: str, row: Entity, empty: str = "{}") -> Any:
     count = int(row.get(f"{prefix}Parts") or 1)
-    text = (row.get(f"{prefix}Values") or empty) + "".join(row.get(f"{prefix}Values{n}", "") for n in range(1, count))
+    text = row.get(f"{prefix}Values") or empty
+    if count > 1:
+        text += "".join(row.get(f"{prefix}Values{n}", "") for n in range(1, count))
     return json.loads(text)
 
 
@@ -168,7 +170,7 @@ def history_of(row: Entity | None) -> list[dict[str, Any]]:
     properties per former coupling of the record) holds (#22), oldest first."""
     if row is None:
         return []
-    groups = ["Hist"] + [m.group(1) for k in row if (m := _ARCHIVED.match(k))]
+    groups = ["Hist"] + [m.group(1) for k in row if k[:1] == "H" and (m := _ARCHIVED.match(k))]
     entries = [e for g in groups for e in (_join(g, row, "[]") if f"{g}Values" in row else [])]
     return sorted(entries, key=lambda e: e.get("at", ""))
 

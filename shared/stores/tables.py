@@ -569,15 +569,17 @@ def entity_of(raw: dict[str, Any]) -> TableEntity:
     """A service JSON row (``odata=minimalmetadata``) as the SDK's ``TableEntity`` (``.metadata`` with the
     etag and timestamp; typed values decoded), in one pass over the properties."""
     entity = TableEntity()
-    for name, value in raw.items():
-        if "@" not in name and not name.startswith("odata."):  # annotations: odata.etag, X@odata.type
+    typed: list[tuple[str, Any]] = []
+    for name, value in raw.items():  # annotations: odata.etag, X@odata.type (before or after X)
+        if "@" in name:
+            if name.endswith("@odata.type"):
+                typed.append((name[:-11], value))
+        elif not name.startswith("odata."):
             entity[name] = value
-    for name, value in raw.items():
-        if name.endswith("@odata.type"):
-            prop = name[:-11]
-            decode = _EDM_DECODE.get(value)
-            if decode is not None and entity.get(prop) is not None:
-                entity[prop] = decode(entity[prop])
+    for prop, kind in typed:
+        decode = _EDM_DECODE.get(kind)
+        if decode is not None and entity.get(prop) is not None:
+            entity[prop] = decode(entity[prop])
     timestamp = entity.pop("Timestamp", None)
     if isinstance(timestamp, str):
         timestamp = _edm_datetime(timestamp)
