@@ -533,7 +533,7 @@ class JobService:
         for c in couplings:
             snap = c.bc_values if side == Side.BC else c.dv_values
             now = values[c.bc_id if side == Side.BC else c.dataverse_id]
-            if not (keys and all(k in snap and same(now.get(k), snap[k]) for k in keys)):
+            if not (keys and _holds(now, snap, keys)):
                 out.append(c)
         return out
 
@@ -617,6 +617,18 @@ class JobService:
             return await self._apply_deletions(mapping, list(gone.values()), deleted_side=side)
         recs = await self._read(mapping, side, ids)
         return await self.process_changes(mapping, side, list(recs.values()), [], job_id)
+
+
+def _holds(values: dict[str, Any], snapshot: dict[str, Any], keys: list[str]) -> bool:
+    """Whether ``values`` hold the snapshot's value of every key (each key in the snapshot). A loop, not
+    ``all()`` over a generator: it runs per field of every coupled record of a full sync's pages."""
+    for k in keys:
+        if k not in snapshot:
+            return False
+        a, b = values.get(k), snapshot[k]
+        if a != b and not same(a, b):
+            return False
+    return True
 
 
 def _newer(record: RemoteRecord, coupling: Coupling, side: Side) -> bool:
