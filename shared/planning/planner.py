@@ -76,9 +76,21 @@ class RecordPlan:
         return bool(self.bc_update or self.dv_update)
 
 
+_PAIRED: dict[int, tuple[tuple[FieldMap, ...], list[FieldMap]]] = {}  # id(fields) -> (fields, their paired)
+
+
 def _paired(fields: tuple[FieldMap, ...]) -> list[FieldMap]:
-    """Fields present on both sides (constants are only written on create)."""
-    return [f for f in fields if f.bc is not None and f.dataverse is not None and f.constant is None]
+    """Fields present on both sides (constants are only written on create). Called per record with the
+    mapping's same (frozen) tuple: remembered by identity, the tuple kept so its id is not reused."""
+    hit = _PAIRED.get(id(fields))
+    if hit is not None and hit[0] is fields:
+        return hit[1]
+    paired = [f for f in fields if f.bc is not None and f.dataverse is not None and f.constant is None]
+    if isinstance(fields, tuple):  # a list may change after the call: not remembered
+        if len(_PAIRED) >= 256:  # mappings reloaded many times: start over
+            _PAIRED.clear()
+        _PAIRED[id(fields)] = (fields, paired)
+    return paired
 
 
 def _label(f: FieldMap) -> str:

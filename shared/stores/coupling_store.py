@@ -7,6 +7,7 @@ docs/storage.md ("Couplings")."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -73,6 +74,7 @@ def bucket_of(key_id: str) -> int:
     return int(hashlib.sha1(key_id.encode(), usedforsecurity=False).hexdigest()[:4], 16) % BUCKETS
 
 
+@functools.lru_cache(maxsize=4096)  # a few mappings x BUCKETS; asked several times per coupling written or read
 def partition(mapping: str, bucket: int) -> str:
     return f"{escape_key(mapping)}{_SEP}{bucket:x}"
 

@@ -161,12 +161,30 @@ def build_body(ops: Sequence[Sequence[Any]], *, base: str, table: str, batch: st
 
 # ----------------------------------------------------------------------------- response
 class Part:
-    """One sub-response: status, headers (lower-case names) and body."""
+    """One sub-response: status, headers (lower-case names; parsed when first asked for) and body."""
 
-    __slots__ = ("body", "headers", "reason", "status")
+    __slots__ = ("_headers", "_lines", "body", "reason", "status")
 
-    def __init__(self, status: int, reason: str, headers: dict[str, str], body: bytes) -> None:
-        self.status, self.reason, self.headers, self.body = status, reason, headers, body
+    def __init__(self, status: int, reason: str, lines: list[str], body: bytes) -> None:
+        self.status, self.reason, self._lines, self.body = status, reason, lines, body
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = {}
+            for line in self._lines:
+                name, _, value = line.partition(":")
+                self._headers[name.strip().lower()] = value.strip()
+        return self._headers
+
+    @property
+    def etag(self) -> str | None:
+        """The ETag header: a success part needs only it (up to 100 parts a transaction, ~8 headers each)."""
+        for line in self._lines:
+            if line[:5] == "ETag:":  # the services' spelling; any other goes through the parsed headers
+                return line[5:].strip()
+        return self.headers.get("etag")
 
 
 def _split_head(block: bytes) -> tuple[bytes, bytes]:
@@ -197,11 +215,7 @@ def parse_response(body: bytes, content_type: str) -> list[Part]:
         if not lines or not lines[0].startswith("HTTP/"):
             continue
         status_line = lines[0].split(" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        parts.append(Part(int(status_line[1]), status_line[2] if len(status_line) > 2 else "", headers,
+        parts.append(Part(int(status_line[1]), status_line[2] if len(status_line) > 2 else "", lines[1:],
                           payload.rstrip(b"\r\n")))  # fmt: skip
     return parts
 
@@ -264,4 +278,4 @@ async def submit_transaction(table: TableClient, ops: Sequence[Sequence[Any]]) -
             raise part_error(part)
     if len(parts) != len(ops):
         raise TableTransactionError(message=f"0:{len(parts)} answers to {len(ops)} operations")
-    return [{"etag": p.headers["etag"]} if "etag" in p.headers else {} for p in parts]
+    return [{"etag": etag} if (etag := p.etag) is not None else {} for p in parts]
