@@ -83,7 +83,11 @@ def entity_json(entity: Any) -> str:
     Double); strings, booleans and 32-bit ints need none."""
     out: dict[str, Any] = {}
     for name, value in entity.items():
-        _value(name, value, out)
+        kind = type(value)
+        if kind is str or kind is bool:  # most properties: no annotation, no check (``_value``'s first cases)
+            out[name] = value
+        else:
+            _value(name, value, out)
     return compact(out)
 
 
