@@ -63,7 +63,8 @@ async def run(
                 out.append(row)
                 print(f"\n== round {r + 1}, {name}: {row['records']} records ({row['couplingsBefore']} couplings"
                       f" before), {row['cpuMsPerRecord']} ms CPU/record ({'profiled' if prof else 'no profiler'}),"
-                      f" {row['tableOps']} table ops, {row['entitiesRead']} entities read, {row['bcRequests']} BC / {row['dvRequests']} DV requests",
+                      f" {row['tableOps']} table ops, {row['entitiesRead']} entities read,"
+                      f" {row['bcRequests']} BC / {row['dvRequests']} DV requests",
                       flush=True)  # fmt: skip
                 if prof:
                     if dump:
