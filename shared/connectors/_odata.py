@@ -49,7 +49,8 @@ def format_timestamp(value: datetime) -> str:
 
 
 def strip_annotations(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if not k.startswith("@") and "@odata." not in k}
+    # Most names hold no '@' at all: one containment test each (per field of every row of every page).
+    return {k: v for k, v in row.items() if "@" not in k or (k[0] != "@" and "@odata." not in k)}
 
 
 def to_record(row: dict[str, Any], *, id_field: str, modified_field: str) -> RemoteRecord:

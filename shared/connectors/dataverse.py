@@ -95,6 +95,7 @@ class DataverseClient(ServiceClient):
         entities: Mapping[str, EntityInfo | tuple[str, str]] | None = None,
         tag: str = "bc-sync",
         page_size: int = 5000,
+        change_page_records: int = 20000,  # as BC's page: the change feed hands out this many rows at once
         initial_concurrency: int = 4,
         max_concurrency: int = 52,
         bulk_size: int = BULK_LIMIT,
@@ -120,6 +121,7 @@ class DataverseClient(ServiceClient):
             raise ValueError(f"bulk_size must be 1..{BULK_LIMIT}")
         self.tag = tag
         self.page_size = page_size
+        self.change_page_records = change_page_records
         self.bulk_size = bulk_size
         self._entities = dict(DEFAULT_ENTITIES)
         for name, info in (entities or {}).items():
@@ -273,6 +275,31 @@ class DataverseClient(ServiceClient):
     async def iter_changes(
         self, entity: str, cursor: str | None, *, select: Sequence[str] | None = None
     ) -> AsyncIterator[ChangePage]:
+        """The change feed, in pages of at least ``change_page_records`` rows (but the last): Dataverse
+        answers at most 5,000 rows a page, and the engine looks up the couplings of a page at once — four
+        service pages in one lookup read each coupling partition once instead of four times (#23)."""
+        merged: ChangePage | None = None
+        async for page in self._change_pages(entity, cursor, select):
+            if page.full_resync_required:  # the caller starts over with a full run
+                yield page
+                return
+            if merged is None:
+                merged = page
+            else:
+                merged.records += page.records
+                merged.deleted_ids += page.deleted_ids
+                merged.next_cursor = page.next_cursor or merged.next_cursor
+                merged.is_last = page.is_last
+            if len(merged.records) + len(merged.deleted_ids) >= self.change_page_records:
+                yield merged
+                merged = None
+        if merged is not None:
+            yield merged
+
+    async def _change_pages(
+        self, entity: str, cursor: str | None, select: Sequence[str] | None
+    ) -> AsyncIterator[ChangePage]:
+        """The service's pages of changes (delta link on the last)."""
         info = self.entity(entity)
         if (cursor or "").startswith(MODIFIED_CURSOR) or entity in self.untracked:
             async for page in self._changes_by_modifiedon(entity, cursor, select):

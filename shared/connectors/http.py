@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,6 +58,27 @@ _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _NOT_PROCESSED_STATUSES = frozenset({429, 503})
 # Statuses after which the request may or may not have been applied: only idempotent calls repeat.
 _AMBIGUOUS_STATUSES = frozenset({408, 500, 502, 504})
+
+
+# ----------------------------------------------------------------------------- URL encoding
+_ALWAYS_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
+
+
+@functools.lru_cache(maxsize=8)
+def _unsafe(safe: str) -> re.Pattern[str]:
+    return re.compile(f"[^{re.escape(_ALWAYS_SAFE + safe)}]")
+
+
+def _percent(m: re.Match[str]) -> str:
+    return f"%{ord(m.group()):02X}"
+
+
+def quote_fast(value: str, safe: str = "/", encoding: str | None = None, errors: str | None = None) -> str:
+    """``urllib.parse.quote``, the same text; for ASCII (a filter of ids, ~8 KB) a regex finds the few
+    characters to escape instead of urllib's per-byte Python loop (~0.5 ms of CPU per such URL)."""
+    if isinstance(value, str) and value.isascii():
+        return _unsafe(safe).sub(_percent, value)
+    return quote(value, safe, encoding, errors)
 
 
 # ----------------------------------------------------------------------------- call counter
@@ -561,7 +584,7 @@ class ServiceHttp:
         if params:
             # azure-core does not percent-encode params: a value with ', &, # or % would break (or inject into)
             # a $filter. Encode every value here, once.
-            url += ("&" if "?" in url else "?") + urlencode(dict(params), quote_via=quote, safe="$(),'=:")
+            url += ("&" if "?" in url else "?") + urlencode(dict(params), quote_via=quote_fast, safe="$(),'=:")
         request = HttpRequest(method, url, headers=dict(headers or {}), json=json, content=content)
         options: dict[str, Any] = {"call_kind": kind, "idempotent": idempotent}
         if not self._enforce_https:

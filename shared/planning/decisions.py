@@ -49,7 +49,15 @@ def holds_synced_values(keys: Sequence[str], now: Mapping[str, Any], snapshot: M
     """Echo rule: a row whose every field that flows from its side (``keys``) still holds the value of the
     last sync (``snapshot``) is our own write coming back, or a change to fields the mapping ignores: no
     work. A value that differs, a field never synced, or no such field at all is a change."""
-    return bool(keys) and all(k in snapshot and same(now.get(k), snapshot[k]) for k in keys)
+    if not keys:
+        return False
+    for k in keys:  # a loop, not all() over a generator: it runs per field of every record of a full sync's pages
+        if k not in snapshot:
+            return False
+        a, b = now.get(k), snapshot[k]
+        if a != b and not same(a, b):
+            return False
+    return True
 
 
 def synced_in_this_run(read: Mapping[str, str | None], record_id: str, etag: str | None) -> bool:

@@ -19,6 +19,9 @@ from shared.mappings.config import FieldMap
 from shared.planning.transform import convert, same
 
 ConflictPolicy = Literal["none", "bcWins", "dataverseWins"]
+# Module constants for the per-field loops: an Enum member read off its class costs ~0.2 µs a time.
+_TO_DATAVERSE, _FROM_DATAVERSE = Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE
+_BIDIRECTIONAL = Direction.BIDIRECTIONAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +76,21 @@ class RecordPlan:
         return bool(self.bc_update or self.dv_update)
 
 
+_PAIRED: dict[int, tuple[tuple[FieldMap, ...], list[FieldMap]]] = {}  # id(fields) -> (fields, their paired)
+
+
 def _paired(fields: tuple[FieldMap, ...]) -> list[FieldMap]:
-    """Fields present on both sides (constants are only written on create)."""
-    return [f for f in fields if f.bc is not None and f.dataverse is not None and f.constant is None]
+    """Fields present on both sides (constants are only written on create). Called per record with the
+    mapping's same (frozen) tuple: remembered by identity, the tuple kept so its id is not reused."""
+    hit = _PAIRED.get(id(fields))
+    if hit is not None and hit[0] is fields:
+        return hit[1]
+    paired = [f for f in fields if f.bc is not None and f.dataverse is not None and f.constant is None]
+    if isinstance(fields, tuple):  # a list may change after the call: not remembered
+        if len(_PAIRED) >= 256:  # mappings reloaded many times: start over
+            _PAIRED.clear()
+        _PAIRED[id(fields)] = (fields, paired)
+    return paired
 
 
 def _label(f: FieldMap) -> str:
@@ -117,11 +132,11 @@ def _changed(values: dict[str, Any], snapshot: dict[str, Any], key: str) -> bool
 def _agree(f: FieldMap, bc_value: Any, dv_value: Any, direction: Direction) -> bool:
     """Whether the two values are equivalent as seen from ``direction`` (transforms may be lossy, so a
     value that flows one way is compared in that way; a merge accepts either)."""
-    to_dv = same(convert(f, bc_value, Direction.TO_DATAVERSE), dv_value)
-    if direction == Direction.TO_DATAVERSE:
-        return to_dv
-    from_dv = same(convert(f, dv_value, Direction.FROM_DATAVERSE), bc_value)
-    return from_dv if direction == Direction.FROM_DATAVERSE else (to_dv or from_dv)
+    if direction != _FROM_DATAVERSE:
+        to_dv = same(convert(f, bc_value, _TO_DATAVERSE), dv_value)
+        if to_dv or direction == _TO_DATAVERSE:
+            return to_dv  # a merge that agrees one way needs no second conversion
+    return same(convert(f, dv_value, _FROM_DATAVERSE), bc_value)
 
 
 def _in_sync(f: FieldMap, pair: PairState, direction: Direction = Direction.BIDIRECTIONAL) -> bool:
@@ -288,15 +303,14 @@ def plan_create(fields: tuple[FieldMap, ...], direction: Direction, source: dict
     """Field key -> value for a new record on the target side of ``direction``, from the source's values.
     Includes the constants written that way."""
     out: dict[str, Any] = {}
+    to_dv = direction == _TO_DATAVERSE
     for f in fields:
-        target_name = f.dataverse if direction == Direction.TO_DATAVERSE else f.bc
-        if target_name is None or not f.allows(direction):
-            continue
+        if (f.dataverse if to_dv else f.bc) is None or (f.direction != _BIDIRECTIONAL and f.direction != direction):
+            continue  # no target field, or the field does not flow this way (``FieldMap.allows``)
         if f.constant is not None:
             out[f.key] = f.constant
             continue
-        source_name = f.bc if direction == Direction.TO_DATAVERSE else f.dataverse
-        if source_name is None:
+        if (f.bc if to_dv else f.dataverse) is None:
             continue
         value = convert(f, source.get(f.key), direction)
         if value is not None and value != "":
@@ -311,7 +325,7 @@ def snapshot_after_create(
     bc_snap: dict[str, Any] = {}
     dv_snap: dict[str, Any] = {}
     for f in _paired(fields):
-        if _agree(f, bc_values.get(f.key), dv_values.get(f.key), Direction.BIDIRECTIONAL):
+        if _agree(f, bc_values.get(f.key), dv_values.get(f.key), _BIDIRECTIONAL):
             bc_snap[f.key] = bc_values.get(f.key)
             dv_snap[f.key] = dv_values.get(f.key)
     return bc_snap, dv_snap

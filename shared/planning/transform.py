@@ -12,26 +12,33 @@ from typing import Any
 from shared.domain.model import Direction
 from shared.mappings.config import FieldMap, Transform
 
+_TO_DATAVERSE = Direction.TO_DATAVERSE  # module constants: an Enum member read off its class costs ~0.2 µs
+_NUMBER = (int, float)
+
 
 def apply_transform(value: Any, transform: Transform | None) -> Any:
     """trim, then case, then cut to maxLength (cut after trimming so no trailing blank survives the cut);
-    numbers are raised to ``minimum``."""
+    numbers are raised to ``minimum``; ``default`` replaces an empty value."""
     if transform is None:
         return value
-    if transform.default is not None and (value is None or (isinstance(value, str) and not value.strip())):
-        return transform.default
-    if transform.minimum is not None and isinstance(value, int | float) and not isinstance(value, bool):
-        return max(value, type(value)(transform.minimum))
-    if not isinstance(value, str):
+    if isinstance(value, str):  # called per field and record in every planning loop: the common case first
+        if transform.default is not None and not value.strip():
+            return transform.default
+        if transform.trim:
+            value = value.strip()
+        case = transform.case
+        if case == "upper":
+            value = value.upper()
+        elif case == "lower":
+            value = value.lower()
+        limit = transform.max_length
+        if limit is not None and len(value) > limit:
+            value = value[:limit].rstrip() if transform.trim else value[:limit]
         return value
-    if transform.trim:
-        value = value.strip()
-    if transform.case == "upper":
-        value = value.upper()
-    elif transform.case == "lower":
-        value = value.lower()
-    if transform.max_length is not None and len(value) > transform.max_length:
-        value = value[: transform.max_length].rstrip() if transform.trim else value[: transform.max_length]
+    if value is None and transform.default is not None:
+        return transform.default
+    if transform.minimum is not None and isinstance(value, _NUMBER) and not isinstance(value, bool):
+        return max(value, type(value)(transform.minimum))
     return value
 
 
@@ -46,13 +53,14 @@ def convert(field: FieldMap, value: Any, direction: Direction) -> Any:
     if field.constant is not None:
         return field.constant
     if field.option_map is not None:
-        if direction == Direction.TO_DATAVERSE:
+        if direction == _TO_DATAVERSE:
             value = field.option_map.get(_option_key(value), value)
         else:
             reverse = {_option_key(v): k for k, v in field.option_map.items()}
             mapped = reverse.get(_option_key(value), value)
             value = {"true": True, "false": False}.get(mapped, mapped) if isinstance(mapped, str) else mapped
-    return apply_transform(value, field.transform)
+    transform = field.transform
+    return value if transform is None else apply_transform(value, transform)
 
 
 def normalize(value: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from functools import cached_property
 from typing import Any
 
 from shared.connectors._odata import dataverse_in_filter
@@ -46,26 +47,40 @@ class RecordCodec:
     def _lookups(self) -> list[FieldMap]:
         return [f for f in self.mapping.fields if f.lookup is not None]
 
-    # ------------------------------------------------------------------ reading
-    def dv_values(self, record: RemoteRecord) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    # The per-record loops below read these once per codec (the mapping is frozen): field key, the name the
+    # value is read from, whether it is a lookup.
+    @cached_property
+    def _dv_reads(self) -> list[tuple[str, str, bool]]:
+        out = []
         for f in self.mapping.fields:
             if f.dataverse is None or f.constant is not None:
                 continue
             option = f.lookup is not None and f.lookup.kind == "option"
             name = f"_{f.dataverse}_value" if f.lookup and not option else f.dataverse
-            value = record.fields.get(name)
-            out[f.key] = value.lower() if f.lookup and isinstance(value, str) else value
+            out.append((f.key, name, f.lookup is not None))
+        return out
+
+    @cached_property
+    def _bc_reads(self) -> list[tuple[str, str]]:
+        return [(f.key, f.bc) for f in self.mapping.fields if f.bc is not None and f.constant is None]
+
+    # ------------------------------------------------------------------ reading
+    def dv_values(self, record: RemoteRecord) -> dict[str, Any]:
+        fields = record.fields
+        out: dict[str, Any] = {}
+        for key, name, lookup in self._dv_reads:
+            value = fields.get(name)
+            out[key] = value.lower() if lookup and isinstance(value, str) else value
         return out
 
     async def bc_values_many(self, records: Iterable[RemoteRecord]) -> dict[str, dict[str, Any]]:
         """BC values of many records; lookup fields become the parent's Dataverse id (or None)."""
         records = list(records)
         out: dict[str, dict[str, Any]] = {}
+        reads = self._bc_reads
         for r in records:
-            out[r.id] = {
-                f.key: r.fields.get(f.bc) for f in self.mapping.fields if f.bc is not None and f.constant is None
-            }
+            get = r.fields.get
+            out[r.id] = {key: get(name) for key, name in reads}
         for f in self._lookups:
             assert f.lookup is not None and f.bc is not None
             keys = {str(r.fields.get(f.bc)) for r in records if not is_blank(r.fields.get(f.bc))}
@@ -132,26 +147,34 @@ class RecordCodec:
         return dv_id
 
     # ------------------------------------------------------------------ writing
+    @cached_property
+    def _dv_writes(self) -> list[tuple[str, str, FieldMap | None]]:
+        """Field key, the payload property, and the field when it is a record lookup (bound, not written)."""
+        return [
+            (f.key, f.dataverse, f if f.lookup is not None and f.lookup.kind != "option" else None)
+            for f in self.mapping.fields
+            if f.dataverse is not None
+        ]
+
     def dv_payload(self, values: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for f in self.mapping.fields:
-            if f.key not in values or f.dataverse is None:
+        for key, name, lookup in self._dv_writes:
+            if key not in values:
                 continue
-            if f.lookup is not None and f.lookup.kind == "option":
-                out[f.dataverse] = values[f.key]
-            elif f.lookup is not None:
-                target = values[f.key]
-                nav = f.lookup.navigation or f"{f.dataverse}_{self._parents[f.lookup.mapping].dataverse_table}"
-                out[f"{nav}@odata.bind"] = f"/{f.lookup.dataverse_entity_set}({target})" if target else None
+            if lookup is None:
+                out[name] = values[key]
             else:
-                out[f.dataverse] = values[f.key]
+                assert lookup.lookup is not None
+                target = values[key]
+                nav = lookup.lookup.navigation or f"{name}_{self._parents[lookup.lookup.mapping].dataverse_table}"
+                out[f"{nav}@odata.bind"] = f"/{lookup.lookup.dataverse_entity_set}({target})" if target else None
         return out
 
     async def bc_payloads(self, values_by_ref: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """BC payloads of many records; lookups turned back into the parent's BC key (e.g. number)."""
+        plain = [(f.key, f.bc) for f in self.mapping.fields if f.bc is not None and f.lookup is None]
         out: dict[str, dict[str, Any]] = {
-            ref: {f.bc: v[f.key] for f in self.mapping.fields if f.bc is not None and f.key in v and f.lookup is None}
-            for ref, v in values_by_ref.items()
+            ref: {bc: v[key] for key, bc in plain if key in v} for ref, v in values_by_ref.items()
         }
         for f in self._lookups:
             assert f.lookup is not None and f.bc is not None

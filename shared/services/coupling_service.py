@@ -199,17 +199,16 @@ class CouplingService:
                     )
                 )
             sources = [rec for rec in sources if rec.id not in blocked]
-            dv_payloads = {
-                rec.id: codec.dv_payload(plan_create(mapping.fields, direction, values[rec.id])) for rec in sources
-            }
+            planned = {rec.id: plan_create(mapping.fields, direction, values[rec.id]) for rec in sources}
+            dv_payloads = {rec_id: codec.dv_payload(v) for rec_id, v in planned.items()}
             written = await create_in_dataverse(self.e, mapping, sources, dv_payloads)
             sent = dv_payloads
             pairs = [(rec.id, w) for rec, w in zip(sources, written, strict=True)]
             src_values = {rec.id: values[rec.id] for rec in sources}
         else:
             src_values = {rec.id: codec.dv_values(rec) for rec in sources}
-            new_values = {rec.id: plan_create(mapping.fields, direction, src_values[rec.id]) for rec in sources}
-            payloads = await codec.bc_payloads(new_values)
+            planned = {rec.id: plan_create(mapping.fields, direction, src_values[rec.id]) for rec in sources}
+            payloads = await codec.bc_payloads(planned)
             sent = payloads
             written, lost = await create_in_bc(
                 self.e, mapping, sources, payloads, functools.partial(self._recover_refused_creates, mapping)
@@ -230,12 +229,12 @@ class CouplingService:
             if direction == Direction.TO_DATAVERSE:
                 bc_id, dv_id = rec.id, target.id
                 bc_vals = src_values[rec.id]
-                dv_vals = {**plan_create(mapping.fields, direction, bc_vals)}
+                dv_vals = {**planned[rec.id]}  # plan_create is pure: the values the payload was built from
                 bc_etag, dv_etag = rec.etag, target.etag
             else:
                 bc_id, dv_id = target.id, rec.id
                 dv_vals = src_values[rec.id]
-                bc_vals = created_bc.get(target.id) or {**plan_create(mapping.fields, direction, dv_vals)}
+                bc_vals = created_bc.get(target.id) or {**planned[rec.id]}
                 bc_etag, dv_etag = target.etag, rec.etag
             bc_snap, dv_snap = snapshot_after_create(mapping.fields, bc_vals, dv_vals)
             couplings.append(

@@ -7,6 +7,7 @@ docs/storage.md ("Couplings")."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -23,6 +24,7 @@ from shared.domain.errors import AlreadyCoupledError, InvalidContinuationError
 from shared.domain.model import Coupling
 from shared.errors import ConflictError
 from shared.planning import history
+from shared.stores._json import compact, compact_str
 from shared.stores.tables import (
     KEYS_PER_QUERY,
     MAX_PAGE,
@@ -83,6 +85,7 @@ def bucket_of(key_id: str) -> int:
     return int(hashlib.sha1(key_id.encode(), usedforsecurity=False).hexdigest()[:4], 16) % BUCKETS
 
 
+@functools.lru_cache(maxsize=4096)  # a few mappings x BUCKETS; asked several times per coupling written or read
 def partition(mapping: str, bucket: int) -> str:
     return f"{escape_key(mapping)}{_SEP}{bucket:x}"
 
@@ -171,8 +174,10 @@ def _dt(value: str | None) -> datetime | None:
 
 
 def _split(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
-    text = json.dumps(values, separators=(",", ":"), default=str)
-    parts = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)] or ["{}"]
+    text = compact_str(values)
+    if len(text) <= PART_CHARS:  # the common case: one property
+        return {f"{prefix}Values": text or "{}", f"{prefix}Parts": 1}
+    parts = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)]
     out: dict[str, Any] = {f"{prefix}Values": parts[0], f"{prefix}Parts": len(parts)}
     for n, part in enumerate(parts[1:], start=1):
         out[f"{prefix}Values{n}"] = part
@@ -199,7 +204,7 @@ def history_of(row: Entity | None) -> list[dict[str, Any]]:
     properties per former coupling of the record) holds (#22), oldest first."""
     if row is None:
         return []
-    groups = ["Hist"] + [m.group(1) for k in row if (m := _ARCHIVED.match(k))]
+    groups = ["Hist"] + [m.group(1) for k in row if k[:1] == "H" and (m := _ARCHIVED.match(k))]
     entries = [e for g in groups for e in (_join(g, row, "[]") if f"{g}Values" in row else [])]
     return sorted(entries, key=lambda e: e.get("at", ""))
 
@@ -239,7 +244,7 @@ def sync_properties(c: Coupling) -> dict[str, Any]:
         "bcModifiedOn": _iso(c.bc_modified_on),
         "dvModifiedOn": _iso(c.dv_modified_on),
     }
-    return {"Sync": json.dumps(sync, separators=(",", ":")), "Skipped": bool(c.skipped)} | (
+    return {"Sync": compact(sync), "Skipped": bool(c.skipped)} | (
         _split("Bc", c.bc_values) | _split("Dv", c.dv_values) | _split("Hist", c.history)  # type: ignore[arg-type]
     )
 
@@ -538,7 +543,7 @@ class TableCouplingStore:
     async def _claim(self, table: TableClient, items: Sequence[Coupling]) -> list[str | Exception | None]:
         """Claims each coupling's index row: a create, or an If-Match takeover of a leftover. Per item the
         ETag of the claim, or ``AlreadyCoupledError`` when the Dataverse row is coupled or being coupled."""
-        results: list[str | Exception | None] = [_taken(c) for c in items]
+        claimed: dict[int, str | None] = {}  # item -> the ETag of its claim
         todo = list(range(len(items)))
         for _ in range(REPLACE_ATTEMPTS):
             if not todo:
@@ -550,7 +555,7 @@ class TableCouplingStore:
                 if res is None:
                     held.append(n)
                 else:
-                    results[n] = res.get("etag")
+                    claimed[n] = res.get("etag")
             if not held:
                 break
             index = await self._lookup(table, [_key(index_key(items[n])) for n in held])
@@ -583,10 +588,11 @@ class TableCouplingStore:
             )
             for (n, _row), res in zip(take, out, strict=True):
                 if res is not None:
-                    results[n] = res.get("etag")
+                    claimed[n] = res.get("etag")
                 else:
                     todo.append(n)  # raced: look again
-        return results
+        # Built only for the items not claimed (an exception per item costs more than the claim's bookkeeping).
+        return [claimed[n] if n in claimed else _taken(c) for n, c in enumerate(items)]
 
     async def _release(self, table: TableClient, claims: Sequence[tuple[Coupling, str | None]]) -> None:
         """Deletes index rows this process wrote, If-Match their ETag (a row someone took over stays)."""

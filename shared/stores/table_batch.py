@@ -19,6 +19,7 @@ The one function the stores call is :func:`submit_transaction`; it returns the S
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -31,6 +32,8 @@ from azure.core import MatchConditions
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
+
+from shared.stores._json import compact
 
 try:  # the SDK's error decoding for a non-202 answer (the same exception types as its own path)
     from azure.data.tables._error import RequestTooLargeError, _decode_error
@@ -80,8 +83,12 @@ def entity_json(entity: Any) -> str:
     Double); strings, booleans and 32-bit ints need none."""
     out: dict[str, Any] = {}
     for name, value in entity.items():
-        _value(name, value, out)
-    return json.dumps(out, separators=(",", ":"))
+        kind = type(value)
+        if kind is str or kind is bool:  # most properties: no annotation, no check (``_value``'s first cases)
+            out[name] = value
+        else:
+            _value(name, value, out)
+    return compact(out)
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.~:-]*")  # what quote(safe="") keeps, and ':' (quoted below)
@@ -90,6 +97,11 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.~:-]*")  # what quote(safe="") keeps, and 
 def _key(value: str) -> str:
     if _PLAIN_KEY.fullmatch(value):  # the common key ("bc:<guid>"): quoting changes only the colons
         return value.replace(":", "%3A")
+    return _quoted_key(value)
+
+
+@functools.lru_cache(maxsize=1024)  # partition keys ("CUSTOMER%|3"): few, each quoted once
+def _quoted_key(value: str) -> str:
     return _url_quote(value.replace("'", "''"), safe="")
 
 
@@ -153,15 +165,38 @@ def build_body(ops: Sequence[Sequence[Any]], *, base: str, table: str, batch: st
 
 # ----------------------------------------------------------------------------- response
 class Part:
-    """One sub-response: status, headers (lower-case names) and body."""
+    """One sub-response: status, headers (lower-case names; parsed when first asked for) and body."""
 
-    __slots__ = ("body", "headers", "reason", "status")
+    __slots__ = ("_headers", "_lines", "body", "reason", "status")
 
-    def __init__(self, status: int, reason: str, headers: dict[str, str], body: bytes) -> None:
-        self.status, self.reason, self.headers, self.body = status, reason, headers, body
+    def __init__(self, status: int, reason: str, lines: list[str], body: bytes) -> None:
+        self.status, self.reason, self._lines, self.body = status, reason, lines, body
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = {}
+            for line in self._lines:
+                name, _, value = line.partition(":")
+                self._headers[name.strip().lower()] = value.strip()
+        return self._headers
+
+    @property
+    def etag(self) -> str | None:
+        """The ETag header: a success part needs only it (up to 100 parts a transaction, ~8 headers each)."""
+        for line in self._lines:
+            if line[:5] == "ETag:":  # the services' spelling; any other goes through the parsed headers
+                return line[5:].strip()
+        return self.headers.get("etag")
 
 
 def _split_head(block: bytes) -> tuple[bytes, bytes]:
+    # The services frame with CRLF: a plain search (~5x cheaper than the regex), unless a bare-LF blank line
+    # comes first (then the regex's earliest match is it).
+    at = block.find(b"\r\n\r\n")
+    if at >= 0 and b"\n\n" not in block[: at + 2] and b"\n\r\n" not in block[: at + 2]:
+        return block[:at], block[at + 4 :]
     m = _BLANK.search(block)
     return (block, b"") if m is None else (block[: m.start()], block[m.end() :])
 
@@ -184,11 +219,7 @@ def parse_response(body: bytes, content_type: str) -> list[Part]:
         if not lines or not lines[0].startswith("HTTP/"):
             continue
         status_line = lines[0].split(" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        parts.append(Part(int(status_line[1]), status_line[2] if len(status_line) > 2 else "", headers,
+        parts.append(Part(int(status_line[1]), status_line[2] if len(status_line) > 2 else "", lines[1:],
                           payload.rstrip(b"\r\n")))  # fmt: skip
     return parts
 
@@ -251,4 +282,4 @@ async def submit_transaction(table: TableClient, ops: Sequence[Sequence[Any]]) -
             raise part_error(part)
     if len(parts) != len(ops):
         raise TableTransactionError(message=f"0:{len(parts)} answers to {len(ops)} operations")
-    return [{"etag": p.headers["etag"]} if "etag" in p.headers else {} for p in parts]
+    return [{"etag": etag} if (etag := p.etag) is not None else {} for p in parts]

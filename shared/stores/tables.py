@@ -52,6 +52,7 @@ from shared.errors import (
     classify_status,
 )
 from shared.stores import table_batch
+from shared.stores._json import spaced_str
 
 SERVICE = "tables"
 MAX_BATCH = 100  # entities per transaction (Azurite answers more with a malformed response)
@@ -159,6 +160,8 @@ def to_utc(value: datetime | None) -> datetime | None:
     """Plain aware UTC ``datetime`` (the SDK returns its own subclass; naive values are taken as UTC)."""
     if value is None:
         return None
+    if type(value) is datetime and value.tzinfo is UTC:  # already one (the common case): immutable, as is
+        return value
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     value = value.astimezone(UTC)
@@ -330,7 +333,7 @@ class TableProvider:
 
 # ----------------------------------------------------------------------------- batching
 def _op_size(op: Op) -> int:
-    return len(json.dumps(op[1], default=str)) + 300  # entity JSON + per-part multipart headers
+    return len(spaced_str(op[1])) + 300  # entity JSON (json.dumps(default=str)) + per-part multipart headers
 
 
 async def submit(table: TableClient, ops: Sequence[Op]) -> list[Entity]:
@@ -584,15 +587,17 @@ def entity_of(raw: dict[str, Any]) -> TableEntity:
     """A service JSON row (``odata=minimalmetadata``) as the SDK's ``TableEntity`` (``.metadata`` with the
     etag and timestamp; typed values decoded), in one pass over the properties."""
     entity = TableEntity()
-    for name, value in raw.items():
-        if "@" not in name and not name.startswith("odata."):  # annotations: odata.etag, X@odata.type
+    typed: list[tuple[str, Any]] = []
+    for name, value in raw.items():  # annotations: odata.etag, X@odata.type (before or after X)
+        if "@" in name:
+            if name.endswith("@odata.type"):
+                typed.append((name[:-11], value))
+        elif not name.startswith("odata."):
             entity[name] = value
-    for name, value in raw.items():
-        if name.endswith("@odata.type"):
-            prop = name[:-11]
-            decode = _EDM_DECODE.get(value)
-            if decode is not None and entity.get(prop) is not None:
-                entity[prop] = decode(entity[prop])
+    for prop, kind in typed:
+        decode = _EDM_DECODE.get(kind)
+        if decode is not None and entity.get(prop) is not None:
+            entity[prop] = decode(entity[prop])
     timestamp = entity.pop("Timestamp", None)
     if isinstance(timestamp, str):
         timestamp = _edm_datetime(timestamp)

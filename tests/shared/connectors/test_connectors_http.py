@@ -18,7 +18,7 @@ from azure.core.credentials import AccessToken
 
 from shared.connectors._multipart import BatchPart, build_batch, parse_batch_response
 from shared.connectors._odata import MAX_URL_BYTES, chunk_ids_by_url, format_timestamp, parse_timestamp
-from shared.connectors.http import AdaptiveLimiter, ServiceHttp
+from shared.connectors.http import AdaptiveLimiter, ServiceHttp, quote_fast
 from shared.errors import (
     NotFoundError,
     PermanentError,
@@ -311,3 +311,18 @@ def test_bc_409_request_entity_changed_is_a_stale_etag_not_a_conflict() -> None:
     assert classify_status(409, "Internal_EntityWithSameKeyExists") is ConflictError
     assert classify_status(409) is ConflictError
     assert classify_status(412) is PreconditionFailedError
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "id in (6f9619ff-8b86-d011-b42d-00cf4fc964ff,7f9619ff-8b86-d011-b42d-00cf4fc964ff)",
+        "name eq 'O''Brien & Sons #1 100%'",
+        "".join(chr(c) for c in range(128)),
+        "café ☕ 😀",
+    ],
+)
+@pytest.mark.parametrize("safe", ["/", "", "$(),'=:", "]^\\-"])
+def test_query_values_are_percent_encoded_as_urllib_does(value: str, safe: str) -> None:
+    assert quote_fast(value, safe) == quote(value, safe)

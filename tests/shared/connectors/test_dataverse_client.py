@@ -218,6 +218,19 @@ def test_columns_missing_from_a_delta_links_select() -> None:
     assert columns_missing_from(link, None) == []
 
 
+async def test_the_change_feed_hands_out_service_pages_merged_up_to_its_page_records(sim: Sim) -> None:
+    await sim.seed("accounts", 25)
+    dv = client_for(sim.base, page_size=4, change_page_records=10)  # the service answers 4 rows a page
+    try:
+        pages = [p async for p in dv.iter_changes("accounts", None, select=["name"])]
+        assert [len(p.records) for p in pages] == [12, 12, 1]  # 3 service pages each, the rest at the end
+        assert [p.is_last for p in pages] == [False, False, True] and pages[-1].next_cursor
+        assert len({r.id for p in pages for r in p.records}) == 25
+        assert dv.calls.by_kind["read"] == 7  # the same service pages as before: only handed out together
+    finally:
+        await dv.aclose()
+
+
 async def test_a_table_without_change_tracking_is_read_by_modifiedon(sim: Sim, dv: DataverseClient) -> None:
     await sim.control("POST", "/_sim/config", {"untracked": ["accounts"]})
     await sim.seed("accounts", 5)

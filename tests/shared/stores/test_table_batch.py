@@ -184,6 +184,19 @@ def test_parses_the_documented_success_response() -> None:
     assert json.loads(parts[0].body)["RowKey"] == "1" and parts[1].body == b""
 
 
+def test_a_bare_lf_framed_answer_parses_like_a_crlf_one() -> None:
+    lf = DOC_RESPONSE.replace(b"\r\n", b"\n")
+    parts = parse_response(lf, "multipart/mixed; boundary=batchresponse_4c63")
+    assert [(p.status, p.etag) for p in parts] == [(201, ETAG), (204, "W/\"datetime'2013-08-30T18%3A11%3A44.3'\"")]
+    assert json.loads(parts[0].body)["RowKey"] == "1"
+
+
+def test_an_etag_header_in_another_spelling_is_still_found() -> None:
+    lower = DOC_RESPONSE.replace(b"ETag:", b"etag:")
+    parts = parse_response(lower, "multipart/mixed; boundary=batchresponse_4c63")
+    assert parts[0].etag == ETAG and parts[0].headers["etag"] == ETAG
+
+
 def test_a_failed_operation_becomes_the_sdk_error_with_its_index() -> None:
     (part,) = parse_response(DOC_ERROR, "multipart/mixed; boundary=batchresponse_e6")
     error = table_batch.part_error(part)
