@@ -1,8 +1,8 @@
 """Opt-in memory tracing of the local functions host (local tooling only, never in the function app).
 
 ``SYNC_LOCAL_MEMTRACE=<file>``: every ``SYNC_LOCAL_MEMTRACE_INTERVAL`` seconds (default 2) a line with the
-process's RSS, the traced Python heap (current / peak) and the gc counts goes to ``<file>``. The first
-SIGUSR1 takes a base snapshot; each later one writes what grew since it (by line, then the largest
+process's RSS, the traced Python heap (current / peak) and the gc counts goes to ``<file>``. A snapshot
+is kept whenever the traced heap reaches a new high; SIGUSR1 writes it (by line, then the largest
 tracebacks; ``SYNC_LOCAL_MEMTRACE_FRAMES`` frames each, default 8). ``SYNC_LOCAL_MEMTRACE=rss:<file>``
 samples RSS and gc only (no tracemalloc overhead).
 """
@@ -27,7 +27,8 @@ class MemTrace:
         self.interval = interval
         self.proc = psutil.Process()
         self.peak_rss = 0
-        self.base: tracemalloc.Snapshot | None = None
+        self.peak_traced = 0
+        self.peak: tracemalloc.Snapshot | None = None
         self.started = time.monotonic()
         self._wanted = threading.Event()
         if trace:
@@ -40,6 +41,9 @@ class MemTrace:
         if self.trace:
             current, peak = tracemalloc.get_traced_memory()
             traced = f" traced={current / 2**20:.1f}MB tracedPeak={peak / 2**20:.1f}MB"
+            if current > self.peak_traced * 1.05:  # a new high: what the heap holds then is what to look at
+                self.peak_traced = current
+                self.peak = tracemalloc.take_snapshot()
         return (
             f"t={time.monotonic() - self.started:.1f}s rss={rss / 2**20:.1f}MB peakRss={self.peak_rss / 2**20:.1f}MB"
             f"{traced} gc={gc.get_count()} objects={len(gc.get_objects())}"
@@ -57,23 +61,19 @@ class MemTrace:
                 self.out.write(f"sample failed: {exc!r}\n")
 
     def request_dump(self, *_args: object) -> None:
-        """SIGUSR1: the first takes the base snapshot, each later one writes what grew since the base."""
+        """SIGUSR1: the sampler thread writes the heap at its traced high (never in the signal handler)."""
         self._wanted.set()
 
     def dump(self) -> None:
-        if not self.trace:
+        snap = self.peak
+        if snap is None:
             return
-        snap = tracemalloc.take_snapshot()
-        if self.base is None:
-            self.base = snap
-            self.out.write(f"--- base snapshot: {self.line()}\n")
-            return
-        self.out.write(f"--- grown since the base snapshot, by line: {self.line()}\n")
-        for stat in snap.compare_to(self.base, "lineno")[:40]:
+        self.out.write(f"--- the heap at its traced high ({self.peak_traced / 2**20:.1f} MB), by line\n")
+        for stat in snap.statistics("lineno")[:30]:
             self.out.write(f"{stat}\n")
-        self.out.write("--- grown since the base snapshot, largest tracebacks\n")
-        for stat in snap.compare_to(self.base, "traceback")[:6]:
-            self.out.write(f"{stat.size_diff / 2**20:+.1f} MB in {stat.count_diff:+d} blocks\n")
+        self.out.write("--- largest tracebacks\n")
+        for stat in snap.statistics("traceback")[:8]:
+            self.out.write(f"{stat.size / 2**20:.1f} MB in {stat.count} blocks\n")
             for frame in stat.traceback.format():
                 self.out.write(f"    {frame}\n")
 

@@ -4,12 +4,17 @@ decoder gives what the SDK's deserializer gives."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
+
+import pytest
 
 from shared.domain.model import Coupling
-from shared.stores import Stores, TableCouplingStore
+from shared.stores import Stores, TableCouplingStore, coupling_store
 from shared.stores.coupling_store import BUCKETS, from_state_entity, partition_of, state_rk
 from shared.stores.tables import ENTITIES_READ, entity_of
 
@@ -99,3 +104,30 @@ async def test_the_lean_decoder_matches_the_sdk(table_stores: Stores) -> None:
     d = datetime(2024, 1, 2, 3, 4, 5, 123456, UTC)
     assert row == {"PartitionKey": "p", "RowKey": "r", "N": 5, "D": d, "S": "x"}
     assert row.metadata == {"etag": "e", "timestamp": None}
+
+
+async def test_concurrent_lookups_hold_at_most_scan_concurrency_pages(
+    table_stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fanned-out job's workers look up 16 buckets for each batch at once: the range scans in flight (each
+    holding a decoded page of up to 1,000 rows) are bounded per process, and every lookup still finds its rows."""
+    batch = await _seeded(table_stores, 1200)
+    store = _fresh_store(table_stores)  # nothing measured: every bucket's first lookup scans
+    live, peak = 0, 0
+    real = coupling_store.raw_pages
+
+    async def counting(*args: Any, **kw: Any) -> AsyncIterator[list[dict[str, Any]]]:
+        nonlocal live, peak
+        live += 1
+        peak = max(peak, live)
+        try:
+            async for page in real(*args, **kw):
+                yield page
+        finally:
+            live -= 1
+
+    monkeypatch.setattr(coupling_store, "raw_pages", counting)
+    pages = [sorted(batch, key=lambda c: state_rk(c.bc_id))[i : i + 600] for i in (0, 300, 600)]
+    found = await asyncio.gather(*(store.get_many_by_bc_ids(M, [c.bc_id for c in p]) for p in pages))
+    assert [len(f) for f in found] == [600, 600, 600]
+    assert 1 < peak <= coupling_store.SCAN_CONCURRENCY < 3 * BUCKETS
