@@ -44,8 +44,10 @@ test-fast: setup
 test-faults: setup
 	$(PY) -m pytest -q -m slow
 
+## `make bench BENCH_ARGS="--e2e-n 100000"`: the end-to-end job at 100,000 records (~20 min more; docs/benchmarks.md).
+BENCH_ARGS ?=
 bench: setup
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 deploy-check: setup
 	$(PY) -m pytest -q tests/infra

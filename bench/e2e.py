@@ -9,7 +9,8 @@ workers, the simulators and Azurite, each in its own process (``local.stack``, f
   notifications to the Dataverse write (the simulator's coalescing window is ``--notify-delay 1`` locally,
   i.e. BC's 30 s delay compressed to 1 s; reported separately).
 
-``python -m bench.e2e [--n N] [--edits N]`` runs it alone; ``make bench`` runs it after the other scenarios.
+``python -m bench.e2e [--n N] [--edits N] [--out bench/results/e2e-100k.json]`` runs it alone (``--out``: also
+the run as json + md); ``make bench`` runs it after the other scenarios (``make bench BENCH_ARGS="--e2e-n N"``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -289,9 +292,11 @@ def full_sync(stack: Stack, n: int, *, ticks: int = 2, timeout: float | None = N
     # The first tick after the full job may see the service's own creates in Dataverse's change feed (echoes);
     # the ticks after it are the no-change cost: the scheduled one (the timer's job of the mapping) is the
     # target's; the API's incremental job also brings CUSTOMER's parent mappings up to date (fixed per job).
-    result["ticks"] = [tick(stack, api, timer=True) for _ in range(ticks)]
+    # The echo tick reads the n creates back (100,000: 20 Dataverse pages, a coupling lookup per record): minutes.
+    tick_timeout = max(300, n / 50)
+    result["ticks"] = [tick(stack, api, timer=True, timeout=tick_timeout) for _ in range(ticks)]
     result["noChangeTick"] = result["ticks"][-1]
-    result["apiTick"] = tick(stack, api)
+    result["apiTick"] = tick(stack, api, timeout=tick_timeout)
     return result
 
 
@@ -468,14 +473,42 @@ def markdown(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def write(result: dict[str, Any], path: Path) -> Path:
+    """``path`` (.json: the run with its machine and figures) and the same name in .md (the figures and the
+    section of the report): a run of this scenario alone, e.g. ``bench/results/e2e-100k.json``."""
+    from bench.report import table
+    from bench.run import machine
+
+    doc = {"generatedAt": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "e2e": result}
+    doc["figures"] = figures(doc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    m = doc["machine"]
+    md = [
+        f"# `python -m bench.e2e` ({doc['generatedAt']})",
+        "",
+        f"{m['cpuCount']} CPUs, {m['memoryGB']} GB, Python {m['python']}, {m['platform']}.",
+        "",
+        table(doc["figures"]),
+        "",
+        *markdown(doc),
+    ]
+    path.with_suffix(".md").write_text("\n".join(md), encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="BC customers in the full job")
     parser.add_argument("--edits", type=int, default=50, help="Dataverse webhook edits timed")
     parser.add_argument("--bc-edits", type=int, default=10, help="BC edits timed (notifications)")
     parser.add_argument("--ticks", type=int, default=2, help="incremental ticks after the full job")
+    parser.add_argument("--out", type=Path, help="also write the run to this .json (and its .md)")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.n, args.edits, args.bc_edits, args.ticks), indent=1))
+    result = run(args.n, args.edits, args.bc_edits, args.ticks)
+    if args.out:
+        _say(f"written {write(result, args.out)}")
+    print(json.dumps(result, indent=1))
     return 0
 
 

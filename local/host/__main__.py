@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from local.host.logs import configure_logging
+from local.host.memtrace import install_from_env
 from local.host.server import LocalHost
 
 log = logging.getLogger("Host")
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     configure_logging()
+    install_from_env()  # SYNC_LOCAL_MEMTRACE=<file>: opt-in RSS/heap sampling (local/host/memtrace.py)
     root = str(Path.cwd())
     if root not in sys.path:
         sys.path.insert(0, root)  # the function app module lives at the project root, as in Azure

@@ -171,10 +171,11 @@ class BusinessCentralClient(ServiceClient):
         while next_url:
             response = await self._http.request("GET", next_url, params=params, headers=headers, kind="read")
             body = response.json()
-            rows = body.get("value", [])
+            rows, next_url, params = body.get("value", []), body.get("@odata.nextLink"), None
+            del response, body  # a 20,000-row page's body (bytes and text) is not held while its rows are used
             self.calls.records_read += len(rows)
             yield rows
-            next_url, params = body.get("@odata.nextLink"), None
+            del rows
             if next_url in seen:  # a service bug would otherwise loop forever
                 raise PermanentError("the same @odata.nextLink came back twice", service=SERVICE)
             if next_url:
@@ -211,7 +212,8 @@ class BusinessCentralClient(ServiceClient):
             params["$filter"] = f"lastModifiedDateTime gt {format_timestamp(since - self.overlap)}"
         newest = since
         window = _overlap.Window(self.overlap)
-        pending: ChangePage | None = None
+        # Each page is handed over as soon as it is read (one page of records alive at a time, not two); the
+        # cursor goes out on a last page of its own, once every row before it was handed over.
         async for rows in self._pages(await self._entity_url(entity), params):
             records = []
             for rec in map(self._record, rows):
@@ -226,12 +228,11 @@ class BusinessCentralClient(ServiceClient):
                     records.append(rec)
             if newest is not None:
                 window.trim(newest)
-            if pending is not None:
-                yield pending
-            pending = ChangePage(records=records)
-        # The cursor goes out on the last page only, once every row before it was handed over.
-        last = pending or ChangePage(records=[])
-        last.is_last = True
+            rows.clear()  # the raw rows (``_pages`` still holds the list) are not kept while the page is used
+            if records:
+                yield ChangePage(records=records)
+            del records
+        last = ChangePage(records=[], is_last=True)
         if newest is None:
             last.next_cursor = cursor
         else:

@@ -247,6 +247,7 @@ class DataverseClient(ServiceClient):
         while next_url:
             response = await self._http.request("GET", next_url, params=params, headers=headers, kind="read")
             body = response.json()
+            del response  # the page's bytes and text are not held while its rows are used
             self.calls.records_read += len(body.get("value", []))
             yield body
             next_url, params = body.get("@odata.nextLink"), None
@@ -315,7 +316,9 @@ class DataverseClient(ServiceClient):
             url = f"{self.api_root}/{entity}"
             cols = with_required(select, info.primary_key, "modifiedon")
             params = {"$select": ",".join(cols)} if cols else None
-        pending: ChangePage | None = None
+        # Each page is handed over as soon as it is read (one page alive at a time); the cursor goes out on a
+        # last page of its own, once every row before it was handed over.
+        delivered = False
         delta: str | None = None
         try:
             async for body in self._pages(url, params, track=True):
@@ -331,11 +334,13 @@ class DataverseClient(ServiceClient):
                     fresh = await self.get_many(entity, [r.id for r in page.records], select=select)
                     page.records = [fresh[r.id] for r in page.records if r.id in fresh]  # gone: its deletion follows
                 delta = body.get("@odata.deltaLink") or delta
-                if pending is not None:
-                    yield pending
-                pending = page
+                body.clear()  # the raw rows (``_pages`` still holds the body) are not kept while the page is used
+                if page.records or page.deleted_ids:
+                    delivered = True
+                    yield page
+                del page
         except PermanentError as e:
-            if pending is None and _is_change_tracking_off(e):
+            if not delivered and _is_change_tracking_off(e):
                 log.warning("Dataverse change tracking is off for %s (%s): reading by modifiedon", entity, e)
                 self.untracked.add(entity)
                 async for page in self._changes_by_modifiedon(entity, None, select):
@@ -346,10 +351,7 @@ class DataverseClient(ServiceClient):
                 yield ChangePage(records=[], is_last=True, full_resync_required=True)
                 return
             raise
-        last = pending or ChangePage(records=[])
-        last.is_last = True
-        last.next_cursor = delta or cursor
-        yield last
+        yield ChangePage(records=[], is_last=True, next_cursor=delta or cursor)
 
     async def _changes_by_modifiedon(
         self, entity: str, cursor: str | None, select: Sequence[str] | None

@@ -67,6 +67,10 @@ MIN_SCAN_KEYS = 32  # per partition (bucket), density not measured yet: below th
 # key check): ~14 µs a state row (snapshots), ~4 µs an index row. What lookup_plan weighs (measured on Azurite, #23).
 REQUEST_ROWS = 80
 INDEX_REQUEST_ROWS = 250
+# Range scans in flight per store (process): each holds a decoded page of up to 1,000 state rows (~4 MB), and
+# a fanned-out job's workers look up 16 buckets for each of their 8 batches at once (#23: unbounded, the host
+# held ~100 pages, +300 MB at 100,000 records). Point reads are bounded by the Tables connection pool.
+SCAN_CONCURRENCY = 8
 MIN_MEASURED_SPAN = 0.01  # a scan over less of the key space does not set the density estimate
 _HEX = 12  # leading hex digits of a GUID key that place it in the key space
 REPLACE_ATTEMPTS = 4
@@ -308,6 +312,7 @@ class TableCouplingStore:
         self._density: dict[tuple[str, str], float] = {}  # (partition, row kind) -> rows per unit key space
         self._bucketed: set[str] = set()  # mappings whose old-layout rows this process has moved (or found none)
         self._layout_lock = asyncio.Lock()
+        self._scans: asyncio.Semaphore | None = None  # SCAN_CONCURRENCY; made on the loop that uses it
 
     async def _table(self, mapping: str | None = None) -> TableClient:
         """The table; with a mapping, after making sure no row of it is left in the old layout (once per
@@ -371,13 +376,32 @@ class TableCouplingStore:
         span = _span(prefix, keys[0], keys[-1])
         if span is None:  # not GUIDs: no density estimate
             return await point_rows(table, pk, keys)
-        density = self._density.get((pk, prefix))  # rows of this kind per unit of key space
-        cost = REQUEST_ROWS if prefix == STATE else INDEX_REQUEST_ROWS  # index rows are small: scans cost less
-        plan = lookup_plan(len(keys), None if density is None else density * span, cost)
-        if plan == "point":
-            return await point_rows(table, pk, keys)
+        plan = self._plan(pk, prefix, keys, span)
+        if plan == "scan":
+            if self._scans is None:
+                self._scans = asyncio.Semaphore(SCAN_CONCURRENCY)
+            async with self._scans:
+                # Another lookup's scan may have measured this partition while this one waited for a lane.
+                plan = self._plan(pk, prefix, keys, span)
+                if plan == "scan":
+                    found, left = await self._scan(table, pk, prefix, keys, span)
+            if plan == "scan":
+                return found | await point_rows(table, pk, left) if left else found
         if plan == "list":
             return await key_rows(table, pk, keys)
+        return await point_rows(table, pk, keys)
+
+    def _plan(self, pk: str, prefix: str, keys: list[str], span: float) -> str:
+        """``lookup_plan`` for these keys with the partition's measured density (None: not measured yet)."""
+        density = self._density.get((pk, prefix))  # rows of this kind per unit of key space
+        cost = REQUEST_ROWS if prefix == STATE else INDEX_REQUEST_ROWS  # index rows are small: scans cost less
+        return lookup_plan(len(keys), None if density is None else density * span, cost)
+
+    async def _scan(
+        self, table: TableClient, pk: str, prefix: str, keys: list[str], span: float
+    ) -> tuple[dict[str, Entity], list[str]]:
+        """The range scan of ``_partition_rows`` (sorted ``keys`` spanning ``span`` of the key space): the rows
+        found, and the keys it stopped short of (the rest of the range proved sparse: point-read them)."""
         query = (
             f"PartitionKey eq {quote(pk)} and RowKey ge {quote(keys[0])} and RowKey le {quote(keys[-1])}"
             f" and {prefix_range(prefix)}"
@@ -391,6 +415,7 @@ class TableCouplingStore:
                 if raw["RowKey"] in wanted:
                     found[raw["RowKey"]] = entity_of(raw)  # only the rows kept are decoded
             last = page[-1]["RowKey"]
+            del page  # not held while the next page is read
             covered = _span(prefix, keys[0], last) or 0.0
             if covered >= span:
                 continue
@@ -399,11 +424,10 @@ class TableCouplingStore:
             if left and projected > DENSE_SHARE * len(left) + MAX_PAGE:  # sparser than it looked: stop
                 if covered > 0:
                     self._density[(pk, prefix)] = read / covered
-                found |= await point_rows(table, pk, left)
-                return found
+                return found, left
         if span > MIN_MEASURED_SPAN:
             self._density[(pk, prefix)] = read / span
-        return found
+        return found, []
 
     async def _lookup(self, table: TableClient, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Entity]:
         """Rows by (PartitionKey, RowKey), point reads grouped per partition (the write paths' few reads)."""

@@ -660,12 +660,14 @@ async def raw_pages(
         params["$select"] = ",".join(select)
     while True:
         response = await _send(table, _base(table) + "()", params)
+        npk = response.headers.get("x-ms-continuation-NextPartitionKey")
+        nrk = response.headers.get("x-ms-continuation-NextRowKey")
         rows = json.loads(response.content or b"{}").get("value") or []
+        del response  # neither the body nor the decoded page is held while the next page is awaited
         ENTITIES_READ.count += len(rows)
         if rows:
             yield rows
-        npk = response.headers.get("x-ms-continuation-NextPartitionKey")
-        nrk = response.headers.get("x-ms-continuation-NextRowKey")
+        del rows
         if not npk and not nrk:
             return
         params = {k: v for k, v in params.items() if k.startswith("$")}

@@ -4,14 +4,17 @@ there, a scan that turns out sparse stops, and the lean row decoder gives what t
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from shared.domain.model import Coupling
-from shared.stores import Stores, TableCouplingStore
+from shared.stores import Stores, TableCouplingStore, coupling_store
 from shared.stores.coupling_store import (
     BUCKETS,
     from_state_entity,
@@ -175,3 +178,30 @@ def test_a_state_rows_history_reads_as_the_generic_reader_reads_it() -> None:
     assert state_history(row) == history_of(row) == sorted(c.history, key=lambda e: e["at"])
     c.history = [{"at": "x", "detail": "é" * 40_000}]  # split over several properties
     assert state_history(to_state_entity(c)) == history_of(to_state_entity(c)) == c.history
+
+
+async def test_concurrent_lookups_hold_at_most_scan_concurrency_pages(
+    table_stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fanned-out job's workers look up 16 buckets for each batch at once: the range scans in flight (each
+    holding a decoded page of up to 1,000 rows) are bounded per process, and every lookup still finds its rows."""
+    batch = await _seeded(table_stores, 1200)
+    store = _fresh_store(table_stores)  # nothing measured: every bucket's first lookup scans
+    live, peak = 0, 0
+    real = coupling_store.raw_pages
+
+    async def counting(*args: Any, **kw: Any) -> AsyncIterator[list[dict[str, Any]]]:
+        nonlocal live, peak
+        live += 1
+        peak = max(peak, live)
+        try:
+            async for page in real(*args, **kw):
+                yield page
+        finally:
+            live -= 1
+
+    monkeypatch.setattr(coupling_store, "raw_pages", counting)
+    pages = [sorted(batch, key=lambda c: state_rk(c.bc_id))[i : i + 600] for i in (0, 300, 600)]
+    found = await asyncio.gather(*(store.get_many_by_bc_ids(M, [c.bc_id for c in p]) for p in pages))
+    assert [len(f) for f in found] == [600, 600, 600]
+    assert 1 < peak <= coupling_store.SCAN_CONCURRENCY < 3 * BUCKETS
