@@ -249,8 +249,8 @@ class DataverseClient(ServiceClient):
             body = response.json()
             del response  # the page's bytes and text are not held while its rows are used
             self.calls.records_read += len(body.get("value", []))
+            next_url, params = body.get("@odata.nextLink"), None  # read first: the consumer may clear the body
             yield body
-            next_url, params = body.get("@odata.nextLink"), None
             if next_url in seen:
                 raise PermanentError("the same @odata.nextLink came back twice", service=SERVICE)
             if next_url:

@@ -395,7 +395,8 @@ class TableCouplingStore:
         """``lookup_plan`` for these keys with the partition's measured density (None: not measured yet)."""
         density = self._density.get((pk, prefix))  # rows of this kind per unit of key space
         cost = REQUEST_ROWS if prefix == STATE else INDEX_REQUEST_ROWS  # index rows are small: scans cost less
-        return lookup_plan(len(keys), None if density is None else density * span, cost)
+        plan = lookup_plan(len(keys), None if density is None else density * span, cost)
+        return "scan" if plan == "probe" else plan  # a probing scan is a range scan that measures the density
 
     async def _scan(
         self, table: TableClient, pk: str, prefix: str, keys: list[str], span: float
