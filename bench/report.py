@@ -78,8 +78,10 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_fig("Table ops/record, full sync of existing couplings", existing["tableOpsPerRecord"], "≤ 0.015",
                         lambda v: v <= 0.015))  # fmt: skip
     if create:
+        # Reported, no longer held to ~0.02 (2 rows a record in 100-operation transactions): since #23 a mapping's
+        # couplings span 16 bucket partitions, a transaction holds one partition, and the claims read first.
         out.append(_fig("Table ops/record, full sync create + couple", create["tableOpsPerRecord"],
-                        "~0.02 (2 index rows)", lambda v: v <= 0.02))  # fmt: skip
+                        "report (was ~0.02 with one partition per mapping)", None))  # fmt: skip
     for phase, what in ((create, "create + couple"), (existing, "existing couplings")):
         if phase:
             out.append(_fig(f"Service Bus messages/record, full sync ({what})", phase["sbMessagesPerRecord"],
