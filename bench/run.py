@@ -56,7 +56,7 @@ class Config:
     e2e_n: int = 10_000  # BC customers in its full job (Azurite slows down past ~10k: docs/benchmarks.md)
     e2e_edits: int = 50  # Dataverse webhook edits timed
     e2e_bc_edits: int = 10  # BC edits timed through BC's notifications
-    only: str | None = None  # one scenario alone (``--only``): "throttled" or "scaleout"
+    only: str | None = None  # one scenario alone (``--only``): "throttled", "scaleout" or "memory"
 
 
 DV_DOP_HINT = 4  # the Dataverse simulator's x-ms-dop-hint: the client runs at most this many requests at once
@@ -227,14 +227,17 @@ async def memory_scenario(env: BenchEnv, cfg: Config) -> dict[str, Any]:
     return out
 
 
-ONLY = ("throttled", "scaleout")
+ONLY = ("throttled", "scaleout", "memory")
 
 
 async def _only(cfg: Config) -> dict[str, Any]:
-    """One scenario alone (``python -m bench --only throttled``), on its own stack: its figures, no report."""
+    """One scenario alone (``python -m bench --only throttled``), on its own stack: its figures, no report.
+    ``--only memory``: the peak RSS scenario alone (the fresh process gives the figure without earlier scenarios)."""
     if cfg.only == "scaleout":
         return {"scaleout": await scaleout_scenario(cfg.scaleout or ScaleoutConfig())}
     async with bench_env() as env:
+        if cfg.only == "memory":
+            return {"memory": await memory_scenario(env, cfg)}
         return await throttled(env, cfg)
 
 
