@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import random
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 from azure.core import AsyncPipelineClient
@@ -49,6 +47,7 @@ from azure.core.rest import AsyncHttpResponse, HttpRequest
 from shared.connectors.tracing import DependencyTracingPolicy
 from shared.errors import SyncError, ThrottledError, TransientError, classify_status
 from shared.telemetry import record_throttled
+from shared.urlquote import quote_fast
 
 log = logging.getLogger("shared.connectors")
 
@@ -58,27 +57,6 @@ _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _NOT_PROCESSED_STATUSES = frozenset({429, 503})
 # Statuses after which the request may or may not have been applied: only idempotent calls repeat.
 _AMBIGUOUS_STATUSES = frozenset({408, 500, 502, 504})
-
-
-# ----------------------------------------------------------------------------- URL encoding
-_ALWAYS_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
-
-
-@functools.lru_cache(maxsize=8)
-def _unsafe(safe: str) -> re.Pattern[str]:
-    return re.compile(f"[^{re.escape(_ALWAYS_SAFE + safe)}]")
-
-
-def _percent(m: re.Match[str]) -> str:
-    return f"%{ord(m.group()):02X}"
-
-
-def quote_fast(value: str, safe: str = "/", encoding: str | None = None, errors: str | None = None) -> str:
-    """``urllib.parse.quote``, the same text; for ASCII (a filter of ids, ~8 KB) a regex finds the few
-    characters to escape instead of urllib's per-byte Python loop (~0.5 ms of CPU per such URL)."""
-    if isinstance(value, str) and value.isascii():
-        return _unsafe(safe).sub(_percent, value)
-    return quote(value, safe, encoding, errors)
 
 
 # ----------------------------------------------------------------------------- call counter
