@@ -244,11 +244,13 @@ def tick(stack: Stack, api: Api, *, timer: bool = False, timeout: float = 300) -
     """One incremental job of CUSTOMER, over HTTP (the API's job brings the parent mappings up to date first)
     or as the timer starts it; the simulators' request counts it cost (per side), and by route."""
     before, routes0 = sim_requests(stack), _routes(stack)
+    t0 = time.perf_counter()
     job = api.wait(asyncio.run(_timer_job(stack)) if timer else api.start_job("incremental"), timeout)
     after, routes1 = sim_requests(stack), _routes(stack)
     out: dict[str, Any] = {
         "started": "timer" if timer else "api",
         "status": job["status"],
+        "seconds": round(time.perf_counter() - t0, 2),
         "counts": {k: v for k, v in job["counts"].items() if v},
     }
     for side in before:
