@@ -63,6 +63,15 @@ class CouplingStore(Protocol):
         """Keyed by Dataverse id."""
         ...
 
+    async def estimated_count(self, mapping: str) -> float | None:
+        """How many couplings the mapping has, as far as this process knows (None: not known yet)."""
+        ...
+
+    async def synced_marks(self, mapping: str, side: Side, keys: Sequence[str]) -> dict[str, Any]:
+        """Per coupling, by ``side``'s lower-case id, what its last sync saw of that side: BC, the
+        ``lastModifiedDateTime``; Dataverse, the ``snapshot_mark`` of the snapshot over ``keys``."""
+        ...
+
     async def couple(self, coupling: Coupling, *, replace: bool = False) -> list[Coupling]:
         """Writes a new coupling atomically. Raises ``AlreadyCoupledError`` when either side is coupled
         (to anything) and ``replace`` is false; with ``replace`` removes those first. Returns the

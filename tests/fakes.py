@@ -17,6 +17,7 @@ from shared.domain.errors import AlreadyCoupledError, InvalidContinuationError, 
 from shared.domain.model import COUNT_KEYS, Coupling, Job, MappingSettings, Side, SyncErrorEntry, Watermark
 from shared.errors import ConflictError, PreconditionFailedError
 from shared.planning import history
+from shared.planning.decisions import snapshot_mark
 
 # =============================================================================== stores (owner: stores engineer)
 # Behaviour mirrors shared/stores (the same suite in tests/shared/stores runs against both): ids compared
@@ -99,6 +100,15 @@ class FakeCouplingStore:
 
     async def get_many_by_dataverse_ids(self, mapping: str, dataverse_ids: Sequence[str]) -> dict[str, Coupling]:
         return {i: c for i in dataverse_ids if (c := await self.get_by_dataverse_id(mapping, i)) is not None}
+
+    async def estimated_count(self, mapping: str) -> float | None:
+        return float(sum(1 for k in self.by_bc if k[0] == mapping))
+
+    async def synced_marks(self, mapping: str, side: Side, keys: Sequence[str]) -> dict[str, Any]:
+        rows = [c for k, c in self.by_bc.items() if k[0] == mapping]
+        if side == Side.BC:
+            return {c.bc_id.lower(): c.bc_modified_on for c in rows}
+        return {c.dataverse_id.lower(): snapshot_mark(keys, c.dv_values) for c in rows}
 
     def _blockers(self, c: Coupling) -> list[Coupling]:
         found = [self.by_bc.get((c.mapping, c.bc_id.lower()))]

@@ -5,7 +5,7 @@ bookkeeping of a coupling."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -66,6 +66,44 @@ def synced_in_this_run(read: Mapping[str, str | None], record_id: str, etag: str
     (reading the Dataverse row), so the Dataverse pass must not sync it again: a conflict or a failure would
     count twice and mark the coupling skipped after one run. A newer version (another ETag) is a change."""
     return etag is not None and read.get(record_id) == etag
+
+
+# A side's change page is first checked against the mapping's synced marks (one small row per coupling, read
+# once per job and side) when the page alone holds at least 1 in MARKS_SHARE of the couplings: a coupling lookup
+# reads ~2 rows and decodes a whole coupling per key, a mark is one small row (#23: the first tick after a
+# 100,000-record full job reads 100,000 of our own creates back; pages of 20,000, 1 in 5 of the couplings).
+MARKS_SHARE = 8
+
+
+def marks_pay(page_rows: int, couplings: float | None, *, full: bool) -> bool:
+    """Whether a change page is first checked against the synced marks: on a full run (every record comes
+    back), or when the page holds at least 1 in ``MARKS_SHARE`` of the mapping's couplings (``couplings``:
+    the store's estimate, None when not measured yet)."""
+    if full:
+        return True
+    return couplings is not None and page_rows * MARKS_SHARE >= couplings
+
+
+def _values_mark(values: Iterable[Any]) -> int | None:
+    try:
+        return hash(tuple(values))
+    except TypeError:  # a list or dict value: no mark (the full check decides)
+        return None
+
+
+def snapshot_mark(keys: Sequence[str], snapshot: Mapping[str, Any]) -> int | None:
+    """The mark of a coupling's snapshot over ``keys`` (the fields that flow from the side), for
+    ``holds_synced_mark``; None when some key was never synced (a field mapped or enabled since: a change)."""
+    if not keys or any(k not in snapshot for k in keys):
+        return None
+    return _values_mark(snapshot[k] for k in keys)
+
+
+def holds_synced_mark(keys: Sequence[str], now: Mapping[str, Any], mark: int | None) -> bool:
+    """The echo rule (``holds_synced_values``) against a snapshot's mark: equal marks mean equal values
+    (marks are compared within one process only). Values that differ only in form (``same``) do not match
+    here; the full check still sees them, so a match drops only rows the full check would drop too."""
+    return mark is not None and bool(keys) and _values_mark(now.get(k) for k in keys) == mark
 
 
 def failure_code(f: WriteFailure) -> str:

@@ -26,7 +26,13 @@ from shared.mappings.config import TableMapping
 from shared.messaging import work
 from shared.messaging.work import WorkMessage
 from shared.planning.automatic import may_run
-from shared.planning.decisions import holds_synced_values, may_be_newer, synced_in_this_run
+from shared.planning.decisions import (
+    holds_synced_mark,
+    holds_synced_values,
+    marks_pay,
+    may_be_newer,
+    synced_in_this_run,
+)
 from shared.planning.history import TRIGGER  # #22
 from shared.planning.planner import may_create, plan_deletion
 from shared.services.coupling_service import CouplingService
@@ -377,6 +383,7 @@ class JobService:
         # The Dataverse versions the BC pass synced inline: not synced again (a fanned-out page is not in it).
         read_dv: dict[str, str | None] = {}
         for side in self._sides(mapping):
+            marks: dict[str, Any] | None = None  # the side's synced marks, read once the pages make them pay
             wm = await self.e.watermarks.get(mapping.name, side)
             cursor = None if full else wm.cursor
             service, entity = (
@@ -390,6 +397,13 @@ class JobService:
                 # Changes already seen (feed overlap), our own writes coming back and the versions this run's
                 # BC pass synced need no work: dropped here, before any fan-out or re-read.
                 records = [r for r in page.records if not synced_in_this_run(read_dv, r.id, r.etag)]
+                if marks is None and marks_pay(len(records), await self.e.couplings.estimated_count(mapping.name),
+                                               full=cursor is None):  # fmt: skip
+                    marks = await self.e.couplings.synced_marks(mapping.name, side, _flowing_keys(mapping, side))
+                if marks:  # versions the last syncs saw: no coupling lookup for them (#23)
+                    kept = self._not_synced(mapping, side, records, marks)
+                    outcome.counts["unchanged"] += len(records) - len(kept)
+                    records = kept
                 work, seen, coupled = await self._work_of(mapping, side, records)
                 outcome.counts["unchanged"] += seen
                 if job_id and self.e.settings.fans_out(len(work)):
@@ -521,17 +535,7 @@ class JobService:
         coming back, or a change to unmapped fields): nothing to do, and the other side is not even read.
         A change on the other side arrives through its own feed."""
         codec = self.e.codec(mapping)
-        # Only fields that flow from this side: a value the other side alone writes (the owner from a
-        # salesperson, toDataverse only) may differ from what we wrote (Dataverse's default owner) and is no change.
-        flows_from_side = (
-            Direction.BIDIRECTIONAL,
-            Direction.TO_DATAVERSE if side == Side.BC else Direction.FROM_DATAVERSE,
-        )
-        keys = [
-            f.key
-            for f in mapping.fields
-            if f.bc and f.dataverse and f.constant is None and f.direction in flows_from_side
-        ]
+        keys = _flowing_keys(mapping, side)
         if side == Side.BC:
             values = await codec.bc_values_many([records[c.bc_id] for c in couplings])
         else:
@@ -539,6 +543,17 @@ class JobService:
         if side == Side.BC:
             return [c for c in couplings if not holds_synced_values(keys, values[c.bc_id], c.bc_values)]
         return [c for c in couplings if not holds_synced_values(keys, values[c.dataverse_id], c.dv_values)]
+
+    def _not_synced(
+        self, mapping: TableMapping, side: Side, records: Sequence[RemoteRecord], marks: Mapping[str, Any]
+    ) -> list[RemoteRecord]:
+        """The records of a change page that are not the versions their couplings last synced, by the synced
+        marks: BC rows no newer than the ``lastModifiedDateTime`` the last sync saw, Dataverse rows holding
+        the last sync's values (the echo rule, ``holds_synced_mark``). What is left goes the full way."""
+        if side == Side.BC:
+            return [r for r in records if may_be_newer(r.modified_on, marks.get(r.id.lower()), whole_seconds=False)]
+        codec, keys = self.e.codec(mapping), _flowing_keys(mapping, side)
+        return [r for r in records if not holds_synced_mark(keys, codec.dv_values(r), marks.get(r.id.lower()))]
 
     async def _deletions_from_results(self, mapping: TableMapping, couplings: list, result: SyncOutcome) -> SyncOutcome:
         """Scheduled syncs turn ``not_found`` results into the mapping's deletion policy."""
@@ -620,6 +635,19 @@ class JobService:
             return await self._apply_deletions(mapping, list(gone.values()), deleted_side=side)
         recs = await self._read(mapping, side, ids)
         return await self.process_changes(mapping, side, list(recs.values()), [], job_id)
+
+
+def _flowing_keys(mapping: TableMapping, side: Side) -> list[str]:
+    """The fields whose values flow from ``side``, which the echo rule compares. A value the other side alone
+    writes (the owner from a salesperson, toDataverse only) may differ from what we wrote (Dataverse's default
+    owner) and is no change."""
+    flows_from_side = (
+        Direction.BIDIRECTIONAL,
+        Direction.TO_DATAVERSE if side == Side.BC else Direction.FROM_DATAVERSE,
+    )
+    return [
+        f.key for f in mapping.fields if f.bc and f.dataverse and f.constant is None and f.direction in flows_from_side
+    ]
 
 
 def _newer(record: RemoteRecord, coupling: Coupling, side: Side) -> bool:

@@ -21,9 +21,10 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.domain.errors import AlreadyCoupledError, InvalidContinuationError
-from shared.domain.model import Coupling
+from shared.domain.model import Coupling, Side
 from shared.errors import ConflictError
 from shared.planning import history
+from shared.planning.decisions import snapshot_mark
 from shared.stores._json import compact, compact_str
 from shared.stores.tables import (
     KEYS_PER_QUERY,
@@ -378,9 +379,7 @@ class TableCouplingStore:
             return await point_rows(table, pk, keys)
         plan = self._plan(pk, prefix, keys, span)
         if plan == "scan":
-            if self._scans is None:
-                self._scans = asyncio.Semaphore(SCAN_CONCURRENCY)
-            async with self._scans:
+            async with self._scan_lane():
                 # Another lookup's scan may have measured this partition while this one waited for a lane.
                 plan = self._plan(pk, prefix, keys, span)
                 if plan == "scan":
@@ -390,6 +389,49 @@ class TableCouplingStore:
         if plan == "list":
             return await key_rows(table, pk, keys)
         return await point_rows(table, pk, keys)
+
+    def _scan_lane(self) -> asyncio.Semaphore:
+        """The bound on this store's range scans in flight (``SCAN_CONCURRENCY``), made on the loop using it."""
+        if self._scans is None:
+            self._scans = asyncio.Semaphore(SCAN_CONCURRENCY)
+        return self._scans
+
+    async def estimated_count(self, mapping: str) -> float | None:
+        """The mapping's couplings as this process measured them (range scans, ``iter_all``); None while some
+        bucket is not measured yet."""
+        for prefix in (STATE, INDEX):
+            known = [self._density.get((pk, prefix)) for pk in partitions(mapping)]
+            if all(d is not None for d in known):
+                return sum(d for d in known if d is not None)
+        return None
+
+    async def synced_marks(self, mapping: str, side: Side, keys: Sequence[str]) -> dict[str, Any]:
+        """Per coupling, what tells a change-feed row of ``side`` that its last sync already saw it, by the
+        side's lower-case id: for BC the ``lastModifiedDateTime`` the last sync saw, for Dataverse the
+        ``snapshot_mark`` of the Dataverse snapshot over ``keys`` (Dataverse stamps whole seconds and its
+        bulk writes answer no version). One scan of every bucket's state rows, only those columns read."""
+        table = await self._table(mapping)
+        bc = side == Side.BC
+        select = ["BcId", "Sync"] if bc else ["DataverseId", "DvValues", "DvParts"]
+
+        async def bucket(pk: str) -> dict[str, Any]:
+            marks: dict[str, Any] = {}
+            async with self._scan_lane():
+                query = f"PartitionKey eq {quote(pk)} and {prefix_range(STATE)}"
+                async for page in raw_pages(table, query, select=select):
+                    for raw in page:
+                        if bc:
+                            seen = json.loads(raw.get("Sync") or "{}").get("bcModifiedOn")
+                            marks[raw["BcId"].lower()] = _dt(seen)
+                        elif int(raw.get("DvParts") or 1) == 1:  # a snapshot over several properties: no mark
+                            snapshot = json.loads(raw.get("DvValues") or "{}")
+                            marks[raw["DataverseId"].lower()] = snapshot_mark(keys, snapshot)
+            return marks
+
+        out: dict[str, Any] = {}
+        for marks in await asyncio.gather(*(bucket(pk) for pk in partitions(mapping))):
+            out |= marks
+        return out
 
     def _plan(self, pk: str, prefix: str, keys: list[str], span: float) -> str:
         """``lookup_plan`` for these keys with the partition's measured density (None: not measured yet)."""

@@ -14,10 +14,13 @@ from shared.planning.decisions import (
     failure_code,
     failure_message,
     failure_transient,
+    holds_synced_mark,
     holds_synced_values,
+    marks_pay,
     may_be_newer,
     parent_missing_message,
     replan,
+    snapshot_mark,
     synced_in_this_run,
 )
 
@@ -177,3 +180,47 @@ def test_a_dataverse_version_the_bc_pass_synced_is_not_synced_again_but_a_newer_
     assert not synced_in_this_run(read, "d1", 'W/"8"')  # edited after that read: a change
     assert not synced_in_this_run(read, "d3", 'W/"7"')  # not read by the BC pass
     assert not synced_in_this_run(read, "d2", None)  # no version to compare: synced
+
+
+@pytest.mark.parametrize(
+    ("page_rows", "couplings", "full", "expected"),
+    [
+        (10, None, True, True),  # a full run reads every record back: always
+        (10, 1_000_000, True, True),
+        (20_000, None, False, False),  # not measured yet: the first page goes the full way (and measures)
+        (20_000, 100_000, False, True),  # 1 in 5 of the couplings: one small row each beats the lookups
+        (12_500, 100_000, False, True),  # exactly 1 in MARKS_SHARE
+        (12_499, 100_000, False, False),
+        (50, 10_000, False, False),  # a few changes: lookups of those keys only
+    ],
+)
+def test_marks_pay_on_full_runs_and_on_pages_holding_a_large_share_of_the_couplings(
+    page_rows: int, couplings: float | None, full: bool, expected: bool
+) -> None:
+    assert marks_pay(page_rows, couplings, full=full) is expected
+
+
+def test_a_synced_mark_matches_exactly_the_values_the_echo_rule_accepts() -> None:
+    keys = ["name", "phone"]
+    snapshot = {"name": "Contoso", "phone": "111", "ignored": "x"}
+    mark = snapshot_mark(keys, snapshot)
+    assert holds_synced_mark(keys, {"name": "Contoso", "phone": "111", "other": 1}, mark)
+    assert holds_synced_values(keys, {"name": "Contoso", "phone": "111"}, snapshot)
+    assert not holds_synced_mark(keys, {"name": "Contoso", "phone": "222"}, mark)  # a change
+    assert not holds_synced_mark(keys, {"name": "Contoso"}, mark)  # a value gone is a change
+    assert not holds_synced_mark(["phone", "name"], {"name": "Contoso", "phone": "111"}, mark)  # other keys
+
+
+def test_a_snapshot_without_every_key_or_with_unhashable_values_has_no_mark() -> None:
+    assert snapshot_mark(["name", "email"], {"name": "Contoso"}) is None  # a field mapped since: a change
+    assert snapshot_mark([], {"name": "Contoso"}) is None  # nothing flows from the side: the rule says change
+    assert snapshot_mark(["tags"], {"tags": ["a"]}) is None
+    assert not holds_synced_mark(["name"], {"name": "Contoso"}, None)
+    assert not holds_synced_mark([], {}, snapshot_mark(["name"], {"name": "Contoso"}))
+
+
+def test_a_mark_does_not_match_values_equal_only_in_form_so_the_full_check_decides() -> None:
+    keys = ["amount"]
+    mark = snapshot_mark(keys, {"amount": "12.50"})
+    assert not holds_synced_mark(keys, {"amount": "12.5"}, mark)  # the full check (``same``) may still match
+    assert holds_synced_mark(keys, {"amount": "12.50"}, mark)

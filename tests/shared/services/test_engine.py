@@ -410,6 +410,27 @@ async def test_an_incremental_job_drops_our_echo_and_takes_an_edit_stamped_in_th
     assert bc_of(engine).get("customers", b)["phoneNumber"] == "999"
 
 
+async def test_echoes_in_a_large_share_of_the_couplings_need_no_coupling_lookup(engine: Engine) -> None:
+    b, d = await couple_synced(engine)
+    await incremental_job(engine)
+    bc_of(engine).update("customers", b, phoneNumber="222")
+    await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)  # our write, echoed
+    looked_up: list[str] = []
+    by_dv = engine.couplings.get_many_by_dataverse_ids
+
+    async def spy(mapping: str, ids: Any) -> Any:
+        looked_up.extend(ids)
+        return await by_dv(mapping, ids)
+
+    engine.couplings.get_many_by_dataverse_ids = spy  # type: ignore[method-assign]
+    counts = await incremental_job(engine)
+    assert counts["modified"] == 0 and counts["unchanged"] >= 1
+    assert d not in looked_up  # the synced marks dropped our echo before any lookup
+    dv_of(engine).update("accounts", d, telephone1="999")  # a person's edit is looked up and synced
+    assert (await incremental_job(engine))["modified"] == 1
+    assert d in looked_up and bc_of(engine).get("customers", b)["phoneNumber"] == "999"
+
+
 async def test_a_pair_changed_on_both_sides_is_synced_once_per_incremental_job(engine: Engine) -> None:
     b, d = await couple_synced(engine)
     await incremental_job(engine)
