@@ -80,6 +80,9 @@ class SyncBatch(_Work):
     full_run: bool = Field(False, alias="fullRun")
     # The page was checked against the mapping's filters before fan-out (not queried again).
     filtered: bool = False
+    # Every record was uncoupled when the page was fanned out: created without looking their couplings up
+    # again (a concurrent couple is refused by the store's claims, as for any create).
+    uncoupled: bool = False
     side: Literal["bc", "dataverse"] | None = None
 
 

@@ -32,6 +32,7 @@ def sync_batch_messages(
     deleted_ids: Sequence[str] = (),
     full_run: bool = False,
     filtered: bool = False,
+    uncoupled: bool = False,
 ) -> list[dict[str, Any]]:
     """A fanned-out page of changes as ``sync-batch`` messages of ``size`` records each (the deletions ride
     with the first); numbered after the ``first`` batches already made for the job."""
@@ -45,6 +46,7 @@ def sync_batch_messages(
             scheduled=True,
             full_run=full_run,
             filtered=filtered,
+            uncoupled=uncoupled,
             side=side.value,
             bc_ids=ids if side == Side.BC else None,
             dataverse_ids=ids if side == Side.DATAVERSE else None,

@@ -272,8 +272,9 @@ class JobService:
             side = Side(msg.side) if msg.side else (Side.BC if bc_ids else Side.DATAVERSE)
             recs = await self._read(mapping, side, bc_ids or dv_ids)
             return await self.process_changes(
-                mapping, side, list(recs.values()), msg.deleted_ids or [], job_id, filtered=msg.filtered
-            )
+                mapping, side, list(recs.values()), msg.deleted_ids or [], job_id, filtered=msg.filtered,
+                uncoupled=msg.uncoupled,
+            )  # fmt: skip
         if msg.direction is None:
             raise work.MessageFormatError("a sync-batch message names no direction", code="InvalidMessage")
         from shared.services.synchronize_now import sync_ids  # local import: it builds on this module
@@ -407,17 +408,25 @@ class JobService:
                 work, seen, coupled = await self._work_of(mapping, side, records)
                 outcome.counts["unchanged"] += seen
                 if job_id and self.e.settings.fans_out(len(work)):
-                    batches += sync_batch_messages(
-                        mapping,
-                        side,
-                        work,
-                        job_id,
-                        first=len(batches),
-                        size=self.e.settings.fanout_batch_size,
-                        deleted_ids=page.deleted_ids,
-                        full_run=not mapping.sync_only_coupled,
-                        filtered=True,  # _work_of checked the page against the mapping's filters before fan-out
-                    )
+                    # Changed coupled records and uncoupled ones in batches of their own: the uncoupled are
+                    # created without a second coupling lookup (a lookup of absent ids is a read per id, #23).
+                    deletions = page.deleted_ids  # they ride with the page's first batch
+                    for uncoupled in (False, True):
+                        part = [r for r in work if (r.id not in coupled) is uncoupled]
+                        if part:
+                            batches += sync_batch_messages(
+                                mapping,
+                                side,
+                                part,
+                                job_id,
+                                first=len(batches),
+                                size=self.e.settings.fanout_batch_size,
+                                deleted_ids=deletions,
+                                full_run=not mapping.sync_only_coupled,
+                                filtered=True,  # _work_of checked the page against the mapping's filters
+                                uncoupled=uncoupled,
+                            )
+                            deletions = []
                 elif work or page.deleted_ids:
                     outcome.merge(
                         await self._apply_work(mapping, side, work, 0, coupled, page.deleted_ids, job_id, read_dv)
@@ -451,12 +460,16 @@ class JobService:
         job_id: str | None,
         *,
         filtered: bool = False,
+        uncoupled: bool = False,
     ) -> SyncOutcome:
         """Syncs the changed coupled records of a change set and creates+couples the uncoupled ones the
         mapping allows; changes already seen and our own echoes cost nothing. ``filtered``: the records were
-        found within the mapping's filters when the page was fanned out (not queried again)."""
+        found within the mapping's filters when the page was fanned out (not queried again); ``uncoupled``:
+        and all of them were uncoupled then (their couplings are not looked up again)."""
         if not may_run(mapping.state, job_id):
             return SyncOutcome()
+        if uncoupled and filtered:
+            return await self._apply_work(mapping, side, records, 0, {}, deleted_ids, job_id)
         work, seen, coupled = await self._work_of(mapping, side, records, filtered=filtered)
         return await self._apply_work(mapping, side, work, seen, coupled, deleted_ids, job_id)
 

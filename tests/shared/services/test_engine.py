@@ -325,6 +325,40 @@ async def test_large_change_set_fans_out_and_watermark_moves_after_the_last_batc
     assert len(dv_of(engine).rows["accounts"]) == 10
 
 
+async def test_new_records_fan_out_in_batches_of_their_own_created_without_a_second_lookup(engine: Engine) -> None:
+    b, _ = await couple_synced(engine)
+    await incremental_job(engine)
+    engine.settings = Settings(SYNC_FANOUT_MIN_RECORDS=3, SYNC_FANOUT_BATCH_SIZE=3)
+    bc_of(engine).update("customers", b, phoneNumber="555")  # a changed coupled record...
+    new = [bc_of(engine).put("customers", {"displayName": f"N{i}", "number": f"N{i}"}) for i in range(5)]
+    job = await JobService(engine).start("CUSTOMER", "incremental", "bidirectional", full=False)
+    await JobService(engine).handle(engine.publisher.take()[0])  # type: ignore[attr-defined]
+    batches = engine.publisher.take()  # type: ignore[attr-defined]
+    assert [(m["bcIds"], m["uncoupled"]) for m in batches] == [([b], False), (new[:3], True), (new[3:], True)]
+    # A webhook couples one of the new records before its batch runs: created once, with the same fixed key.
+    recs = await engine.bc.get_many("customers", [new[0]])
+    await JobService(engine).process_changes(
+        await engine.registry.get("CUSTOMER"), Side.BC, list(recs.values()), [], None
+    )
+    looked_up: list[str] = []
+    by_bc = engine.couplings.get_many_by_bc_ids
+
+    async def spy(mapping: str, ids: Any) -> Any:
+        looked_up.extend(ids)
+        return await by_bc(mapping, ids)
+
+    engine.couplings.get_many_by_bc_ids = spy  # type: ignore[method-assign]
+    for m in batches:
+        await JobService(engine).handle(m)
+    done = await engine.jobs.get(job.job_id)
+    assert done.status == "succeeded" and done.counts["modified"] == 1 and done.counts["inserted"] == 4
+    assert done.counts["failed"] == 0
+    assert not set(new[1:]) & set(looked_up)  # the new records' couplings were not looked up before the create
+    assert len(dv_of(engine).rows["accounts"]) == 1 + 5  # no duplicate row
+    for i in new:
+        assert (await engine.couplings.get_by_bc_id("CUSTOMER", i)) is not None
+
+
 def test_a_page_fans_out_only_above_the_minimum_and_into_two_batches_or_more() -> None:
     s = Settings(SYNC_FANOUT_MIN_RECORDS=1000, SYNC_FANOUT_BATCH_SIZE=2000)
     assert [s.fans_out(n) for n in (1000, 1001, 2000, 2001, 5000)] == [False, False, False, True, True]
