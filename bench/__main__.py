@@ -1,5 +1,5 @@
 """``python -m bench [--small] [--n N] [--no-latency] [--no-throttle] [--no-memory] [--no-scaleout]
-[--no-e2e] [--out DIR]``.
+[--no-e2e] [--no-growth] [--growth-large N] [--out DIR]``.
 
 ``make bench``. Also ``--e2e-n N``: BC customers in the real-stack full job (``bench/e2e.py``).
 
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-scaleout", action="store_true", help="skip the 1- vs 2-instance run (bench/scaleout.py)")
     parser.add_argument("--no-e2e", action="store_true", help="skip the real-stack scenarios (bench/e2e.py)")
+    parser.add_argument("--no-growth", action="store_true", help="skip the 10,000 vs 100,000 couplings run")
+    parser.add_argument("--growth-large", type=int, help="records per side at the large point (bench/growth.py)")
     parser.add_argument("--e2e-n", type=int, help="BC customers in the real-stack full job")
     parser.add_argument("--only", choices=ONLY, help="run one scenario alone, print its JSON (no report written)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         "memory": False if args.no_memory else None,
         "e2e": False if args.no_e2e else None,
         "e2e_n": args.e2e_n,
+        "growth": False if args.no_growth else None,
+        "growth_large": args.growth_large,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     if args.no_scaleout:

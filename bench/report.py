@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, scaleout
+from bench import e2e, growth, scaleout
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -168,6 +168,7 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
                         f"CPU/id now {now['cpuMsPerId']} ms, before {before['cpuMsPerId']} ms; requests "
                         f"{now['requests']} vs {before['requests']}"))  # fmt: skip
     out += scaleout.figures(r)  # #23: N function-host instances on one queue
+    out += growth.figures(r)  # #23: CPU per record from 10,000 to 100,000 couplings
     c = r.get("cpu")
     if c:
         note = f"{c['fullSyncCpuMsPerVisit']} ms per pair visit; fakes included"

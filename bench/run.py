@@ -20,6 +20,7 @@ from bench.default_set import default_set_scenario
 from bench.documents import documents_scenario
 from bench.engine_runs import engine_scenario, engine_sync, sample_progress, seed
 from bench.env import BenchEnv, RecordingPublisher, bench_env
+from bench.growth import growth_scenario
 from bench.limits import binding, limit_bounds
 from bench.scaleout import ScaleoutConfig, scaleout_scenario
 
@@ -56,6 +57,9 @@ class Config:
     e2e_n: int = 10_000  # BC customers in its full job (Azurite slows down past ~10k: docs/benchmarks.md)
     e2e_edits: int = 50  # Dataverse webhook edits timed
     e2e_bc_edits: int = 10  # BC edits timed through BC's notifications
+    growth: bool = True  # bench/growth.py: CPU per record at growth_small and growth_large records per side
+    growth_small: int = 5_000  # 10,000 couplings ...
+    growth_large: int = 50_000  # ... and 100,000
     only: str | None = None  # one scenario alone (``--only``): "throttled", "scaleout" or "memory"
 
 
@@ -63,7 +67,7 @@ DV_DOP_HINT = 4  # the Dataverse simulator's x-ms-dop-hint: the client runs at m
 
 SMALL = Config(n=500, baseline_n=30, latency=False, throttle=False, memory=False, cpu_n=500, default_set_n=400,
                documents_n=100, lookup_couplings=2_000, lookup_ids=100, scaleout=None,
-               e2e=False)  # fmt: skip
+               e2e=False, growth_small=100, growth_large=600)  # fmt: skip
 # (the CI-size scale-out runs in tests/bench/test_scaleout_small.py)
 
 
@@ -227,7 +231,7 @@ async def memory_scenario(env: BenchEnv, cfg: Config) -> dict[str, Any]:
     return out
 
 
-ONLY = ("throttled", "scaleout", "memory")
+ONLY = ("throttled", "scaleout", "memory", "growth")
 
 
 async def _only(cfg: Config) -> dict[str, Any]:
@@ -238,6 +242,8 @@ async def _only(cfg: Config) -> dict[str, Any]:
     async with bench_env() as env:
         if cfg.only == "memory":
             return {"memory": await memory_scenario(env, cfg)}
+        if cfg.only == "growth":
+            return {"growth": await growth_scenario(env, cfg.growth_small, cfg.growth_large)}
         return await throttled(env, cfg)
 
 
@@ -273,6 +279,11 @@ async def run_all(cfg: Config) -> dict[str, Any]:
         if cfg.memory:  # first: Python rarely returns freed memory, so later scenarios would inflate the peak
             results["memory"] = await memory_scenario(env, cfg)
         results.update(await main_scenarios(env, cfg))
+        if cfg.growth:
+            sizes = f"{2 * cfg.growth_small:,} then {2 * cfg.growth_large:,}"
+            _say(f"CPU per record as the mapping grows: {sizes} couplings")
+            await _fresh(env)
+            results["growth"] = await growth_scenario(env, cfg.growth_small, cfg.growth_large)
     if cfg.scaleout is not None:  # its own stacks (with hosts), after the engine's stack has stopped
         results["scaleout"] = await scaleout_scenario(cfg.scaleout)
     _say(f"engine CPU over in-memory fakes: {cfg.cpu_n} records")

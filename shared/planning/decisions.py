@@ -73,15 +73,16 @@ def synced_in_this_run(read: Mapping[str, str | None], record_id: str, etag: str
 # reads ~2 rows and decodes a whole coupling per key, a mark is one small row (#23: the first tick after a
 # 100,000-record full job reads 100,000 of our own creates back; pages of 20,000, 1 in 5 of the couplings).
 MARKS_SHARE = 8
+MARKS_MIN_ROWS = 1_000  # a smaller page's lookups are a few requests per bucket; the marks are >= 1 per bucket
 
 
 def marks_pay(page_rows: int, couplings: float | None, *, full: bool) -> bool:
     """Whether a change page is first checked against the synced marks: on a full run (every record comes
-    back), or when the page holds at least 1 in ``MARKS_SHARE`` of the mapping's couplings (``couplings``:
-    the store's estimate, None when not measured yet)."""
+    back), or when the page has ``MARKS_MIN_ROWS`` rows or more and holds at least 1 in ``MARKS_SHARE`` of the
+    mapping's couplings (``couplings``: the store's estimate, None when not measured yet)."""
     if full:
         return True
-    return couplings is not None and page_rows * MARKS_SHARE >= couplings
+    return couplings is not None and page_rows >= MARKS_MIN_ROWS and page_rows * MARKS_SHARE >= couplings
 
 
 def _values_mark(values: Iterable[Any]) -> int | None:

@@ -414,11 +414,14 @@ class TableCouplingStore:
         bc = side == Side.BC
         select = ["BcId", "Sync"] if bc else ["DataverseId", "DvValues", "DvParts"]
 
+        counts: dict[str, int] = {}
+
         async def bucket(pk: str) -> dict[str, Any]:
             marks: dict[str, Any] = {}
             async with self._scan_lane():
                 query = f"PartitionKey eq {quote(pk)} and {prefix_range(STATE)}"
                 async for page in raw_pages(table, query, select=select):
+                    counts[pk] = counts.get(pk, 0) + len(page)
                     for raw in page:
                         if bc:
                             seen = json.loads(raw.get("Sync") or "{}").get("bcModifiedOn")
@@ -431,6 +434,7 @@ class TableCouplingStore:
         out: dict[str, Any] = {}
         for marks in await asyncio.gather(*(bucket(pk) for pk in partitions(mapping))):
             out |= marks
+        self._measured(mapping, counts)  # every state row was read: the lookups that follow know the density
         return out
 
     def _plan(self, pk: str, prefix: str, keys: list[str], span: float) -> str:
@@ -514,9 +518,13 @@ class TableCouplingStore:
             counts[pk] = seen
         if pending:
             yield pending
+        self._measured(mapping, counts)
+
+    def _measured(self, mapping: str, counts: dict[str, int]) -> None:
+        """The density of every bucket from a read of all its state rows (``counts``: rows per partition)."""
         average = sum(counts.values()) / BUCKETS  # one index row per state row, hashed independently
-        for pk, seen in counts.items():
-            self._density[(pk, STATE)] = float(seen)
+        for pk in partitions(mapping):
+            self._density[(pk, STATE)] = float(counts.get(pk, 0))
             self._density[(pk, INDEX)] = average
 
     # ------------------------------------------------------------------ couple

@@ -126,3 +126,15 @@ def test_incremental_reads_about_one_table_row_per_examined_record_and_few_reque
     figs = {f["figure"] for f in figures(results)}
     assert "Table ops per changed record (incremental after 10% updates)" in figs
     assert "BC + Dataverse calls per changed record (incremental after 10% updates)" in figs
+
+
+def test_a_full_sync_reads_each_coupling_once_per_side_whatever_the_mapping_size(results: dict[str, Any]) -> None:
+    g = results["growth"]  # #23: 200 then 1,200 couplings at CI size (10,000 then 100,000 in make bench)
+    entities = g["existingEntitiesPerRecord"]
+    # The synced marks: one small state row per coupling and side (2 per coupling), not a scan per page.
+    assert 2.0 <= entities["small"] <= 2.1 and 2.0 <= entities["large"] <= 2.1, entities
+    ops = g["createTableOpsPerNewRecord"]
+    assert ops["large"] <= 1.2 * ops["small"], ops  # creates next to many couplings: no read per absent id
+    figs = {f["figure"]: f for f in figures(results)}
+    flat = [f for name, f in figs.items() if name.startswith("Flatness 200 → 1,200 couplings")]
+    assert len(flat) == 2 and all(f["target"] == "≤ 1.3" and f["value"] is not None for f in flat), flat

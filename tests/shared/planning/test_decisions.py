@@ -192,6 +192,8 @@ def test_a_dataverse_version_the_bc_pass_synced_is_not_synced_again_but_a_newer_
         (12_500, 100_000, False, True),  # exactly 1 in MARKS_SHARE
         (12_499, 100_000, False, False),
         (50, 10_000, False, False),  # a few changes: lookups of those keys only
+        (999, 1_000, False, False),  # a small page: its lookups are a few requests per bucket
+        (1_000, 1_000, False, True),
     ],
 )
 def test_marks_pay_on_full_runs_and_on_pages_holding_a_large_share_of_the_couplings(

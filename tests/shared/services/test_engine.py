@@ -444,7 +444,12 @@ async def test_an_incremental_job_drops_our_echo_and_takes_an_edit_stamped_in_th
     assert bc_of(engine).get("customers", b)["phoneNumber"] == "999"
 
 
-async def test_echoes_in_a_large_share_of_the_couplings_need_no_coupling_lookup(engine: Engine) -> None:
+async def test_echoes_in_a_large_share_of_the_couplings_need_no_coupling_lookup(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.planning import decisions
+
+    monkeypatch.setattr(decisions, "MARKS_MIN_ROWS", 1)  # the page here holds every coupling there is: one
     b, d = await couple_synced(engine)
     await incremental_job(engine)
     bc_of(engine).update("customers", b, phoneNumber="222")

@@ -62,7 +62,7 @@ async def test_marks_follow_the_last_sync(stores: Stores | FakeStores) -> None:
     assert not holds_synced_mark(KEYS, {"name": "C1", "phone": "1"}, mark)
 
 
-async def test_marks_read_each_coupling_once_and_the_count_is_known_after_a_full_read(table_stores: Stores) -> None:
+async def test_marks_read_each_coupling_once_and_measure_the_buckets_for_later_lookups(table_stores: Stores) -> None:
     batch = [_cp(n) for n in range(300)]
     await table_stores.couplings.couple_many(batch)
     store = TableCouplingStore(table_stores.tables, table_stores.couplings._name)  # another process: knows nothing
@@ -74,6 +74,8 @@ async def test_marks_read_each_coupling_once_and_the_count_is_known_after_a_full
     marks = await store.synced_marks(M, Side.DATAVERSE, KEYS)
     assert len(marks) == 300 and ENTITIES_READ.reset() == 300  # state rows only, one each
     assert counter.reset() == BUCKETS  # one page per bucket
-    assert await store.estimated_count(M) is None  # marks do not measure: ids are not looked up by them
-    _ = [page async for page in store.iter_all(M)]
-    assert await store.estimated_count(M) == 300
+    assert await store.estimated_count(M) == 300  # every state row was read: the buckets are measured
+    ENTITIES_READ.reset()
+    few = [c.bc_id for c in batch[:5]]
+    assert set(await store.get_many_by_bc_ids(M, few)) == set(few)
+    assert ENTITIES_READ.reset() == 5  # measured sparse: point reads, no probing scan
