@@ -430,8 +430,20 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         note = ", ".join(f"{k} {v}" for k, v in peaks.items()) + "; the simulators and Azurite hold the data set"
         out.append(_fig(f"E2E {n:,} records: peak RSS of the function host (MB)", peaks.get("host"),
                         f"≤ {RSS_TARGET_MB}", lambda x: x <= RSS_TARGET_MB))  # fmt: skip
-        out.append(_fig(f"E2E {n:,} records: peak RSS per process (MB, the largest)", full["peakRssMaxMB"],
-                        f"≤ {RSS_TARGET_MB}", lambda x: x <= RSS_TARGET_MB, note))  # fmt: skip
+        # Azurite is the emulator of a managed service (in Azure the rows are not in any process of ours); it
+        # keeps every row of every table in memory (LokiJS, with or without disk persistence): reported apart.
+        ours = {k: v for k, v in peaks.items() if not k.startswith("azurite")}
+        emulator = max((v for k, v in peaks.items() if k.startswith("azurite")), default=None)
+        out.append(_fig(f"E2E {n:,} records: peak RSS per process of the stack (MB, the largest; Azurite apart)",
+                        max(ours.values()) if ours else None, f"≤ {RSS_TARGET_MB}", lambda x: x <= RSS_TARGET_MB,
+                        note))  # fmt: skip
+        out.append(_fig(f"E2E {n:,} records: peak RSS of Azurite, the Table Storage emulator (MB)", emulator,
+                        "report", None, "every row of every table in its memory; a service in Azure"))  # fmt: skip
+        echo = (full.get("ticks") or [{}])[0]
+        if "seconds" in echo:
+            out.append(_fig(f"E2E first tick after {n:,} (reads the job's own creates back): seconds", echo["seconds"],
+                            "report", None, f"counts {echo.get('counts')}, BC {echo.get('bcRequests')}, "
+                            f"Dataverse {echo.get('dvRequests')} requests"))  # fmt: skip
         t, a = full["noChangeTick"], full.get("apiTick") or {}
         out.append(_fig(f"E2E no-change tick after {n:,} (timer's job): calls per side (max of BC, Dataverse)",
                         max(t["bcRequests"], t["dvRequests"]), "≤ 2", lambda x: x <= 2,
