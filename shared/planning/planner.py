@@ -179,9 +179,15 @@ def plan_record(
     overwritten_newer: list[str] = []
     conflicts: list[str] = []
 
+    in_sync: list[FieldMap] = []  # agree as they are: they agree after the writes too (nothing written to them)
+    out_of_sync: list[FieldMap] = []
     for f in _paired(fields):
         flow = direction if direction != Direction.BIDIRECTIONAL else f.direction
-        if _in_sync(f, pair, flow) or _kept_by_not_null(f, pair):
+        if _in_sync(f, pair, flow):
+            in_sync.append(f)
+            continue
+        out_of_sync.append(f)
+        if _kept_by_not_null(f, pair):
             continue
         bc_val, dv_val = pair.bc.get(f.key), pair.dv.get(f.key)
         bc_changed = _changed(pair.bc, pair.bc_snapshot, f.key)
@@ -225,8 +231,12 @@ def plan_record(
     bc_after = {**pair.bc, **bc_update}
     dv_after = {**pair.dv, **dv_update}
     bc_snap, dv_snap = dict(pair.bc_snapshot), dict(pair.dv_snapshot)
-    for f in _paired(fields):
-        # The snapshot records the last state both sides agreed on, field by field.
+    # The snapshot records the last state both sides agreed on, field by field. A field in sync one way
+    # (``flow``) agrees in ``direction`` too (a merge accepts either way), so only the others are compared.
+    for f in in_sync:
+        bc_snap[f.key] = bc_after.get(f.key)
+        dv_snap[f.key] = dv_after.get(f.key)
+    for f in out_of_sync:
         if _agree(f, bc_after.get(f.key), dv_after.get(f.key), direction):
             bc_snap[f.key] = bc_after.get(f.key)
             dv_snap[f.key] = dv_after.get(f.key)
