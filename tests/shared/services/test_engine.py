@@ -47,6 +47,19 @@ def seed_pair(e: Engine, name: str = "Contoso", phone: str = "111") -> tuple[str
     return b, d
 
 
+def spy_lookups(e: Engine, method: str) -> list[str]:
+    """Records every id the coupling store's bulk lookup ``method`` is asked for (it still answers)."""
+    looked_up: list[str] = []
+    real = getattr(e.couplings, method)
+
+    async def spy(mapping: str, ids: Any) -> Any:
+        looked_up.extend(ids)
+        return await real(mapping, ids)
+
+    setattr(e.couplings, method, spy)
+    return looked_up
+
+
 async def couple_synced(e: Engine) -> tuple[str, str]:
     b, d = seed_pair(e)
     await CouplingService(e).couple_existing("CUSTOMER", b, d, sync_after=Direction.TO_DATAVERSE)
@@ -340,14 +353,7 @@ async def test_new_records_fan_out_in_batches_of_their_own_created_without_a_sec
     await JobService(engine).process_changes(
         await engine.registry.get("CUSTOMER"), Side.BC, list(recs.values()), [], None
     )
-    looked_up: list[str] = []
-    by_bc = engine.couplings.get_many_by_bc_ids
-
-    async def spy(mapping: str, ids: Any) -> Any:
-        looked_up.extend(ids)
-        return await by_bc(mapping, ids)
-
-    engine.couplings.get_many_by_bc_ids = spy  # type: ignore[method-assign]
+    looked_up = spy_lookups(engine, "get_many_by_bc_ids")
     for m in batches:
         await JobService(engine).handle(m)
     done = await engine.jobs.get(job.job_id)
@@ -454,14 +460,7 @@ async def test_echoes_in_a_large_share_of_the_couplings_need_no_coupling_lookup(
     await incremental_job(engine)
     bc_of(engine).update("customers", b, phoneNumber="222")
     await sync_now(engine, "CUSTOMER", bc_ids=[b], direction=Direction.TO_DATAVERSE)  # our write, echoed
-    looked_up: list[str] = []
-    by_dv = engine.couplings.get_many_by_dataverse_ids
-
-    async def spy(mapping: str, ids: Any) -> Any:
-        looked_up.extend(ids)
-        return await by_dv(mapping, ids)
-
-    engine.couplings.get_many_by_dataverse_ids = spy  # type: ignore[method-assign]
+    looked_up = spy_lookups(engine, "get_many_by_dataverse_ids")
     counts = await incremental_job(engine)
     assert counts["modified"] == 0 and counts["unchanged"] >= 1
     assert d not in looked_up  # the synced marks dropped our echo before any lookup
