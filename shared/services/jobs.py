@@ -31,6 +31,7 @@ from shared.planning.decisions import (
     holds_synced_values,
     marks_pay,
     may_be_newer,
+    snapshot_mark,
     synced_in_this_run,
 )
 from shared.planning.history import TRIGGER  # #22
@@ -383,6 +384,9 @@ class JobService:
         cursors: dict[str, str] = {}
         # The Dataverse versions the BC pass synced inline: not synced again (a fanned-out page is not in it).
         read_dv: dict[str, str | None] = {}
+        # The marks of the Dataverse snapshots the BC pass left (``synced_marks``' kind): its own writes come
+        # back in the Dataverse pass's feed and are dropped without a lookup when no synced marks were read.
+        synced_dv: dict[str, Any] = {}
         for side in self._sides(mapping):
             marks: dict[str, Any] | None = None  # the side's synced marks, read once the pages make them pay
             wm = await self.e.watermarks.get(mapping.name, side)
@@ -401,8 +405,9 @@ class JobService:
                 if marks is None and marks_pay(len(records), await self.e.couplings.estimated_count(mapping.name),
                                                full=cursor is None):  # fmt: skip
                     marks = await self.e.couplings.synced_marks(mapping.name, side, _flowing_keys(mapping, side))
-                if marks:  # versions the last syncs saw: no coupling lookup for them (#23)
-                    kept = self._not_synced(mapping, side, records, marks)
+                last_seen = marks or (synced_dv if side == Side.DATAVERSE else None)
+                if last_seen:  # versions the last syncs saw: no coupling lookup for them (#23)
+                    kept = self._not_synced(mapping, side, records, last_seen)
                     outcome.counts["unchanged"] += len(records) - len(kept)
                     records = kept
                 work, seen, coupled = await self._work_of(mapping, side, records)
@@ -429,7 +434,9 @@ class JobService:
                             deletions = []
                 elif work or page.deleted_ids:
                     outcome.merge(
-                        await self._apply_work(mapping, side, work, 0, coupled, page.deleted_ids, job_id, read_dv)
+                        await self._apply_work(
+                            mapping, side, work, 0, coupled, page.deleted_ids, job_id, read_dv, synced_dv
+                        )
                     )
                 if page.next_cursor:
                     cursors[side.value] = page.next_cursor
@@ -483,10 +490,11 @@ class JobService:
         deleted_ids: Sequence[str],
         job_id: str | None,
         read_dv: dict[str, str | None] | None = None,
+        synced_dv: dict[str, Any] | None = None,
     ) -> SyncOutcome:
         """Applies what ``_work_of`` found: ``work`` are the records that need it, ``seen`` the coupled ones
         that don't, ``coupled`` the couplings by this side's id; ``read_dv`` receives the Dataverse versions
-        the syncs read."""
+        the syncs read, ``synced_dv`` the marks of the Dataverse snapshots they left (by lower-case id)."""
         outcome = SyncOutcome()
         outcome.counts["unchanged"] += seen
         by_id = {r.id: r for r in work}
@@ -496,6 +504,9 @@ class JobService:
             result = await self.sync.sync_couplings(
                 mapping, chunk, mapping.direction, job_id=job_id, scheduled=True, known=by_id, read_dv=read_dv
             )
+            if synced_dv is not None:  # the syncs left each coupling's snapshots in it (failures: the old ones)
+                keys = _flowing_keys(mapping, Side.DATAVERSE)
+                synced_dv.update({c.dataverse_id.lower(): snapshot_mark(keys, c.dv_values) for c in chunk})
             outcome.merge(await self._deletions_from_results(mapping, chunk, result))
         create_dir = Direction.TO_DATAVERSE if side == Side.BC else Direction.FROM_DATAVERSE
         uncoupled = [r for r in work if r.id not in coupled]

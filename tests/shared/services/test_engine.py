@@ -469,6 +469,18 @@ async def test_echoes_in_a_large_share_of_the_couplings_need_no_coupling_lookup(
     assert d in looked_up and bc_of(engine).get("customers", b)["phoneNumber"] == "999"
 
 
+async def test_the_bc_passs_own_dataverse_writes_need_no_lookup_in_the_dataverse_pass(engine: Engine) -> None:
+    b, d = await couple_synced(engine)
+    await incremental_job(engine)
+    bc_of(engine).update("customers", b, phoneNumber="333")
+    looked_up = spy_lookups(engine, "get_many_by_dataverse_ids")
+    counts = await incremental_job(engine)  # the BC pass writes the row; the Dataverse feed hands it back
+    assert counts["modified"] == 1 and counts["unchanged"] == 1 and counts.get("failed", 0) == 0, counts
+    assert dv_of(engine).get("accounts", d)["telephone1"] == "333"
+    assert d not in looked_up  # dropped by the mark of the snapshot the BC pass left
+    assert (await incremental_job(engine))["modified"] == 0
+
+
 async def test_a_pair_changed_on_both_sides_is_synced_once_per_incremental_job(engine: Engine) -> None:
     b, d = await couple_synced(engine)
     await incremental_job(engine)
