@@ -410,7 +410,10 @@ class JobService:
                     kept = self._not_synced(mapping, side, records, last_seen)
                     outcome.counts["unchanged"] += len(records) - len(kept)
                     records = kept
-                work, seen, coupled = await self._work_of(mapping, side, records)
+                # Read every coupling, the marks also tell which records have none: not looked up (a lookup
+                # of absent ids reads per id); a concurrent couple is refused by the store's claims, as always.
+                absent = None if marks is None else {r.id for r in records if r.id.lower() not in marks}
+                work, seen, coupled = await self._work_of(mapping, side, records, absent=absent)
                 outcome.counts["unchanged"] += seen
                 if job_id and self.e.settings.fans_out(len(work)):
                     # Changed coupled records and uncoupled ones in batches of their own: the uncoupled are
@@ -534,14 +537,21 @@ class JobService:
         return await self.e.couplings.get_many_by_dataverse_ids(mapping.name, list(ids))
 
     async def _work_of(
-        self, mapping: TableMapping, side: Side, records: Sequence[RemoteRecord], *, filtered: bool = False
+        self,
+        mapping: TableMapping,
+        side: Side,
+        records: Sequence[RemoteRecord],
+        *,
+        filtered: bool = False,
+        absent: set[str] | None = None,
     ) -> tuple[list[RemoteRecord], int, dict[str, Coupling]]:
         """The records of a change page that need work (uncoupled, or coupled and really changed), how many
-        coupled ones don't, and the couplings found."""
+        coupled ones don't, and the couplings found; ``absent``: ids known to have no coupling (not looked up)."""
         if not records:
             return [], 0, {}
         by_id = {r.id: r for r in records}
-        coupled = await self._couplings_by(mapping, side, list(by_id))
+        wanted = [i for i in by_id if i not in absent] if absent else list(by_id)
+        coupled = await self._couplings_by(mapping, side, wanted) if wanted else {}
         candidates = [c for i, c in coupled.items() if _newer(by_id[i], c, side)]
         changed = {
             c.bc_id if side == Side.BC else c.dataverse_id

@@ -481,6 +481,21 @@ async def test_the_bc_passs_own_dataverse_writes_need_no_lookup_in_the_dataverse
     assert (await incremental_job(engine))["modified"] == 0
 
 
+async def test_a_full_job_looks_up_only_the_records_its_synced_marks_know(engine: Engine) -> None:
+    b, _ = await couple_synced(engine)
+    bc_of(engine).update("customers", b, phoneNumber="444")  # coupled and changed: looked up, synced
+    new = [bc_of(engine).put("customers", {"displayName": f"M{i}", "number": f"M{i}"}) for i in range(3)]
+    looked_up = spy_lookups(engine, "get_many_by_bc_ids")
+    jobs = JobService(engine)
+    job = await jobs.start("CUSTOMER", "full", "bidirectional", full=True)
+    await jobs.handle(engine.publisher.take()[0])  # type: ignore[attr-defined]
+    done = await engine.jobs.get(job.job_id)
+    assert done.counts["inserted"] == 3 and done.counts["modified"] == 1, done.counts
+    assert b in looked_up and not set(new) & set(looked_up)  # no coupling in the marks: created, not looked up
+    for i in new:
+        assert (await engine.couplings.get_by_bc_id("CUSTOMER", i)) is not None
+
+
 async def test_a_pair_changed_on_both_sides_is_synced_once_per_incremental_job(engine: Engine) -> None:
     b, d = await couple_synced(engine)
     await incremental_job(engine)
