@@ -236,7 +236,11 @@ class CouplingService:
                 dv_vals = src_values[rec.id]
                 bc_vals = created_bc.get(target.id) or {**planned[rec.id]}
                 bc_etag, dv_etag = target.etag, rec.etag
-            bc_snap, dv_snap = snapshot_after_create(mapping.fields, bc_vals, dv_vals)
+            # The source's values are the ones planned from (the write-back above touches only fields that
+            # flow to Dataverse alone): the fields the create wrote as planned are not compared again.
+            bc_snap, dv_snap = snapshot_after_create(
+                mapping.fields, bc_vals, dv_vals, direction=direction, planned=planned[rec.id]
+            )
             couplings.append(
                 Coupling(
                     mapping=mapping.name,
