@@ -335,17 +335,22 @@ class CouplingService:
             if f.direction == Direction.TO_DATAVERSE and f.bc and f.dataverse and f.constant is None
         ]
         ops: list[WriteOp] = []
+        if not one_way:
+            return
+        codec = self.e.codec(mapping)  # one for the batch: its payload plan is built once
+        to_dv = Direction.TO_DATAVERSE
         for rec, w in zip(sources, written, strict=True):
             if not (w.ok and w.record is not None and w.record.id in created_bc):
                 continue
             fix = {}
+            created, current = created_bc[w.record.id], dv_values[rec.id]
             for f in one_way:
-                value = convert(f, created_bc[w.record.id].get(f.key), Direction.TO_DATAVERSE)
-                if not same(value, dv_values[rec.id].get(f.key)):
+                value = convert(f, created.get(f.key), to_dv)
+                if not same(value, current.get(f.key)):
                     fix[f.key] = value
             if fix:
-                ops.append(WriteOp("update", ref=rec.id, id=rec.id, fields=self.e.codec(mapping).dv_payload(fix)))
-                dv_values[rec.id].update(fix)
+                ops.append(WriteOp("update", ref=rec.id, id=rec.id, fields=codec.dv_payload(fix)))
+                current.update(fix)
         if ops:
             results = await self.e.dv.write_many(mapping.dataverse_entity_set, ops)
             for op, r in zip(ops, results, strict=True):
