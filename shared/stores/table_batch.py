@@ -72,10 +72,21 @@ def _value(name: str, value: Any, out: dict[str, Any]) -> None:
         out[name + "@odata.type"] = "Edm.Double"
     elif isinstance(value, datetime):
         service = getattr(value, "tables_service_value", None)  # the SDK's round-trip datetime
-        out[name] = service or value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        out[name] = service or edm_datetime(value)
         out[name + "@odata.type"] = "Edm.DateTime"
     elif value is not None:  # None: the property is left out (as the SDK does)
         raise Unsupported(f"{name}: {kind.__name__}")
+
+
+def edm_datetime(value: datetime) -> str:
+    """``value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")`` at a third of its cost for an aware value
+    (``isoformat`` writes the same digits); a naive one, or a year below 1000 (``%Y`` does not pad it), is
+    formatted by ``strftime`` itself."""
+    if value.tzinfo is None or value.year < 1000:
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def entity_json(entity: Any) -> str:
@@ -121,18 +132,20 @@ def _if_match(entity: Any, kw: dict[str, Any]) -> str:
 def sub_request(index: int, op: Sequence[Any], base: str, table: str) -> str:
     """One operation of the change set as its ``application/http`` MIME part."""
     kind, entity = op[0], op[1]
-    kw: dict[str, Any] = dict(op[2]) if len(op) > 2 and op[2] else {}
     if not isinstance(kind, str) or "PartitionKey" not in entity or "RowKey" not in entity:
         raise Unsupported("operation shape")
     kind = kind.lower()
-    address = f"{base}/{table}(PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}')"
     headers = [f"Accept: {_ACCEPT}", "DataServiceVersion: 3.0;"]
     body = ""
-    if kind == "create":
-        line = f"POST {base}/{table} HTTP/1.1"
-        headers.append("Prefer: return-no-content")
-        body = entity_json(entity)
-    elif kind in ("update", "upsert"):
+    if kind == "create":  # posted to the table: no entity address
+        return (
+            f"Content-Type: application/http{CRLF}Content-Transfer-Encoding: binary{CRLF}Content-ID: {index}{CRLF}"
+            f"{CRLF}POST {base}/{table} HTTP/1.1{CRLF}Content-Type: application/json{CRLF}Accept: {_ACCEPT}{CRLF}"
+            f"DataServiceVersion: 3.0;{CRLF}Prefer: return-no-content{CRLF}{CRLF}{entity_json(entity)}{CRLF}"
+        )
+    kw: dict[str, Any] = dict(op[2]) if len(op) > 2 and op[2] else {}
+    address = f"{base}/{table}(PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}')"
+    if kind in ("update", "upsert"):
         mode = kw.get("mode", UpdateMode.MERGE)
         if mode not in (UpdateMode.MERGE, UpdateMode.REPLACE):
             raise Unsupported(f"mode {mode}")
