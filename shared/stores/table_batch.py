@@ -208,7 +208,7 @@ def _split_head(block: bytes) -> tuple[bytes, bytes]:
     # The services frame with CRLF: a plain search (~5x cheaper than the regex), unless a bare-LF blank line
     # comes first (then the regex's earliest match is it).
     at = block.find(b"\r\n\r\n")
-    if at >= 0 and b"\n\n" not in block[: at + 2] and b"\n\r\n" not in block[: at + 2]:
+    if at >= 0 and block.find(b"\n\n", 0, at + 2) < 0 and block.find(b"\n\r\n", 0, at + 2) < 0:
         return block[:at], block[at + 4 :]
     m = _BLANK.search(block)
     return (block, b"") if m is None else (block[: m.start()], block[m.end() :])
@@ -223,17 +223,18 @@ def parse_response(body: bytes, content_type: str) -> list[Part]:
     if boundary is None:
         raise ValueError("not a multipart batch response")
     parts: list[Part] = []
+    append = parts.append
     for chunk in body.split(b"--" + boundary)[1:]:
-        if chunk.startswith(b"--"):
+        if chunk[:2] == b"--":
             break
-        _mime, http = _split_head(chunk.lstrip(b"\r\n"))
-        head, payload = _split_head(http)
+        head, payload = _split_head(_split_head(chunk.lstrip(b"\r\n"))[1])  # past the part's MIME headers
         lines = head.decode("latin-1").splitlines()
-        if not lines or not lines[0].startswith("HTTP/"):
+        if not lines or lines[0][:5] != "HTTP/":
             continue
         status_line = lines[0].split(" ", 2)
-        parts.append(Part(int(status_line[1]), status_line[2] if len(status_line) > 2 else "", lines[1:],
-                          payload.rstrip(b"\r\n")))  # fmt: skip
+        del lines[0]
+        append(Part(int(status_line[1]), status_line[2] if len(status_line) > 2 else "", lines,
+                    payload.rstrip(b"\r\n")))  # fmt: skip
     return parts
 
 
