@@ -221,6 +221,7 @@ class CouplingService:
             await self._write_back_assigned(mapping, sources, written, created_bc, src_values)
 
         couplings: list[Coupling] = []
+        created = new_entry(self.e, Outcome.CREATED, job_id=job_id, direction=direction.value, at=now)  # #22
         for (src_id, w), rec in zip(pairs, sources, strict=True):
             if not w.ok or w.record is None:
                 outcome.add(_refused_create(mapping, direction, src_id, w, sent.get(src_id, {})))
@@ -257,9 +258,7 @@ class CouplingService:
                     # What the change feeds will show for this pair: its echo there is skipped without reads.
                     bc_modified_on=(rec if direction == Direction.TO_DATAVERSE else target).modified_on,
                     dv_modified_on=(target if direction == Direction.TO_DATAVERSE else rec).modified_on,
-                    history=[
-                        new_entry(self.e, Outcome.CREATED, job_id=job_id, direction=direction.value, at=now)
-                    ],  # #22
+                    history=[{**created, "changes": []}],  # #22: each its own entry (and list), same content
                 )
             )
         stored = await self.e.couplings.couple_many(couplings) if couplings else []
