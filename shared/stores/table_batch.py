@@ -82,10 +82,13 @@ def edm_datetime(value: datetime) -> str:
     """``value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")`` at a third of its cost for an aware value
     (``isoformat`` writes the same digits); a naive one, or a year below 1000 (``%Y`` does not pad it), is
     formatted by ``strftime`` itself."""
-    if value.tzinfo is None or value.year < 1000:
+    offset = value.utcoffset()
+    if offset is None:  # naive: astimezone reads it as local time
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if value.utcoffset():
+    if offset:
         value = value.astimezone(UTC)
+    if value.year < 1000:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 

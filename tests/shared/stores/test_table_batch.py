@@ -129,6 +129,11 @@ def test_sub_requests_address_and_encode_what_the_sdk_does() -> None:
         (datetime(2024, 1, 2, 0, 30, 0, 7, tzinfo=timezone(timedelta(hours=2))), "2024-01-01T22:30:00.000007Z"),
         (datetime(2024, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-3))), "2025-01-01T02:00:00.000000Z"),
         (datetime(999, 5, 6, 7, 8, 9, tzinfo=UTC), datetime(999, 5, 6, 7, 8, 9).strftime("%Y-%m-%dT%H:%M:%S.%fZ")),
+        # the year crosses below 1000 in UTC
+        (
+            datetime(1000, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))),
+            datetime(999, 12, 31, 23, 30).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        ),
     ],
 )
 def test_datetimes_are_written_as_strftime_writes_them_in_utc(value: datetime, text: str) -> None:
