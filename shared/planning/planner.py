@@ -308,8 +308,9 @@ def plan_sync(
     ]
 
 
-# How plan_create writes a field: its constant, its value through the transform alone, or through ``convert``.
-_CONSTANT, _TRANSFORM, _CONVERT = 0, 1, 2
+# How plan_create writes a field: its constant, its value through the transform alone (a blank value stays
+# blank, so is left out, unless the transform has a default), or through ``convert`` (an option map).
+_CONSTANT, _TRANSFORM, _TRANSFORM_DEFAULT, _CONVERT = 0, 1, 2, 3
 
 
 def _create_steps_of(fields: tuple[FieldMap, ...], direction: Direction) -> list[tuple[str, FieldMap, int]]:
@@ -321,7 +322,11 @@ def _create_steps_of(fields: tuple[FieldMap, ...], direction: Direction) -> list
         if f.constant is not None:
             steps.append((f.key, f, _CONSTANT))
         elif (f.bc if to_dv else f.dataverse) is not None:
-            steps.append((f.key, f, _TRANSFORM if f.option_map is None else _CONVERT))
+            if f.option_map is not None:
+                steps.append((f.key, f, _CONVERT))
+            else:
+                default = f.transform is not None and f.transform.default is not None
+                steps.append((f.key, f, _TRANSFORM_DEFAULT if default else _TRANSFORM))
     return steps
 
 
@@ -339,8 +344,11 @@ def plan_create(fields: tuple[FieldMap, ...], direction: Direction, source: dict
         if how == _CONSTANT:
             out[key] = f.constant
             continue
-        if how == _TRANSFORM:  # ``convert`` without an option map: the transform alone
+        if how == _TRANSFORM or how == _TRANSFORM_DEFAULT:  # ``convert`` without an option map
             value = get(key)
+            if value is None or value == "":
+                if how == _TRANSFORM:
+                    continue  # trimmed, cased or cut, a blank value is still blank: left out
             if f.transform is not None:
                 value = apply_transform(value, f.transform)
         else:

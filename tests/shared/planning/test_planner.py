@@ -293,3 +293,15 @@ def test_a_whole_second_dataverse_stamp_counts_as_the_end_of_its_second() -> Non
     assert plan_record(FIELDS, B, same_second).bc_update == {PHONE.key: "9"}
     bc_later = pair(bc(phone="1"), dv(phone="9"), bc_modified_on=second + timedelta(seconds=1), dv_modified_on=second)
     assert plan_record(FIELDS, B, bc_later).dv_update == {PHONE.key: "1"}
+
+
+def test_plan_create_leaves_blank_values_out_unless_the_transform_has_a_default() -> None:
+    code = FieldMap(bc="currencyCode", dataverse="currencysymbol", transform={"trim": True, "default": "$"})
+    cased = FieldMap(bc="email", dataverse="emailaddress1", transform={"trim": True, "case": "upper"})
+    plain = FieldMap(bc="city", dataverse="address1_city")
+    fields = (code, cased, plain)
+    assert plan_create(fields, T, {code.key: "", cased.key: None, plain.key: ""}) == {code.key: "$"}
+    assert plan_create(fields, T, {code.key: None, cased.key: "  ", plain.key: None}) == {code.key: "$"}
+    assert plan_create(fields, F, {code.key: " € ", cased.key: " a@b ", plain.key: 0}) == {
+        code.key: "€", cased.key: "A@B", plain.key: 0,
+    }  # fmt: skip
