@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from shared.domain.model import Direction, Outcome
 from shared.mappings.config import FieldMap
-from shared.planning.transform import convert, same
+from shared.planning.transform import apply_transform, convert, same
 
 ConflictPolicy = Literal["none", "bcWins", "dataverseWins"]
 # Module constants for the per-field loops: an Enum member read off its class costs ~0.2 µs a time.
@@ -76,21 +76,30 @@ class RecordPlan:
         return bool(self.bc_update or self.dv_update)
 
 
-_PAIRED: dict[int, tuple[tuple[FieldMap, ...], list[FieldMap]]] = {}  # id(fields) -> (fields, their paired)
+_REMEMBERED: dict[tuple[int, str], tuple[tuple[FieldMap, ...], Any]] = {}  # (id(fields), what) -> (fields, it)
+
+
+def _remembered(fields: tuple[FieldMap, ...], what: str, build: Any) -> Any:
+    """``build(fields)`` for one of the mapping's (frozen) field tuples, computed once: the per-record loops
+    call these with the same tuple, remembered by identity (the tuple kept so its id is not reused)."""
+    hit = _REMEMBERED.get((id(fields), what))
+    if hit is not None and hit[0] is fields:
+        return hit[1]
+    out = build(fields)
+    if isinstance(fields, tuple):  # a list may change after the call: not remembered
+        if len(_REMEMBERED) >= 1024:  # mappings reloaded many times: start over
+            _REMEMBERED.clear()
+        _REMEMBERED[(id(fields), what)] = (fields, out)
+    return out
+
+
+def _paired_of(fields: tuple[FieldMap, ...]) -> list[FieldMap]:
+    return [f for f in fields if f.bc is not None and f.dataverse is not None and f.constant is None]
 
 
 def _paired(fields: tuple[FieldMap, ...]) -> list[FieldMap]:
-    """Fields present on both sides (constants are only written on create). Called per record with the
-    mapping's same (frozen) tuple: remembered by identity, the tuple kept so its id is not reused."""
-    hit = _PAIRED.get(id(fields))
-    if hit is not None and hit[0] is fields:
-        return hit[1]
-    paired = [f for f in fields if f.bc is not None and f.dataverse is not None and f.constant is None]
-    if isinstance(fields, tuple):  # a list may change after the call: not remembered
-        if len(_PAIRED) >= 256:  # mappings reloaded many times: start over
-            _PAIRED.clear()
-        _PAIRED[id(fields)] = (fields, paired)
-    return paired
+    """Fields present on both sides (constants are only written on create)."""
+    return _remembered(fields, "paired", _paired_of)
 
 
 def _label(f: FieldMap) -> str:
@@ -309,35 +318,95 @@ def plan_sync(
     ]
 
 
-def plan_create(fields: tuple[FieldMap, ...], direction: Direction, source: dict[str, Any]) -> dict[str, Any]:
-    """Field key -> value for a new record on the target side of ``direction``, from the source's values.
-    Includes the constants written that way."""
-    out: dict[str, Any] = {}
+# How plan_create writes a field: its constant, its value through the transform alone (a blank value stays
+# blank, so is left out, unless the transform has a default), or through ``convert`` (an option map).
+_CONSTANT, _TRANSFORM, _TRANSFORM_DEFAULT, _CONVERT = 0, 1, 2, 3
+
+
+def _create_steps_of(fields: tuple[FieldMap, ...], direction: Direction) -> list[tuple[str, FieldMap, int]]:
     to_dv = direction == _TO_DATAVERSE
+    steps: list[tuple[str, FieldMap, int]] = []
     for f in fields:
         if (f.dataverse if to_dv else f.bc) is None or (f.direction != _BIDIRECTIONAL and f.direction != direction):
             continue  # no target field, or the field does not flow this way (``FieldMap.allows``)
         if f.constant is not None:
-            out[f.key] = f.constant
+            steps.append((f.key, f, _CONSTANT))
+        elif (f.bc if to_dv else f.dataverse) is not None:
+            if f.option_map is not None:
+                steps.append((f.key, f, _CONVERT))
+            else:
+                default = f.transform is not None and f.transform.default is not None
+                steps.append((f.key, f, _TRANSFORM_DEFAULT if default else _TRANSFORM))
+    return steps
+
+
+def _create_steps(fields: tuple[FieldMap, ...], direction: Direction) -> list[tuple[str, FieldMap, int]]:
+    """(key, field, how) of each field a create in ``direction`` writes, in the mapping's order."""
+    return _remembered(fields, f"create:{direction.value}", lambda fs: _create_steps_of(fs, direction))
+
+
+def plan_create(fields: tuple[FieldMap, ...], direction: Direction, source: dict[str, Any]) -> dict[str, Any]:
+    """Field key -> value for a new record on the target side of ``direction``, from the source's values.
+    Includes the constants written that way."""
+    out: dict[str, Any] = {}
+    get = source.get
+    for key, f, how in _create_steps(fields, direction):
+        if how == _CONSTANT:
+            out[key] = f.constant
             continue
-        if (f.bc if to_dv else f.dataverse) is None:
-            continue
-        value = convert(f, source.get(f.key), direction)
+        if how == _TRANSFORM or how == _TRANSFORM_DEFAULT:  # ``convert`` without an option map
+            value = get(key)
+            if value is None or value == "":
+                if how == _TRANSFORM:
+                    continue  # trimmed, cased or cut, a blank value is still blank: left out
+            if f.transform is not None:
+                value = apply_transform(value, f.transform)
+        else:
+            value = convert(f, get(key), direction)
         if value is not None and value != "":
-            out[f.key] = value
+            out[key] = value
     return out
 
 
+def _flowing_of(fields: tuple[FieldMap, ...], direction: Direction) -> list[tuple[FieldMap, str, bool]]:
+    return [(f, f.key, f.direction == _BIDIRECTIONAL or f.direction == direction) for f in _paired(fields)]
+
+
 def snapshot_after_create(
-    fields: tuple[FieldMap, ...], bc_values: dict[str, Any], dv_values: dict[str, Any]
+    fields: tuple[FieldMap, ...],
+    bc_values: dict[str, Any],
+    dv_values: dict[str, Any],
+    *,
+    direction: Direction | None = None,
+    planned: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Snapshots of a freshly created pair: the fields both sides agree on."""
+    """Snapshots of a freshly created pair: the fields both sides agree on.
+
+    ``planned``: ``plan_create(fields, direction, source values)`` of this create (the source being the side
+    the create read). A field it wrote whose target value is still the planned one (or, left out as empty,
+    is still empty) agrees by construction -- the target holds the source's value converted -- so it is not
+    converted and compared again; every other field is compared as without it."""
     bc_snap: dict[str, Any] = {}
     dv_snap: dict[str, Any] = {}
-    for f in _paired(fields):
-        if _agree(f, bc_values.get(f.key), dv_values.get(f.key), _BIDIRECTIONAL):
-            bc_snap[f.key] = bc_values.get(f.key)
-            dv_snap[f.key] = dv_values.get(f.key)
+    bc_get, dv_get = bc_values.get, dv_values.get
+    to_dv = direction == _TO_DATAVERSE
+    if planned is None or direction is None or direction == _BIDIRECTIONAL:
+        for f in _paired(fields):
+            key = f.key
+            b, d = bc_get(key), dv_get(key)
+            if _agree(f, b, d, _BIDIRECTIONAL):
+                bc_snap[key], dv_snap[key] = b, d
+        return bc_snap, dv_snap
+    steps = _remembered(fields, f"flowing:{direction.value}", lambda fs: _flowing_of(fs, direction))
+    for f, key, flows in steps:
+        b, d = bc_get(key), dv_get(key)
+        if flows:
+            t = d if to_dv else b
+            if (t == planned[key]) if key in planned else (t is None or t == ""):
+                bc_snap[key], dv_snap[key] = b, d
+                continue
+        if _agree(f, b, d, _BIDIRECTIONAL):
+            bc_snap[key], dv_snap[key] = b, d
     return bc_snap, dv_snap
 
 

@@ -83,12 +83,14 @@ class RecordCodec:
             out[r.id] = {key: get(name) for key, name in reads}
         for f in self._lookups:
             assert f.lookup is not None and f.bc is not None
-            keys = {str(r.fields.get(f.bc)) for r in records if not is_blank(r.fields.get(f.bc))}
+            name, fkey = f.bc, f.key
+            # Each record's row and key read once; the blank ones (the common case) take the blank value.
+            rows = [(out[r.id], r.fields.get(name)) for r in records]
+            keys = {str(k) for _, k in rows if not is_blank(k)}
             resolved = await self._bc_keys_to_dv_ids(f, keys)
             local = await self._local_currency_id() if f.lookup.blank == "localCurrency" else None
-            for r in records:
-                key = r.fields.get(f.bc)
-                out[r.id][f.key] = resolved.get(str(key)) if not is_blank(key) else local
+            for row, key in rows:
+                row[fkey] = resolved.get(str(key)) if not is_blank(key) else local
         return out
 
     async def _bc_keys_to_dv_ids(self, f: FieldMap, keys: set[str]) -> dict[str, Any]:

@@ -221,6 +221,7 @@ class CouplingService:
             await self._write_back_assigned(mapping, sources, written, created_bc, src_values)
 
         couplings: list[Coupling] = []
+        created = new_entry(self.e, Outcome.CREATED, job_id=job_id, direction=direction.value, at=now)  # #22
         for (src_id, w), rec in zip(pairs, sources, strict=True):
             if not w.ok or w.record is None:
                 outcome.add(_refused_create(mapping, direction, src_id, w, sent.get(src_id, {})))
@@ -236,7 +237,11 @@ class CouplingService:
                 dv_vals = src_values[rec.id]
                 bc_vals = created_bc.get(target.id) or {**planned[rec.id]}
                 bc_etag, dv_etag = target.etag, rec.etag
-            bc_snap, dv_snap = snapshot_after_create(mapping.fields, bc_vals, dv_vals)
+            # The source's values are the ones planned from (the write-back above touches only fields that
+            # flow to Dataverse alone): the fields the create wrote as planned are not compared again.
+            bc_snap, dv_snap = snapshot_after_create(
+                mapping.fields, bc_vals, dv_vals, direction=direction, planned=planned[rec.id]
+            )
             couplings.append(
                 Coupling(
                     mapping=mapping.name,
@@ -253,9 +258,7 @@ class CouplingService:
                     # What the change feeds will show for this pair: its echo there is skipped without reads.
                     bc_modified_on=(rec if direction == Direction.TO_DATAVERSE else target).modified_on,
                     dv_modified_on=(target if direction == Direction.TO_DATAVERSE else rec).modified_on,
-                    history=[
-                        new_entry(self.e, Outcome.CREATED, job_id=job_id, direction=direction.value, at=now)
-                    ],  # #22
+                    history=[{**created, "changes": []}],  # #22: each its own entry (and list), same content
                 )
             )
         stored = await self.e.couplings.couple_many(couplings) if couplings else []
@@ -331,17 +334,22 @@ class CouplingService:
             if f.direction == Direction.TO_DATAVERSE and f.bc and f.dataverse and f.constant is None
         ]
         ops: list[WriteOp] = []
+        if not one_way:
+            return
+        codec = self.e.codec(mapping)  # one for the batch: its payload plan is built once
+        to_dv = Direction.TO_DATAVERSE
         for rec, w in zip(sources, written, strict=True):
             if not (w.ok and w.record is not None and w.record.id in created_bc):
                 continue
             fix = {}
+            created, current = created_bc[w.record.id], dv_values[rec.id]
             for f in one_way:
-                value = convert(f, created_bc[w.record.id].get(f.key), Direction.TO_DATAVERSE)
-                if not same(value, dv_values[rec.id].get(f.key)):
+                value = convert(f, created.get(f.key), to_dv)
+                if not same(value, current.get(f.key)):
                     fix[f.key] = value
             if fix:
-                ops.append(WriteOp("update", ref=rec.id, id=rec.id, fields=self.e.codec(mapping).dv_payload(fix)))
-                dv_values[rec.id].update(fix)
+                ops.append(WriteOp("update", ref=rec.id, id=rec.id, fields=codec.dv_payload(fix)))
+                current.update(fix)
         if ops:
             results = await self.e.dv.write_many(mapping.dataverse_entity_set, ops)
             for op, r in zip(ops, results, strict=True):

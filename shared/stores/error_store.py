@@ -177,8 +177,8 @@ class TableSyncErrorStore:
             return 0
         table = await self._table()
         pk = escape_key(mapping)
-        wanted = {norm_id(i) for i in bc_ids}
-        wanted_dv = {norm_id(i) for i in dv_ids}
+        wanted: set[str] | None = None  # normalised once there is an open error to compare (usually none)
+        wanted_dv: set[str] = set()
         now = to_utc(utcnow())
         ops: list[Op] = []
         async for page in query_all(
@@ -186,7 +186,10 @@ class TableSyncErrorStore:
             f"PartitionKey eq {quote(pk)} and Closed eq false",
             select=["PartitionKey", "RowKey", "BcId", "DataverseId"],
         ):
+            if page and wanted is None:
+                wanted, wanted_dv = {norm_id(i) for i in bc_ids}, {norm_id(i) for i in dv_ids}
             for row in page:
+                assert wanted is not None
                 bc, dv = row.get("BcId"), row.get("DataverseId")
                 if (bc and norm_id(bc) in wanted) or (not bc and dv and norm_id(dv) in wanted_dv):
                     entity = {"PartitionKey": pk, "RowKey": row["RowKey"], "Closed": True, "ClosedAt": now}

@@ -72,10 +72,24 @@ def _value(name: str, value: Any, out: dict[str, Any]) -> None:
         out[name + "@odata.type"] = "Edm.Double"
     elif isinstance(value, datetime):
         service = getattr(value, "tables_service_value", None)  # the SDK's round-trip datetime
-        out[name] = service or value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        out[name] = service or edm_datetime(value)
         out[name + "@odata.type"] = "Edm.DateTime"
     elif value is not None:  # None: the property is left out (as the SDK does)
         raise Unsupported(f"{name}: {kind.__name__}")
+
+
+def edm_datetime(value: datetime) -> str:
+    """``value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")`` at a third of its cost for an aware value
+    (``isoformat`` writes the same digits); a naive one, or a year below 1000 (``%Y`` does not pad it), is
+    formatted by ``strftime`` itself."""
+    offset = value.utcoffset()
+    if offset is None:  # naive: astimezone reads it as local time
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if offset:
+        value = value.astimezone(UTC)
+    if value.year < 1000:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def entity_json(entity: Any) -> str:
@@ -121,18 +135,20 @@ def _if_match(entity: Any, kw: dict[str, Any]) -> str:
 def sub_request(index: int, op: Sequence[Any], base: str, table: str) -> str:
     """One operation of the change set as its ``application/http`` MIME part."""
     kind, entity = op[0], op[1]
-    kw: dict[str, Any] = dict(op[2]) if len(op) > 2 and op[2] else {}
     if not isinstance(kind, str) or "PartitionKey" not in entity or "RowKey" not in entity:
         raise Unsupported("operation shape")
     kind = kind.lower()
-    address = f"{base}/{table}(PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}')"
     headers = [f"Accept: {_ACCEPT}", "DataServiceVersion: 3.0;"]
     body = ""
-    if kind == "create":
-        line = f"POST {base}/{table} HTTP/1.1"
-        headers.append("Prefer: return-no-content")
-        body = entity_json(entity)
-    elif kind in ("update", "upsert"):
+    if kind == "create":  # posted to the table: no entity address
+        return (
+            f"Content-Type: application/http{CRLF}Content-Transfer-Encoding: binary{CRLF}Content-ID: {index}{CRLF}"
+            f"{CRLF}POST {base}/{table} HTTP/1.1{CRLF}Content-Type: application/json{CRLF}Accept: {_ACCEPT}{CRLF}"
+            f"DataServiceVersion: 3.0;{CRLF}Prefer: return-no-content{CRLF}{CRLF}{entity_json(entity)}{CRLF}"
+        )
+    kw: dict[str, Any] = dict(op[2]) if len(op) > 2 and op[2] else {}
+    address = f"{base}/{table}(PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}')"
+    if kind in ("update", "upsert"):
         mode = kw.get("mode", UpdateMode.MERGE)
         if mode not in (UpdateMode.MERGE, UpdateMode.REPLACE):
             raise Unsupported(f"mode {mode}")
@@ -195,7 +211,7 @@ def _split_head(block: bytes) -> tuple[bytes, bytes]:
     # The services frame with CRLF: a plain search (~5x cheaper than the regex), unless a bare-LF blank line
     # comes first (then the regex's earliest match is it).
     at = block.find(b"\r\n\r\n")
-    if at >= 0 and b"\n\n" not in block[: at + 2] and b"\n\r\n" not in block[: at + 2]:
+    if at >= 0 and block.find(b"\n\n", 0, at + 2) < 0 and block.find(b"\n\r\n", 0, at + 2) < 0:
         return block[:at], block[at + 4 :]
     m = _BLANK.search(block)
     return (block, b"") if m is None else (block[: m.start()], block[m.end() :])
@@ -210,17 +226,18 @@ def parse_response(body: bytes, content_type: str) -> list[Part]:
     if boundary is None:
         raise ValueError("not a multipart batch response")
     parts: list[Part] = []
+    append = parts.append
     for chunk in body.split(b"--" + boundary)[1:]:
-        if chunk.startswith(b"--"):
+        if chunk[:2] == b"--":
             break
-        _mime, http = _split_head(chunk.lstrip(b"\r\n"))
-        head, payload = _split_head(http)
+        head, payload = _split_head(_split_head(chunk.lstrip(b"\r\n"))[1])  # past the part's MIME headers
         lines = head.decode("latin-1").splitlines()
-        if not lines or not lines[0].startswith("HTTP/"):
+        if not lines or lines[0][:5] != "HTTP/":
             continue
         status_line = lines[0].split(" ", 2)
-        parts.append(Part(int(status_line[1]), status_line[2] if len(status_line) > 2 else "", lines[1:],
-                          payload.rstrip(b"\r\n")))  # fmt: skip
+        del lines[0]
+        append(Part(int(status_line[1]), status_line[2] if len(status_line) > 2 else "", lines,
+                    payload.rstrip(b"\r\n")))  # fmt: skip
     return parts
 
 

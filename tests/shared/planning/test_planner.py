@@ -173,6 +173,64 @@ def test_plan_create_includes_constants_and_respects_field_direction() -> None:
     assert b.keys() == d.keys() == {NAME.key, PHONE.key, NUMBER.key}
 
 
+BACK = FieldMap(bc="blocked", dataverse="statecode", direction=Direction.FROM_DATAVERSE)  # flows to BC only
+
+
+@pytest.mark.parametrize(
+    ("direction", "source", "target"),
+    [
+        # BC -> Dataverse: the new row holds exactly what was planned; BC's values are the source
+        (T, {NAME.key: " Fabrikam ", PHONE.key: "", NUMBER.key: "C1", BACK.key: "x"}, None),
+        # a one-way field against the flow (statecode) is compared as without the plan
+        (T, {NAME.key: "Fabrikam", PHONE.key: None, NUMBER.key: "C1", BACK.key: None}, None),
+        # Dataverse -> BC, BC answered with the planned values ("" for what was left out)
+        (F, {NAME.key: "Contoso Ltd", PHONE.key: None, NUMBER.key: None, BACK.key: 1},
+         {NAME.key: "Contoso Ltd", PHONE.key: "", NUMBER.key: "DV-1", BACK.key: 1}),
+        # BC changed what it was sent (cut, a value in a field left out): compared, not trusted
+        (F, {NAME.key: "Contoso Ltd", PHONE.key: None, NUMBER.key: None, BACK.key: 1},
+         {NAME.key: "Contoso", PHONE.key: "5", NUMBER.key: "DV-1", BACK.key: 2}),
+    ],
+)  # fmt: skip
+def test_snapshot_after_create_with_the_plan_equals_the_full_comparison(
+    direction: Direction, source: dict, target: dict | None
+) -> None:
+    fields = (NAME, PHONE, NUMBER, BACK, CONST)
+    planned = plan_create(fields, direction, source)
+    answer = dict(planned) if target is None else target
+    bc_vals, dv_vals = (source, answer) if direction == T else (answer, source)
+    fast = snapshot_after_create(fields, bc_vals, dv_vals, direction=direction, planned=planned)
+    assert fast == snapshot_after_create(fields, bc_vals, dv_vals)
+
+
+def test_snapshot_after_create_with_the_plan_literals() -> None:
+    fields = (NAME, PHONE, NUMBER, BACK)
+    src = {NAME.key: " Fabrikam ", PHONE.key: "", NUMBER.key: "C1", BACK.key: "x"}
+    planned = plan_create(fields, T, src)
+    assert planned == {NAME.key: "Fabrikam", NUMBER.key: "C1"}
+    b, d = snapshot_after_create(fields, src, dict(planned), direction=T, planned=planned)
+    # statecode flows to BC only: "x" against no value does not agree; the rest do (phone: "" and None)
+    assert b == {NAME.key: " Fabrikam ", PHONE.key: "", NUMBER.key: "C1"}
+    assert d == {NAME.key: "Fabrikam", PHONE.key: None, NUMBER.key: "C1"}
+    # BC cut the name it was sent: that field is not in the snapshot
+    src_dv = {NAME.key: "Contoso Ltd", PHONE.key: "7", NUMBER.key: None, BACK.key: 1}
+    planned_bc = plan_create(fields, F, src_dv)
+    assert planned_bc == {NAME.key: "Contoso Lt", PHONE.key: "7", BACK.key: 1}
+    answer = {NAME.key: "Contoso", PHONE.key: "7", NUMBER.key: "DV-1", BACK.key: 1}
+    b, d = snapshot_after_create(fields, answer, src_dv, direction=F, planned=planned_bc)
+    assert b == {PHONE.key: "7", BACK.key: 1}
+    assert d == {PHONE.key: "7", BACK.key: 1}
+
+
+def test_plan_create_remembers_per_tuple_and_direction_and_reads_a_list_afresh() -> None:
+    as_list = [NAME, PHONE]
+    assert plan_create(as_list, T, {NAME.key: "a", PHONE.key: "1"}) == {NAME.key: "a", PHONE.key: "1"}
+    as_list.append(NUMBER)  # a list is not remembered: the next call sees the new field
+    assert plan_create(as_list, T, {NUMBER.key: "C9"}) == {NUMBER.key: "C9"}
+    assert plan_create(FIELDS, F, {NUMBER.key: "C9", PHONE.key: "2"}) == {PHONE.key: "2"}
+    to_dv = plan_create(FIELDS, T, {NUMBER.key: "C9", PHONE.key: "2"})
+    assert to_dv == {PHONE.key: "2", NUMBER.key: "C9", CONST.key: 3}
+
+
 def test_deletion_policies_and_auto_create_rule() -> None:
     assert [plan_deletion(p) for p in ("none", "removeCoupling", "restore", "delete")] == [
         "fail",
@@ -235,3 +293,15 @@ def test_a_whole_second_dataverse_stamp_counts_as_the_end_of_its_second() -> Non
     assert plan_record(FIELDS, B, same_second).bc_update == {PHONE.key: "9"}
     bc_later = pair(bc(phone="1"), dv(phone="9"), bc_modified_on=second + timedelta(seconds=1), dv_modified_on=second)
     assert plan_record(FIELDS, B, bc_later).dv_update == {PHONE.key: "1"}
+
+
+def test_plan_create_leaves_blank_values_out_unless_the_transform_has_a_default() -> None:
+    code = FieldMap(bc="currencyCode", dataverse="currencysymbol", transform={"trim": True, "default": "$"})
+    cased = FieldMap(bc="email", dataverse="emailaddress1", transform={"trim": True, "case": "upper"})
+    plain = FieldMap(bc="city", dataverse="address1_city")
+    fields = (code, cased, plain)
+    assert plan_create(fields, T, {code.key: "", cased.key: None, plain.key: ""}) == {code.key: "$"}
+    assert plan_create(fields, T, {code.key: None, cased.key: "  ", plain.key: None}) == {code.key: "$"}
+    assert plan_create(fields, F, {code.key: " € ", cased.key: " a@b ", plain.key: 0}) == {
+        code.key: "€", cased.key: "A@B", plain.key: 0,
+    }  # fmt: skip

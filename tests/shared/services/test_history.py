@@ -141,3 +141,20 @@ async def test_webhook_retry_match_and_created_entries() -> None:
     await JobService(e).start("CUSTOMER", "incremental", "bidirectional", full=False, trigger="timer")
     await run_jobs(e)
     assert ((await entries(e, b))[0]["trigger"], (await entries(e, b))[0]["action"]) == ("timer", "updated")
+
+
+async def test_creates_of_one_batch_each_get_their_own_created_entry() -> None:
+    e = fake_engine()
+    bc, _dv = sides(e)
+    ids = [bc.put("customers", {"displayName": f"New {i}", "phoneNumber": "", "number": f"N{i}", "email": ""})
+           for i in range(3)]  # fmt: skip
+    mapping = await e.registry.get("CUSTOMER")
+    records = (await e.bc.get_many("customers", ids)).values()
+    outcome = await CouplingService(e).create_counterparts(mapping, Direction.TO_DATAVERSE, list(records), "job-1")
+    assert [r.status for r in outcome.results] == ["created"] * 3
+    stored = await e.couplings.get_many_by_bc_ids("CUSTOMER", ids)
+    histories = [stored[i].history for i in ids]
+    for h in histories:
+        assert h == [{"at": h[0]["at"], "jobId": "job-1", "trigger": "job", "action": "created",
+                      "direction": "toDataverse", "changes": [], "error": None}]  # fmt: skip
+    assert len({id(h[0]) for h in histories}) == len({id(h[0]["changes"]) for h in histories}) == 3

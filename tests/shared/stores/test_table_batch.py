@@ -9,7 +9,7 @@ import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -119,6 +119,27 @@ def test_sub_requests_address_and_encode_what_the_sdk_does() -> None:
         if req.content:
             theirs = {k: v for k, v in json.loads(req.content).items() if v != "Edm.String"}
             assert json.loads(payload) == theirs
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (datetime(2024, 1, 2, 3, 4, 5, 600_000, tzinfo=UTC), "2024-01-02T03:04:05.600000Z"),
+        (datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC), "2024-01-02T03:04:05.000000Z"),  # microseconds always
+        (datetime(2024, 1, 2, 0, 30, 0, 7, tzinfo=timezone(timedelta(hours=2))), "2024-01-01T22:30:00.000007Z"),
+        (datetime(2024, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-3))), "2025-01-01T02:00:00.000000Z"),
+        (datetime(999, 5, 6, 7, 8, 9, tzinfo=UTC), datetime(999, 5, 6, 7, 8, 9).strftime("%Y-%m-%dT%H:%M:%S.%fZ")),
+        # the year crosses below 1000 in UTC
+        (
+            datetime(1000, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))),
+            datetime(999, 12, 31, 23, 30).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        ),
+    ],
+)
+def test_datetimes_are_written_as_strftime_writes_them_in_utc(value: datetime, text: str) -> None:
+    assert table_batch.edm_datetime(value) == text == value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    naive = datetime(2024, 1, 2, 3, 4, 5)  # local time, as astimezone reads it
+    assert table_batch.edm_datetime(naive) == naive.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @pytest.mark.parametrize(
