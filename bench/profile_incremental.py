@@ -1,13 +1,14 @@
 """Profile of the engine's incremental sync on the real clients (Azurite + simulators, engine in this process).
 
-    python -m bench.profile_incremental [--n 2000] [--profile] [--top 40] [--ticks 1]
+    python -m bench.profile_incremental [--n 2000] [--profile] [--top 40] [--ticks 1] [--callers REGEX]
 
 Seeds ``n`` records per side, runs the main scenario's phases up to the incremental after 10 % updates (full
 sync create + couple, 10 % changed on each side), then that incremental and the one for the echoes of its own
 writes, each with process CPU, calls, table ops and entities read per changed record. ``--profile`` wraps
 the two incrementals in cProfile and prints the top functions (cumulative, then own time). ``--ticks`` > 1
 repeats "10 % updates + incremental + echoes" (steady state: the first tick still carries the full sync's
-echoes).
+echoes). ``--callers REGEX`` (with ``--profile``) also prints who calls the functions matching it (e.g.
+``json/__init__.py:.*loads``: where the JSON decoding comes from).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _count_plans() -> None:
     coupling_store.lookup_plan = counted  # type: ignore[assignment]
 
 
-async def run(n: int, *, profile: bool, top: int, ticks: int) -> list[dict[str, Any]]:
+async def run(n: int, *, profile: bool, top: int, ticks: int, callers: str = "") -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     _count_plans()
     _count_handshakes()
@@ -125,6 +126,10 @@ async def run(n: int, *, profile: bool, top: int, ticks: int) -> list[dict[str, 
             buf = io.StringIO()
             pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(top)
             print(buf.getvalue())
+        if callers:
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_callers(callers)
+            print(buf.getvalue())
     return out
 
 
@@ -156,9 +161,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--ticks", type=int, default=1)
+    parser.add_argument("--callers", default="", help="with --profile: print the callers of these functions")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(run(args.n, profile=args.profile, top=args.top, ticks=args.ticks))
+    asyncio.run(run(args.n, profile=args.profile, top=args.top, ticks=args.ticks, callers=args.callers))
 
 
 if __name__ == "__main__":

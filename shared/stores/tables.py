@@ -33,8 +33,10 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import AsyncHTTPPolicy, SansIOHTTPPolicy
 from azure.core.pipeline.transport import AioHttpTransport
+from azure.core.rest import HttpRequest
 from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
@@ -273,6 +275,70 @@ class TablesTransport(AioHttpTransport):
 OneContextTransport = TablesTransport  # the name the TLS tests use
 
 
+class FusedSansIOPolicies(AsyncHTTPPolicy):  # type: ignore[type-arg]
+    """Consecutive SansIO policies of a pipeline run as ONE step, with exactly the nesting azure-core gives
+    them: ``on_request`` in order, then the rest of the pipeline, then ``on_response`` (or ``on_exception``)
+    in reverse order, each only for the policies whose ``on_request`` ran. azure-core wraps each SansIO policy
+    in its own runner coroutine and awaits each hook through ``await_result`` (an ``isinstance(result,
+    typing.Awaitable)`` check, ~40 µs of CPU per request over the Table pipeline's ten SansIO policies, #23);
+    here a hook's result is awaited only when it is one."""
+
+    def __init__(self, policies: Sequence[SansIOHTTPPolicy]) -> None:  # type: ignore[type-arg]
+        super().__init__()
+        self.policies = list(policies)
+        self._reversed = self.policies[::-1]
+
+    async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+        entered = 0
+        try:
+            for policy in self.policies:
+                result = policy.on_request(request)
+                if result is not None:
+                    await result
+                entered += 1
+            response = await self.next.send(request)
+        except Exception:
+            for policy in self.policies[entered - 1 :: -1] if entered else ():
+                result = policy.on_exception(request)
+                if result is not None:
+                    await result
+            raise
+        left = len(self.policies)
+        try:
+            for policy in self._reversed:
+                left -= 1
+                result = policy.on_response(request, response)
+                if result is not None:
+                    await result
+        except Exception:  # as when an inner runner's on_response raises: the outer ones see the exception
+            for policy in self.policies[left - 1 :: -1] if left else ():
+                result = policy.on_exception(request)
+                if result is not None:
+                    await result
+            raise
+        return response
+
+
+def fused_policies(policies: Iterable[Any]) -> list[Any]:
+    """``policies`` (a pipeline's list, in order) with each run of consecutive SansIO policies fused into one
+    :class:`FusedSansIOPolicies` step: the same policy objects (token cache, retry settings, op counter hook),
+    in the same order, with the same hooks called."""
+    out: list[Any] = []
+    run: list[SansIOHTTPPolicy] = []  # type: ignore[type-arg]
+    for policy in policies:
+        if isinstance(policy, SansIOHTTPPolicy):
+            run.append(policy)
+            continue
+        if run:
+            out.append(FusedSansIOPolicies(run))
+            run = []
+        if policy:
+            out.append(policy)
+    if run:
+        out.append(FusedSansIOPolicies(run))
+    return out
+
+
 def build_service_client(
     *,
     connection_string: str | None = None,
@@ -301,6 +367,27 @@ def build_service_client(
     return TableServiceClient(endpoint, credential=credential, audience=audience, **kwargs)
 
 
+def table_client(service: TableServiceClient, name: str) -> TableClient:
+    """``service.get_table_client(name)`` over a pipeline of the same policies with the SansIO ones fused
+    (:func:`fused_policies`): same transport (connections), credential policy (token cache), retry policy
+    and op counter, fewer steps per request."""
+    policies = getattr(service, "_policies", None)
+    transport = getattr(getattr(getattr(service._client, "_client", None), "_pipeline", None), "_transport", None)
+    if not policies or transport is None:
+        return service.get_table_client(name)
+    from azure.data.tables.aio._base_client_async import AsyncTransportWrapper
+
+    return TableClient(
+        service.url,
+        table_name=name,
+        credential=service.credential,
+        api_version=service.api_version,
+        pipeline=AsyncPipeline(transport=AsyncTransportWrapper(transport), policies=fused_policies(policies)),
+        location_mode=service._location_mode,
+        _hosts=service._hosts,
+    )
+
+
 class TableProvider:
     """Hands out TableClients, creating each table once per process (lazily, idempotently)."""
 
@@ -321,7 +408,7 @@ class TableProvider:
                     pass
                 except AzureError as e:
                     raise map_error(e) from e
-                self._ready[name] = self.service.get_table_client(name)
+                self._ready[name] = table_client(self.service, name)
             return self._ready[name]
 
     async def close(self) -> None:
@@ -609,15 +696,25 @@ def _pipeline(table: TableClient) -> Any:
     return getattr(getattr(table, "_client", None), "_client", None)
 
 
+def query_url(url: str, params: dict[str, str] | None) -> str:
+    """``url`` with ``params`` as its query, each value percent-encoded (a key's escape '%2F' must reach the
+    service as such, not as '/'): the text azure-core's ``HttpRequest(params=)`` joins from pre-quoted values,
+    built here without its per-request URL re-parsing."""
+    if not params:
+        return url
+    return url + "?" + "&".join(f"{k}={quote_fast(v, safe='')}" for k, v in params.items())
+
+
 async def _send(table: TableClient, url: str, params: dict[str, str] | None = None) -> Any:
-    from azure.core.rest import HttpRequest
-
-    from shared.stores.table_batch import _decode_error
-
-    headers = {"Accept": _ACCEPT, "DataServiceVersion": "3.0", "x-ms-version": table.api_version}
-    if params:  # azure-core joins params unquoted: a key's escape ('%2F') would reach the service as '/'
-        params = {k: quote_fast(v, safe="") for k, v in params.items()}
-    request = HttpRequest("GET", url, headers=headers, params=params)
+    headers = {
+        "Accept": _ACCEPT,
+        "DataServiceVersion": "3.0",
+        "x-ms-version": table.api_version,
+        # What RequestIdPolicy would add (it keeps a caller's id): a uuid4 costs ~2 µs where its uuid1 costs
+        # ~11 µs and a lock on the clock file.
+        "x-ms-client-request-id": str(uuid.uuid4()),
+    }
+    request = HttpRequest("GET", query_url(url, params), headers=headers)
     try:
         async with _slots():
             response = await _pipeline(table).send_request(request, stream=True)
@@ -625,7 +722,7 @@ async def _send(table: TableClient, url: str, params: dict[str, str] | None = No
     except AzureError as e:
         raise map_error(e) from e
     if response.status_code >= 300 and response.status_code != 404:
-        error = _decode_error(response)
+        error = table_batch._decode_error(response)
         raise map_error(error) from error
     return response
 
