@@ -51,5 +51,11 @@ def test_edits_reach_the_other_side_and_figures_carry_verdicts(results: dict[str
     assert lat["dvToBc"]["edits"] == 3 and lat["bcToDv"]["edits"] == 1, lat
     figs = {f["figure"]: f for f in figures(results)}
     names = [k for k in figs if k.startswith("E2E")]
-    assert len(names) == 8, names
+    assert len(names) == 10, names
+    stack = figs[f"E2E {N} records: peak RSS per process of the stack (MB, the largest; Azurite apart)"]
+    peaks = results["e2e"]["fullSync"]["peakRssMB"]
+    assert stack["value"] == max(v for k, v in peaks.items() if not k.startswith("azurite")), (stack, peaks)
+    assert figs[f"E2E {N} records: peak RSS of Azurite, the Table Storage emulator (MB)"]["target"] == "report"
+    first = figs[f"E2E first tick after {N} (reads the job's own creates back): seconds"]
+    assert first["value"] == results["e2e"]["fullSync"]["ticks"][0]["seconds"] > 0
     assert figs[f"E2E {N} records (HTTP job, host workers): missing + duplicate records/couplings"]["pass"] is True
