@@ -436,9 +436,11 @@ class JobService:
                             )
                             deletions = []
                 elif work or page.deleted_ids:
+                    # Only the BC pass's marks are read (by the Dataverse pass after it).
+                    marks_to = synced_dv if side == Side.BC else None
                     outcome.merge(
                         await self._apply_work(
-                            mapping, side, work, 0, coupled, page.deleted_ids, job_id, read_dv, synced_dv
+                            mapping, side, work, 0, coupled, page.deleted_ids, job_id, read_dv, marks_to
                         )
                     )
                 if page.next_cursor:
@@ -502,14 +504,14 @@ class JobService:
         outcome.counts["unchanged"] += seen
         by_id = {r.id: r for r in work}
         couplings = [coupled[r.id] for r in work if r.id in coupled]
+        dv_keys = _flowing_keys(mapping, Side.DATAVERSE) if synced_dv is not None else []
         for start in range(0, len(couplings), 1000):
             chunk = couplings[start : start + 1000]
             result = await self.sync.sync_couplings(
                 mapping, chunk, mapping.direction, job_id=job_id, scheduled=True, known=by_id, read_dv=read_dv
             )
             if synced_dv is not None:  # the syncs left each coupling's snapshots in it (failures: the old ones)
-                keys = _flowing_keys(mapping, Side.DATAVERSE)
-                synced_dv.update({c.dataverse_id.lower(): snapshot_mark(keys, c.dv_values) for c in chunk})
+                synced_dv.update({c.dataverse_id.lower(): snapshot_mark(dv_keys, c.dv_values) for c in chunk})
             outcome.merge(await self._deletions_from_results(mapping, chunk, result))
         create_dir = Direction.TO_DATAVERSE if side == Side.BC else Direction.FROM_DATAVERSE
         uncoupled = [r for r in work if r.id not in coupled]
