@@ -77,3 +77,17 @@ def test_from_settings_and_configuration_errors() -> None:
     assert publisher.queue_name == "other"
     with pytest.raises(ConfigurationError):
         ServiceBusPublisher("q")
+
+
+async def test_open_opens_the_one_link_that_publish_then_uses(peer: PeerProcess) -> None:
+    q = f"open-{uuid.uuid4().hex[:8]}"
+    publisher = ServiceBusPublisher(q, connection_string=peer.connection_string)
+    assert publisher._sender is None
+    await publisher.open()
+    opened = publisher._sender
+    assert opened is not None
+    await publisher.open()  # idempotent: still the one link
+    await publisher.publish([work(1)])
+    assert publisher._sender is opened and publisher.send_count == 1
+    assert peer.counts(q)["active"] == 1
+    await publisher.aclose()
