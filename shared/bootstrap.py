@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.collector import tune as tune_collector
 from shared.config import Settings, get_settings
 from shared.mappings.config import load_mapping_file
 from shared.services.engine import Engine
@@ -90,6 +91,7 @@ def build_runtime(
         watermarks=stores.watermarks,
         publisher=publisher,
     )
+    tune_collector(settings.gc_gen0_threshold)  # after start-up's objects exist: they are frozen (shared.collector)
     return Runtime(engine, stores, bc, dv, publisher, credentials)
 
 

@@ -135,6 +135,8 @@ class Settings(BaseModel):
     dataverse_window_seconds: float = Field(300.0, alias="DATAVERSE_WINDOW_SECONDS", gt=0)
     fanout_min_records: int = Field(1000, alias="SYNC_FANOUT_MIN_RECORDS", ge=1)
     fanout_batch_size: int = Field(2000, alias="SYNC_FANOUT_BATCH_SIZE", ge=1, le=5000)
+    # The cyclic garbage collector's youngest-generation threshold (shared.collector); 0 = the interpreter's 700.
+    gc_gen0_threshold: int = Field(50_000, alias="SYNC_GC_GEN0_THRESHOLD", ge=0)
 
     def fans_out(self, records: int) -> bool:
         """A change page of ``records`` goes to workers as ``sync-batch`` messages: above ``fanout_min_records``
