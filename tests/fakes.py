@@ -90,9 +90,6 @@ class FakeCouplingStore:
         self.lock = asyncio.Lock()
         self.archive: dict[tuple[str, str], list[dict[str, Any]]] = {}  # #22: history of uncoupled records
 
-    def _out(self, c: Coupling) -> Coupling:
-        return c  # every read of by_bc is already a fresh copy
-
     def _store(self, c: Coupling) -> Coupling:
         stored = dataclasses.replace(
             c,
@@ -102,7 +99,6 @@ class FakeCouplingStore:
             dv_modified_on=_utc(c.dv_modified_on),
             bc_values=_json_copy(c.bc_values),
             dv_values=_json_copy(c.dv_values),
-            history=copy.deepcopy(c.history),
             row_etag=_etag(),
         )
         self.by_bc[(c.mapping, c.bc_id.lower())] = stored
@@ -117,7 +113,7 @@ class FakeCouplingStore:
 
     async def get_by_bc_id(self, mapping: str, bc_id: str) -> Coupling | None:
         c = self.by_bc.get((mapping, bc_id.lower()))
-        return self._out(c) if c else None
+        return c  # a fresh copy: every read of by_bc unpickles one
 
     async def get_by_dataverse_id(self, mapping: str, dataverse_id: str) -> Coupling | None:
         bc = self.by_dv.get((mapping, dataverse_id.lower()))
@@ -155,7 +151,7 @@ class FakeCouplingStore:
             for b in blockers:
                 self._remove(b)
             self._store(coupling)
-            removed = [self._out(b) for b in blockers]
+            removed = blockers
         self._archive_removed(coupling.mapping, removed)  # #22
         return removed
 
@@ -174,8 +170,8 @@ class FakeCouplingStore:
             old = self.by_bc.get((c.mapping, c.bc_id.lower()))
             if old is None:
                 continue  # removed meanwhile: not resurrected
-            self._store(dataclasses.replace(c, dataverse_id=old.dataverse_id, coupled_at=old.coupled_at))
-            c.row_etag = self.by_bc[(c.mapping, c.bc_id.lower())].row_etag
+            stored = self._store(dataclasses.replace(c, dataverse_id=old.dataverse_id, coupled_at=old.coupled_at))
+            c.row_etag = stored.row_etag
 
     async def uncouple_many(self, mapping: str, bc_ids: Sequence[str]) -> list[Coupling]:
         removed = []
@@ -183,7 +179,7 @@ class FakeCouplingStore:
             c = self.by_bc.get((mapping, i.lower()))
             if c is not None:
                 self._remove(c)
-                removed.append(self._out(c))
+                removed.append(c)
         self._archive_removed(mapping, removed)
         return removed
 
@@ -218,12 +214,12 @@ class FakeCouplingStore:
         rows = [c for c in self._sorted(mapping) if c.bc_id.lower() > after]
         top = max(1, min(top, 1000))
         page = rows[:top]
-        return [self._out(c) for c in page], (_token(page[-1].bc_id.lower()) if len(rows) > top else None)
+        return page, (_token(page[-1].bc_id.lower()) if len(rows) > top else None)
 
     async def iter_all(self, mapping: str) -> AsyncIterator[list[Coupling]]:
         rows = self._sorted(mapping)
         for i in range(0, len(rows), 1000):
-            yield [self._out(c) for c in rows[i : i + 1000]]
+            yield rows[i : i + 1000]
 
     async def delete_all(self, mapping: str) -> int:
         rows = self._sorted(mapping)
