@@ -62,7 +62,13 @@ def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 def _connection_key(connection: Any) -> int:
-    return int(cproton.ffi.cast("uintptr_t", connection._impl))
+    return _endpoint_key(connection)
+
+
+def _endpoint_key(endpoint: Any) -> int:
+    """The C object behind a proton wrapper: proton makes a new Python wrapper for every event, so two
+    wrappers of one link or connection are equal only by this key, never by ``is``."""
+    return int(cproton.ffi.cast("uintptr_t", endpoint._impl))
 
 
 class Peer(Handler):
@@ -136,7 +142,8 @@ class Peer(Handler):
         link = event.link
         if not link.state & Endpoint.LOCAL_CLOSED:
             link.close()
-        self._forget(lambda candidate: candidate is link)
+        key = _endpoint_key(link)
+        self._forget(lambda candidate: _endpoint_key(candidate) == key)
 
     @_guarded
     def on_session_remote_close(self, event: Any) -> None:
@@ -148,14 +155,21 @@ class Peer(Handler):
         conn = event.connection
         if not conn.state & Endpoint.LOCAL_CLOSED:
             conn.close()
-        self._forget(lambda link: link.connection is conn)
+        self._forget_connection(conn)
+
+    @_guarded
+    def on_transport_tail_closed(self, event: Any) -> None:
+        # The client's end of the socket closed (a killed process): no delivery may go to its links from
+        # now on, or it stays locked by nobody until the lock expires, as Service Bus detaches them.
+        if event.connection is not None:
+            self._forget_connection(event.connection)
 
     @_guarded
     def on_transport_closed(self, event: Any) -> None:
         # A killed client: its locks stay until they expire (as in Service Bus); only its links go.
         conn = event.connection
-        self._forget(lambda link: link.connection is conn)
         if conn is not None:
+            self._forget_connection(conn)
             self.authorized.pop(_connection_key(conn), None)
             conn.free()
 
@@ -172,6 +186,10 @@ class Peer(Handler):
         for name, entry in out.items():
             entry["receivers"] = sum(1 for link in self.consumers.get(name, []) if link.state & Endpoint.LOCAL_ACTIVE)
         return out
+
+    def _forget_connection(self, conn: Any) -> None:
+        key = _connection_key(conn)
+        self._forget(lambda link: _connection_key(link.connection) == key)
 
     def _forget(self, match: Callable[[Link], bool]) -> None:
         for name, links in self.consumers.items():

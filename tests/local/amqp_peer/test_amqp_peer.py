@@ -272,3 +272,50 @@ async def test_consumer_killed_mid_batch_messages_redelivered_after_lock_expiry(
             for m in got:
                 await receiver.complete_message(m)
     assert short_lock_peer.counts(q)["active"] == 0
+
+
+IDLE_CONSUMER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from azure.servicebus.aio import ServiceBusClient
+
+    async def main(cs, q):
+        async with ServiceBusClient.from_connection_string(cs) as client:
+            async with client.get_queue_receiver(q) as receiver:
+                print("attached", flush=True)
+                while True:  # an idle host's trigger: credit out, waiting for messages
+                    await receiver.receive_messages(max_message_count=8, max_wait_time=0.5)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+async def test_a_killed_consumer_s_link_gets_no_more_messages(peer: PeerProcess) -> None:
+    """A consumer killed while its link has credit: its link goes with its connection (as Service Bus detaches
+    it), so the next message goes to a live receiver at once, not to the dead link to wait out a 30 s lock."""
+    q = qname()
+    consumer = subprocess.Popen(
+        [sys.executable, "-c", IDLE_CONSUMER, peer.connection_string, q], cwd=ROOT, stdout=subprocess.PIPE
+    )
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(consumer.stdout.readline), 20)  # type: ignore[union-attr]
+        assert line.decode().strip() == "attached"
+        assert peer.counts(q)["receivers"] == 1
+        await asyncio.sleep(1)  # a few receive calls: credit granted
+    finally:
+        os.kill(consumer.pid, signal.SIGKILL)
+        consumer.wait(5)
+    deadline = time.monotonic() + 5
+    while peer.counts(q)["receivers"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert peer.counts(q)["receivers"] == 0
+    async with ServiceBusClient.from_connection_string(peer.connection_string) as client:
+        async with client.get_queue_receiver(q) as receiver:
+            async with client.get_queue_sender(q) as sender:
+                await sender.send_messages(ServiceBusMessage("after the kill", message_id="after-kill"))
+            got = await receiver.receive_messages(max_message_count=1, max_wait_time=5)
+            assert [str(m.message_id) for m in got] == ["after-kill"]
+            assert got[0].delivery_count == 0  # first delivery: it never went to the dead link
+            await receiver.complete_message(got[0])
+    assert peer.counts(q)["active"] == peer.counts(q)["locked"] == 0
