@@ -99,7 +99,9 @@ class AmqpQueueSource:
                     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 async with sdk_lock:
-                    batch = await receiver.receive_messages(max_message_count=free, max_wait_time=RECEIVE_WAIT_SECONDS)
+                    # One message per call, as each of the Functions host's concurrent calls takes its own: asked
+                    # for more, the SDK waits another 0.2 s for them after the first, and the first waits too.
+                    batch = await receiver.receive_messages(max_message_count=1, max_wait_time=RECEIVE_WAIT_SECONDS)
                 for message in batch:
                     task = asyncio.create_task(self._process(receiver, sdk_lock, message, handler))
                     running.add(task)
