@@ -400,10 +400,11 @@ class _Parser:
         if self.ci:
             left = _folded(left)
         lg = left.get
+        member = _membership(values)
         if negate:
-            return _Node(lambda r, lg=lg: not any(_equal(lg(r), v) for v in values))
+            return _Node(lambda r, lg=lg: not member(lg(r)))
         cond = Condition(left.path, "in", values) if left.path else None
-        return _Node(lambda r, lg=lg: any(_equal(lg(r), v) for v in values), condition=cond)
+        return _Node(lambda r, lg=lg: member(lg(r)), condition=cond)
 
     def function(self, name: str) -> _Node:
         self.expect_punct("(")
@@ -548,6 +549,27 @@ def _equal(a: Any, b: Any) -> bool:
         return a is None and b is None
     x, y = _coerce(a, b)
     return bool(x == y)
+
+
+def _membership(values: list[Any]) -> Callable[[Any], bool]:
+    """``value in values`` with ``_equal``'s rules. A text or GUID value against text literals (what an
+    ``In`` of ~660 ids is) is a set lookup; any other value is compared one by one, so a type mismatch
+    still raises as ``_equal`` does (a re-read of 660 ids was 660 x 660 comparisons)."""
+    if not all(type(v) is str for v in values):
+        return lambda a: any(_equal(a, v) for v in values)
+    exact = frozenset(values)
+    lowered = frozenset(v.lower() for v in values)  # a GUID compares ignoring case (_coerce)
+
+    def member(a: Any) -> bool:
+        if a is None:
+            return False
+        if isinstance(a, Guid):
+            return a.lower() in lowered
+        if type(a) is str:
+            return a in exact
+        return any(_equal(a, v) for v in values)
+
+    return member
 
 
 def _order(op: str, a: Any, b: Any) -> bool:

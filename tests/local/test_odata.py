@@ -8,6 +8,7 @@ import pytest
 
 from local.odata import (
     Condition,
+    Guid,
     ODataError,
     decode_skiptoken,
     encode_skiptoken,
@@ -245,3 +246,30 @@ def test_or_across_fields_is_evaluated_in_the_dataverse_dialect() -> None:
         "((balanceDue gt 0) and (taxLiable eq true)) or blocked eq 'All'", fields=FIELDS, dialect="dataverse"
     )
     assert [r["number"] for r in ROWS if pred(r)] == ["C00010", "C00020", "C00030"]
+
+
+def test_the_in_function_matches_as_equality_does_for_text_guids_nulls_and_mismatched_types() -> None:
+    g = Guid("6F1C2D3E-4A5B-4C6D-8E7F-A0B1C2D3E4F5")
+    rows = [
+        {"k": g},
+        {"k": "Acme"},
+        {"k": "acme"},
+        {"k": None},
+        {"k": "other"},
+        {"k": Guid("00000000-0000-0000-0000-000000000001")},
+    ]
+    values = "PropertyValues=['6f1c2d3e-4a5b-4c6d-8e7f-a0b1c2d3e4f5','ACME']"
+    exact = parse_filter(f"Microsoft.Dynamics.CRM.In(PropertyName='k',{values})", dialect="dataverse")
+    assert [r["k"] for r in rows if exact(r)] == [g]  # a GUID ignores case; text is exact here
+    folded = parse_filter(
+        f"Microsoft.Dynamics.CRM.In(PropertyName='k',{values})", dialect="dataverse", case_insensitive=True
+    )
+    assert [r["k"] for r in rows if folded(r)] == [g, "Acme", "acme"]  # Dataverse's collation ignores case
+    not_in = parse_filter(
+        f"Microsoft.Dynamics.CRM.NotIn(PropertyName='k',{values})", dialect="dataverse", case_insensitive=True
+    )
+    assert [r["k"] for r in rows if not_in(r)] == [None, "other", rows[5]["k"]]
+    with pytest.raises(ODataError):  # a number against text literals: a type mismatch, as with eq
+        exact({"k": 5})
+    empty = parse_filter("Microsoft.Dynamics.CRM.In(PropertyName='k',PropertyValues=[])", dialect="dataverse")
+    assert not any(empty(r) for r in [*rows, {"k": 5}])
