@@ -106,6 +106,9 @@ class TokenError(Exception):
         self.forbidden = forbidden  # a valid token of an identity this resource does not accept
 
 
+MAX_VERIFIED_TOKENS = 1000  # distinct tokens remembered as verified (a few per client per hour)
+
+
 class TokenValidator:
     """Validates RS256 access tokens of the local authority (or any Entra-shaped issuer).
 
@@ -148,6 +151,7 @@ class TokenValidator:
         self._keys: dict[str, Any] = {}
         self._session: requests.Session | None = None
         self.jwks_fetches = 0
+        self._verified: dict[str, dict[str, Any]] = {}  # token -> claims whose signature etc. held
         if jwks is not None:
             self._load(jwks)
 
@@ -205,7 +209,29 @@ class TokenValidator:
         return key
 
     def validate(self, token: str) -> dict[str, Any]:
-        """Return the token's claims, or raise TokenError with the reason."""
+        """Return the token's claims, or raise TokenError with the reason. A token's signature, audience and
+        issuer are checked once (the same string verifies the same way; a client sends one token for an
+        hour); its expiry and who it belongs to, on every request."""
+        claims = self._verified.get(token)
+        if claims is not None and time.time() > float(claims["exp"]) + self.leeway_seconds:
+            self._verified.pop(token, None)
+            raise TokenError("The token is expired.")
+        if claims is None:
+            claims = self._verify(token)
+            if len(self._verified) >= MAX_VERIFIED_TOKENS:
+                self._verified.clear()
+            self._verified[token] = claims
+        app_id = str(claims.get("appid") or claims.get("azp") or "")
+        if self.app_ids is not None and app_id not in self.app_ids:
+            self.refused_apps[app_id] += 1
+            raise TokenError(f"The application '{app_id}' is not authorized for this resource.", forbidden=True)
+        self.accepted[app_id] += 1
+        method = {"1": "secret", "2": "assertion"}.get(str(claims.get("appidacr", "")), "other")
+        self.accepted_credentials[f"{app_id}:{method}"] += 1
+        return dict(claims)
+
+    def _verify(self, token: str) -> dict[str, Any]:
+        """The claims of a token whose signature, lifetime, audience and issuer hold, or TokenError."""
         key = self._key_for(token)
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -228,18 +254,11 @@ class TokenValidator:
             raise TokenError(f"The token is invalid: {exc}") from exc
         if not str(claims.get("iss", "")).startswith(self.issuer_prefix):
             raise TokenError("The token issuer is not trusted.")
-        app_id = str(claims.get("appid") or claims.get("azp") or "")
-        if self.app_ids is not None and app_id not in self.app_ids:
-            self.refused_apps[app_id] += 1
-            raise TokenError(f"The application '{app_id}' is not authorized for this resource.", forbidden=True)
-        self.accepted[app_id] += 1
-        method = {"1": "secret", "2": "assertion"}.get(str(claims.get("appidacr", "")), "other")
-        self.accepted_credentials[f"{app_id}:{method}"] += 1
         return claims
 
     async def validate_async(self, token: str) -> dict[str, Any]:
         """Like `validate`, but a JWKS fetch runs in a thread so the event loop never blocks."""
-        if self.needs_fetch(token):
+        if token not in self._verified and self.needs_fetch(token):
             return await asyncio.to_thread(self.validate, token)
         return self.validate(token)
 

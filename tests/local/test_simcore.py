@@ -153,6 +153,38 @@ def test_validator_messages() -> None:
         validator.validate(mint(AUD, kid="other"))
 
 
+def test_a_token_is_verified_once_but_its_expiry_and_identity_are_checked_on_every_request(monkeypatch) -> None:
+    import local.simcore as simcore
+
+    verified: list[str] = []
+    real = simcore.jwt.decode
+    monkeypatch.setattr(simcore.jwt, "decode", lambda token, *a, **k: verified.append(token) or real(token, *a, **k))
+    validator = TokenValidator(audience=AUD, jwks=jwks())
+    token = mint(AUD, lifetime=60)
+    for _ in range(3):
+        claims = validator.validate(token)
+        claims["oid"] = "changed by a caller"  # a caller's copy: the remembered claims stay as verified
+    assert verified == [token] and sum(validator.accepted.values()) == 3
+    assert validator.validate(token)["oid"] != "changed by a caller"
+    # A bad token is never remembered: refused each time, verified each time.
+    bad = mint(AUD, wrong_key=True)
+    for _ in range(2):
+        with pytest.raises(TokenError, match="signature"):
+            validator.validate(bad)
+    assert verified.count(bad) == 2
+    # The identity check runs per request too.
+    picky = TokenValidator(audience=AUD, jwks=jwks(), app_ids={"someone-else"})
+    for _ in range(2):
+        with pytest.raises(TokenError, match="not authorized"):
+            picky.validate(token)
+    assert sum(picky.refused_apps.values()) == 2
+    # Past its expiry a remembered token is refused.
+    later = time.time() + 120
+    monkeypatch.setattr(simcore.time, "time", lambda: later)
+    with pytest.raises(TokenError, match="expired"):
+        validator.validate(token)
+
+
 async def test_jwks_fetched_once_from_url(make_client) -> None:
     hits: list[int] = []
 
