@@ -555,8 +555,12 @@ def _membership(values: list[Any]) -> Callable[[Any], bool]:
     """``value in values`` with ``_equal``'s rules. A text or GUID value against text literals (what an
     ``In`` of ~660 ids is) is a set lookup; any other value is compared one by one, so a type mismatch
     still raises as ``_equal`` does (a re-read of 660 ids was 660 x 660 comparisons)."""
+
+    def one_by_one(a: Any) -> bool:
+        return any(_equal(a, v) for v in values)
+
     if not all(type(v) is str for v in values):
-        return lambda a: any(_equal(a, v) for v in values)
+        return one_by_one
     exact = frozenset(values)
     lowered = frozenset(v.lower() for v in values)  # a GUID compares ignoring case (_coerce)
 
@@ -567,7 +571,7 @@ def _membership(values: list[Any]) -> Callable[[Any], bool]:
             return a.lower() in lowered
         if type(a) is str:
             return a in exact
-        return any(_equal(a, v) for v in values)
+        return one_by_one(a)
 
     return member
 

@@ -61,10 +61,6 @@ def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def _connection_key(connection: Any) -> int:
-    return _endpoint_key(connection)
-
-
 def _endpoint_key(endpoint: Any) -> int:
     """The C object behind a proton wrapper: proton makes a new Python wrapper for every event, so two
     wrappers of one link or connection are equal only by this key, never by ``is``."""
@@ -170,14 +166,14 @@ class Peer(Handler):
         conn = event.connection
         if conn is not None:
             self._forget_connection(conn)
-            self.authorized.pop(_connection_key(conn), None)
+            self.authorized.pop(_endpoint_key(conn), None)
             conn.free()
 
     def _may_attach(self, connection: Any, path: str) -> bool:
         if self.auth is None or path == CBS:
             return True
         entity = path[: -len(MANAGEMENT_SUFFIX)] if path.endswith(MANAGEMENT_SUFFIX) else path
-        held = self.authorized.get(_connection_key(connection), set())
+        held = self.authorized.get(_endpoint_key(connection), set())
         return "" in held or entity in held or entity.split("/")[0] in held
 
     def queue_stats(self) -> dict[str, dict[str, int]]:
@@ -188,8 +184,8 @@ class Peer(Handler):
         return out
 
     def _forget_connection(self, conn: Any) -> None:
-        key = _connection_key(conn)
-        self._forget(lambda link: _connection_key(link.connection) == key)
+        key = _endpoint_key(conn)
+        self._forget(lambda link: _endpoint_key(link.connection) == key)
 
     def _forget(self, match: Callable[[Link], bool]) -> None:
         for name, links in self.consumers.items():
@@ -335,7 +331,7 @@ class Peer(Handler):
             self.refused_tokens += 1
             log.warning("put-token refused for %s: %s", name, e.reason)
             return 401, f"Unauthorized: {e.reason}"
-        self.authorized.setdefault(_connection_key(connection), set()).add(entity_path(name))
+        self.authorized.setdefault(_endpoint_key(connection), set()).add(entity_path(name))
         return 202, "Accepted"
 
     def auth_stats(self) -> dict[str, Any]:
